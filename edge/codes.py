@@ -1,0 +1,48 @@
+# Event codes: the one table of what an event can say, shared by the agent, the
+# gateway, the tools and the tests. Append only: a code, once shipped, keeps its meaning.
+#
+# CODES[code] = (name, kind, fields); fields are (name, decimals) and fix the order in
+# which values are written on the wire (see docs/wire-format.md). kind is "telemetry",
+# "alarm" (raised and cleared) or "report" (a one-off fact, e.g. a maintenance session).
+
+CODES = {
+    # telemetry samples, one per profile
+    0x01: ("telemetry.elevator", "telemetry",
+           (("mode", 0), ("dir", 0), ("speed", 2), ("floor", 0), ("door", 0),
+            ("zone", 0), ("occupied", 0), ("fault", 0))),
+    0x02: ("telemetry.water_meter", "telemetry",
+           (("total", 3), ("flow", 3), ("battery", 2))),
+    # device health, every profile
+    0x10: ("device.comm_loss", "alarm", (("silent_s", 0),)),
+    # kind: 1 timeout, 2 bad CRC, 3 Modbus exception, 4 malformed frame; detail: exception code
+    0x11: ("device.comm_fault", "report", (("kind", 0), ("detail", 0), ("count", 0))),
+    0x12: ("device.boot", "report", (("version", 0),)),
+    0x13: ("device.outbox_drop", "report", (("telemetry", 0), ("alarms", 0))),
+    # elevator
+    0x20: ("elevator.entrapment", "alarm", (("floor", 0), ("duration_s", 0))),
+    0x21: ("elevator.door_open_moving", "alarm", (("floor", 0), ("speed", 2))),
+    0x22: ("elevator.overspeed", "alarm", (("speed", 2), ("rated", 2))),
+    0x23: ("elevator.stop_outside_zone", "alarm", (("floor", 0), ("duration_s", 0))),
+    0x24: ("elevator.maintenance", "report",
+           (("start", 0), ("end", 0), ("duration_s", 0), ("door_cycles", 0), ("floors_served", 0))),
+    # water meter
+    0x30: ("water.inactivity", "alarm", (("idle_s", 0), ("usual_s", 0))),
+    0x31: ("water.continuous_flow", "alarm", (("duration_s", 0), ("flow", 3))),
+    0x32: ("water.leak", "alarm", (("duration_s", 0), ("flow", 3))),
+    # kind: 1 total went backwards, 2 total frozen while flow is reported
+    0x33: ("water.meter_glitch", "alarm", (("kind", 0), ("total", 3))),
+}
+
+# action, written in the low two bits of the flags byte
+REPORT = 0
+RAISE = 1
+CLEAR = 2
+ACTIONS = ("report", "raise", "clear")
+
+BY_NAME = {}
+for _code, _entry in CODES.items():
+    BY_NAME[_entry[0]] = _code
+
+
+def code_of(name):
+    return BY_NAME[name]
