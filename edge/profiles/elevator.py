@@ -19,3 +19,9 @@ REGISTERS = (
     ("occupied", 6, "u16", 1),    # car presence sensor
     ("fault", 7, "u16", 1),       # controller fault code, 0 none
 )
+
+# Telemetry policy: a sample when one of these moves beyond its deadband (at most one a
+# second), and a heartbeat every minute otherwise.
+TELEMETRY_WATCH = {"mode": 0, "floor": 0, "door": 0, "fault": 0, "occupied": 0}
+TELEMETRY_MIN_S = 1
+TELEMETRY_HEARTBEAT_S = 60

