@@ -1,0 +1,219 @@
+# Modbus RTU framing, sans-I/O: build requests, size and check responses, CRC-16/MODBUS.
+# Bytes in, values or a distinct error out; the bus transport (edge/bus.py) does the waiting.
+from array import array
+
+# Function codes this stack speaks (Application Protocol V1.1b).
+READ_HOLDING = 0x03
+READ_INPUT = 0x04
+WRITE_SINGLE = 0x06
+WRITE_MULTIPLE = 0x10
+
+MAX_READ = 125          # 0x7D registers per read
+MAX_WRITE = 123         # 0x7B registers per write multiple
+EXCEPTION_LEN = 5       # slave, fc|0x80, code, CRC lo, CRC hi: the shortest valid reply
+MAX_ADU = 256           # 1 address + 253 PDU + 2 CRC
+
+# Exception codes 1..11 (07 is libmodbus' legacy negative acknowledge).
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    7: "negative acknowledge",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target failed to respond",
+}
+
+
+class ModbusError(Exception):
+    """Any failed exchange; .kind is the number written into device.comm_fault."""
+    kind = 0
+
+
+class ModbusTimeout(ModbusError):
+    kind = 1
+
+
+class CrcError(ModbusError):
+    kind = 2
+
+
+class ModbusException(ModbusError):
+    """The slave answered with an exception response: it heard us and said no."""
+    kind = 3
+
+    def __init__(self, code, function=0):
+        name = EXCEPTION_NAMES.get(code, "unknown")
+        super().__init__("exception %d (%s) on function %d" % (code, name, function))
+        self.code = code
+        self.function = function
+        self.name = name
+
+
+class FrameError(ModbusError):
+    """Malformed, short, or from the wrong slave or function."""
+    kind = 4
+
+
+def _make_table():
+    # 512 bytes as array('H'); a list of ints would cost several times that on a board.
+    t = array("H", bytes(512))
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
+        t[i] = c
+    return t
+
+
+_TABLE = _make_table()
+
+
+def crc16(data, crc=0xFFFF):
+    """CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF); pass crc to continue a run."""
+    t = _TABLE
+    for b in data:
+        crc = (crc >> 8) ^ t[(crc ^ b) & 0xFF]
+    return crc
+
+
+def _seal(body):
+    # CRC goes low byte first, unlike every other 16-bit field in the frame.
+    c = crc16(body)
+    body.append(c & 0xFF)
+    body.append(c >> 8)
+    return bytes(body)
+
+
+def _check_slave(slave, broadcast):
+    if not (0 if broadcast else 1) <= slave <= 247:
+        raise ValueError("slave id %d out of range" % slave)
+
+
+def _check_u16(name, v):
+    if not 0 <= v <= 0xFFFF:
+        raise ValueError("%s %d out of range 0..65535" % (name, v))
+
+
+def read_request(slave, fc, addr, count):
+    """FC 03 (holding) or 04 (input), count 1..125."""
+    if fc not in (READ_HOLDING, READ_INPUT):
+        raise ValueError("read function must be 3 or 4, not %d" % fc)
+    if not 1 <= count <= MAX_READ:
+        raise ValueError("read count %d out of range 1..125" % count)
+    _check_slave(slave, False)
+    _check_u16("address", addr)
+    if addr + count > 0x10000:
+        raise ValueError("read past address 65535")
+    return _seal(bytearray((slave, fc, addr >> 8, addr & 0xFF, count >> 8, count & 0xFF)))
+
+
+def write_single_request(slave, addr, value):
+    """FC 06; slave 0 broadcasts (no reply)."""
+    _check_slave(slave, True)
+    _check_u16("address", addr)
+    _check_u16("value", value)
+    return _seal(bytearray((slave, WRITE_SINGLE, addr >> 8, addr & 0xFF, value >> 8, value & 0xFF)))
+
+
+def write_multiple_request(slave, addr, values):
+    """FC 16, 1..123 registers; slave 0 broadcasts (no reply)."""
+    n = len(values)
+    if not 1 <= n <= MAX_WRITE:
+        raise ValueError("write count %d out of range 1..123" % n)
+    _check_slave(slave, True)
+    _check_u16("address", addr)
+    if addr + n > 0x10000:
+        raise ValueError("write past address 65535")
+    body = bytearray((slave, WRITE_MULTIPLE, addr >> 8, addr & 0xFF, 0, n, 2 * n))
+    for v in values:
+        _check_u16("value", v)
+        body.append(v >> 8)
+        body.append(v & 0xFF)
+    return _seal(body)
+
+
+def expected_length(request_or_fc, count=1):
+    """Bytes of a normal reply: to a request frame, or to (fc, register count).
+
+    An exception reply is shorter (EXCEPTION_LEN), so read that many first and the
+    rest only if byte 1 has no 0x80 bit. A broadcast request expects 0 bytes.
+    """
+    if isinstance(request_or_fc, int):
+        fc = request_or_fc
+    else:
+        if request_or_fc[0] == 0:
+            return 0
+        fc = request_or_fc[1]
+        count = (request_or_fc[4] << 8) | request_or_fc[5]
+    if fc in (READ_HOLDING, READ_INPUT):
+        return 5 + 2 * count
+    if fc in (WRITE_SINGLE, WRITE_MULTIPLE):
+        return 8
+    raise ValueError("unsupported function %d" % fc)
+
+
+def silence_s(baud, bits=11):
+    """t3.5, the inter-frame silence; fixed at 1.75 ms above 19200 baud (spec §2.5.1.1)."""
+    if baud > 19200:
+        return 0.00175
+    return 3.5 * bits / baud
+
+
+def parse_response(request, frame):
+    """Check a reply against the request that caused it.
+
+    Returns the register values (list of int) for FC 03/04, the echoed
+    (address, value) for FC 06 and (address, count) for FC 16. Raises CrcError,
+    ModbusException or FrameError; an empty frame is a ModbusTimeout.
+    """
+    n = len(frame)
+    if n == 0:
+        raise ModbusTimeout("no reply")
+    if n < EXCEPTION_LEN:
+        raise FrameError("short frame: %d bytes" % n)
+    # CRC first: a noisy frame can look like anything, so trust no field before it.
+    if crc16(memoryview(frame)[:n - 2]) != frame[n - 2] | (frame[n - 1] << 8):
+        raise CrcError("bad CRC in %d-byte frame" % n)
+    slave, fc = request[0], request[1]
+    if frame[0] != slave:
+        raise FrameError("reply from slave %d, asked %d" % (frame[0], slave))
+    if frame[1] == fc | 0x80:
+        if n != EXCEPTION_LEN:
+            raise FrameError("exception reply of %d bytes" % n)
+        raise ModbusException(frame[2], fc)
+    if frame[1] != fc:
+        raise FrameError("reply function %d, asked %d" % (frame[1], fc))
+    want = expected_length(request)
+    if n != want:
+        raise FrameError("reply of %d bytes, expected %d" % (n, want))
+    if fc in (READ_HOLDING, READ_INPUT):
+        if frame[2] != n - 5:
+            raise FrameError("byte count %d in a %d-byte frame" % (frame[2], n))
+        return [(frame[i] << 8) | frame[i + 1] for i in range(3, n - 2, 2)]
+    # Writes echo address and value/count: anything else means the slave did not do it.
+    if frame[2:6] != request[2:6]:
+        raise FrameError("write echo differs from request")
+    return ((frame[2] << 8) | frame[3], (frame[4] << 8) | frame[5])
+
+
+# The slave side, for simulators, fault injection and round-trip tests.
+
+def read_response(slave, fc, values):
+    body = bytearray((slave, fc, 2 * len(values)))
+    for v in values:
+        body.append((v >> 8) & 0xFF)
+        body.append(v & 0xFF)
+    return _seal(body)
+
+
+def write_response(request):
+    """The echo a slave sends for FC 06 or 16: the first six bytes of the request."""
+    return _seal(bytearray(request[:6]))
+
+
+def exception_response(slave, fc, code):
+    return _seal(bytearray((slave, fc | 0x80, code)))
