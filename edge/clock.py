@@ -1,0 +1,26 @@
+# Millisecond ticks that wrap safely on MicroPython and fall back to time.monotonic on
+# CPython: every deadline in the agent is computed with these.
+import time
+
+try:
+    ticks_ms = time.ticks_ms
+    ticks_add = time.ticks_add
+    ticks_diff = time.ticks_diff
+except AttributeError:  # CPython
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_add(t, delta):
+        return t + delta
+
+    def ticks_diff(a, b):
+        return a - b
+
+
+def sleep_ms(ms):
+    """An awaitable pause of ms milliseconds under either runtime's asyncio."""
+    import asyncio
+    try:
+        return asyncio.sleep_ms(ms)
+    except AttributeError:
+        return asyncio.sleep(ms / 1000)

@@ -1,0 +1,144 @@
+# Device configuration: declared as a table, checked before anything runs. Every error
+# names the field and what is allowed, so an installer can fix it from the message.
+import json
+
+BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+PROFILES = ("elevator", "water_meter")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _hex(v):
+    try:
+        bytes.fromhex(v)
+        return len(v) >= 32
+    except (ValueError, TypeError):
+        return False
+
+
+def _ident(v):
+    if not 1 <= len(v) <= 32:
+        return False
+    for c in v:
+        if not (c.isalpha() or c.isdigit() or c in "-_."):
+            return False
+    return True
+
+
+def _floors(v):
+    return (isinstance(v, list) and len(v) == 2 and _is_int(v[0]) and _is_int(v[1])
+            and v[0] < v[1])
+
+
+# path: (kind, default or REQUIRED, check, what the check allows)
+REQUIRED = object()
+SCHEMA = {
+    "device_id": ("str", REQUIRED, _ident, "1-32 letters, digits, '-', '_' or '.'"),
+    "secret": ("str", REQUIRED, _hex, "at least 32 hex digits (edgectl provision makes one)"),
+    "profile": ("str", REQUIRED, PROFILES, None),
+    "bus.port": ("str", REQUIRED, None, None),
+    "bus.baud": ("int", 9600, BAUDS, None),
+    "bus.parity": ("str", "E", ("N", "E", "O"), None),
+    "bus.stop": ("int", 1, (1, 2), None),
+    "bus.slave": ("int", 1, lambda v: 1 <= v <= 247, "1..247"),
+    "bus.word_order": ("str", "ABCD", ("ABCD", "BADC", "CDAB", "DCBA"), None),
+    "bus.timeout_ms": ("int", 300, lambda v: 20 <= v <= 5000, "20..5000"),
+    "bus.retries": ("int", 2, lambda v: 0 <= v <= 5, "0..5"),
+    "broker.host": ("str", REQUIRED, None, None),
+    "broker.port": ("int", 1883, lambda v: 1 <= v <= 65535, "1..65535"),
+    "broker.user": ("str", None, None, None),
+    "broker.password": ("str", None, None, None),
+    "broker.keepalive": ("int", 60, lambda v: 10 <= v <= 3600, "10..3600"),
+    "site.rated_speed": ("num", None, lambda v: 0 < v <= 20, "a speed in m/s, 0..20"),
+    "site.floors": ("any", None, _floors, "[lowest, highest], integers, lowest < highest"),
+    "site.resolution": ("num", 0.001, lambda v: 0 < v <= 1, "m3 per count, e.g. 0.001"),
+    "site.occupants": ("int", 1, lambda v: 1 <= v <= 20, "1..20"),
+    "utc_offset_s": ("int", 28800, lambda v: -50400 <= v <= 50400, "-50400..50400 (China: 28800)"),
+    "telemetry": ("bool", True, None, None),
+    "params": ("dict", None, None, None),
+}
+# installation facts a profile cannot run without
+PROFILE_REQUIRES = {"elevator": ("site.rated_speed", "site.floors")}
+KINDS = {"str": (str,), "int": (int,), "num": (int, float), "bool": (bool,), "dict": (dict,)}
+KNOWN_SECTIONS = ("bus", "broker", "site")
+
+
+def _get(cfg, path):
+    node = cfg
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None, False
+        node = node[part]
+    return node, True
+
+
+def _set(cfg, path, value):
+    parts = path.split(".")
+    node = cfg
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def validate(cfg):
+    """Check a config dict against SCHEMA, fill in defaults, return it. Raises ConfigError
+    naming the first bad field."""
+    if not isinstance(cfg, dict):
+        raise ConfigError("config: must be a JSON object")
+    for key in cfg:
+        if key not in KNOWN_SECTIONS and key not in SCHEMA:
+            raise ConfigError("config.%s: unknown field; known: %s" % (
+                key, ", ".join(sorted(set([p.split(".")[0] for p in SCHEMA])))))
+    for section in KNOWN_SECTIONS:
+        node = cfg.get(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError("config.%s: must be an object" % section)
+        for key in node:
+            if section + "." + key not in SCHEMA:
+                raise ConfigError("config.%s.%s: unknown field; known: %s" % (section, key, ", ".join(
+                    sorted([p.split(".")[1] for p in SCHEMA if p.startswith(section + ".")]))))
+    required = PROFILE_REQUIRES.get(cfg.get("profile"), ())
+    for path in SCHEMA:
+        kind, default, check, allowed = SCHEMA[path]
+        value, present = _get(cfg, path)
+        if not present or value is None:
+            if default is REQUIRED or path in required:
+                raise ConfigError("config.%s: required field is missing" % path)
+            if default is not None:
+                _set(cfg, path, default)
+            continue
+        if kind != "any" and (not isinstance(value, KINDS[kind])
+                              or (kind in ("int", "num") and isinstance(value, bool))):
+            raise ConfigError("config.%s: must be %s, got %r" % (path, kind, value))
+        if check is None:
+            continue
+        if isinstance(check, tuple):
+            if value not in check:
+                raise ConfigError("config.%s: %r is not one of %s" % (
+                    path, value, ", ".join([str(c) for c in check])))
+        elif not check(value):
+            raise ConfigError("config.%s: %r is not allowed; expected %s" % (path, value, allowed))
+    return cfg
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError("%s: cannot read the config file (%s)" % (path, e))
+    try:
+        cfg = json.loads(text)
+    except ValueError as e:
+        raise ConfigError("%s: not valid JSON (%s); re-run edgectl provision to rewrite it" % (path, e))
+    return validate(cfg)

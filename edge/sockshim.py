@@ -1,0 +1,56 @@
+# CPython only (the agent on a Raspberry Pi): gives umqtt.simple the MicroPython socket
+# it expects (usocket with stream read/write), so both runtimes run the same MQTT code.
+import binascii
+import socket as _socket
+import struct
+import sys
+
+
+class Socket:
+    def __init__(self, *args):
+        self._s = _socket.socket(*args)
+
+    def connect(self, addr):
+        self._s.connect(addr)
+
+    def write(self, buf, n=None):
+        data = memoryview(buf)[:n] if n is not None else buf
+        self._s.sendall(data)
+        return len(data)
+
+    def read(self, n):
+        # MicroPython's stream read on a blocking socket returns n bytes unless EOF
+        chunks = []
+        while n > 0:
+            b = self._s.recv(n)
+            if not b:
+                break
+            chunks.append(b)
+            n -= len(b)
+        return b"".join(chunks)
+
+    def setblocking(self, flag):
+        self._s.setblocking(flag)
+
+    def settimeout(self, t):
+        self._s.settimeout(t)
+
+    def setsockopt(self, level, opt, value):
+        self._s.setsockopt(level, opt, value)
+
+    def fileno(self):
+        return self._s.fileno()
+
+    def close(self):
+        self._s.close()
+
+
+class _Module:
+    socket = Socket
+    getaddrinfo = staticmethod(_socket.getaddrinfo)
+
+
+def install():
+    sys.modules.setdefault("usocket", _Module)
+    sys.modules.setdefault("ustruct", struct)
+    sys.modules.setdefault("ubinascii", binascii)
