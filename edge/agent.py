@@ -24,6 +24,11 @@ def log(*args):
 class Agent:
     def __init__(self, cfg, master, link, store, now=time.time):
         self.cfg = cfg
+        clock = cfg.get("clock") or {}
+        self.speed = clock.get("speed", 1)
+        if clock:
+            anchor, origin, speed, real = clock["anchor"], clock["origin"], self.speed, now
+            now = lambda: origin + (real() - anchor) * speed
         self.prof = load_module("edge.profiles." + cfg["profile"])
         self.master = master
         self.link = link
@@ -77,7 +82,7 @@ class Agent:
             self.emit(t, code, action, values)
 
     async def poll_loop(self):
-        period_ms = int(self.prof.PERIOD_S * 1000)
+        period_ms = int(self.prof.PERIOD_S * 1000 / self.speed)
         due = ticks_ms()
         while True:
             self.poll_once()

@@ -66,11 +66,17 @@ SCHEMA = {
     "utc_offset_s": ("int", 28800, lambda v: -50400 <= v <= 50400, "-50400..50400 (China: 28800)"),
     "telemetry": ("bool", True, None, None),
     "params": ("dict", None, None, None),
+    # demos and tests only: run the device clock `speed` times faster than real time,
+    # reading `origin` (unix s) at real time `anchor`, so an accelerated simulated
+    # sensor and the agent agree on the trace's time
+    "clock.anchor": ("num", None, None, None),
+    "clock.origin": ("num", None, None, None),
+    "clock.speed": ("num", None, lambda v: 0 < v <= 10000, "0..10000"),
 }
 # installation facts a profile cannot run without
 PROFILE_REQUIRES = {"elevator": ("site.rated_speed", "site.floors")}
 KINDS = {"str": (str,), "int": (int,), "num": (int, float), "bool": (bool,), "dict": (dict,)}
-KNOWN_SECTIONS = ("bus", "broker", "site")
+KNOWN_SECTIONS = ("bus", "broker", "site", "clock")
 
 
 def _get(cfg, path):

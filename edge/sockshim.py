@@ -14,6 +14,8 @@ class Socket:
         self._s.connect(addr)
 
     def write(self, buf, n=None):
+        if isinstance(buf, str):   # MicroPython streams take str too (umqtt sends the client id so)
+            buf = buf.encode()
         data = memoryview(buf)[:n] if n is not None else buf
         self._s.sendall(data)
         return len(data)
@@ -51,6 +53,12 @@ class _Module:
 
 
 def install():
+    """Make `import umqtt.simple` work on CPython: MicroPython module names, and the
+    MICROPYPATH folders (where umqtt.simple is installed for both runtimes) on sys.path."""
+    import os
+    for folder in os.environ.get("MICROPYPATH", "").split(":"):
+        if folder and folder not in sys.path:
+            sys.path.append(folder)
     sys.modules.setdefault("usocket", _Module)
     sys.modules.setdefault("ustruct", struct)
     sys.modules.setdefault("ubinascii", binascii)
