@@ -12,6 +12,7 @@ import sys
 # subcommand: (module, one-line help)
 COMMANDS = {
     "replay": ("tools.replay", "run the on-device alarm pipeline over recorded traces"),
+    "bench": ("tools.bench", "measure the agent's cost per sample, its heap, bytes per event, publish rate"),
 }
 
 
