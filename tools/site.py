@@ -1,0 +1,206 @@
+"""A simulated site on one machine, all real parts: for each device a socat pty pair, a
+pymodbus slave playing a trace, and our agent under the MicroPython unix port (or
+CPython); a broker; the gateway; the reference platform receiver. The demo and the
+end-to-end tests both drive this.
+
+Every process is started here and stopped here, by its PID.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+from edge.replay import parse_iso
+from tools import runtime
+from tools.mosquitto import Mosquitto, free_port, wait_port
+from tools.vbus import VirtualBus
+
+
+@dataclass
+class Device:
+    device_id: str
+    profile: str
+    trace: str                       # a trace file (.jsonl.gz) the simulated slave plays
+    speed: float = 1.0               # trace seconds per real second (the agent's clock follows)
+    runtime: str = "micropython"     # or "cpython" (pyserial on the pty)
+    site: dict = field(default_factory=dict)
+    params: dict | None = None
+    secret: str = field(default_factory=lambda: secrets.token_hex(16))
+
+
+class Site:
+    def __init__(self, workdir: str, devices: list[Device], broker: str = "mosquitto",
+                 platform_print: bool = False, quiet: bool = True):
+        self.workdir = os.path.abspath(workdir)
+        self.devices = devices
+        self.broker_kind = broker
+        self.platform_print = platform_print
+        self.quiet = quiet
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.buses: dict[str, VirtualBus] = {}
+        self.mosquitto: Mosquitto | None = None
+        self.broker_port = 0
+        self.platform_port = free_port()
+        self.anchor = 0.0
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def platform_url(self) -> str:
+        return "http://127.0.0.1:%d" % self.platform_port
+
+    def _spawn(self, name: str, argv: list[str], env: dict | None = None, show: bool = False) -> subprocess.Popen:
+        log = None if show else open(os.path.join(self.workdir, name + ".log"), "ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT if log else None,
+                                env=env or dict(os.environ), cwd=self.workdir)
+        self.procs[name] = proc
+        return proc
+
+    def log_of(self, name: str) -> str:
+        path = os.path.join(self.workdir, name + ".log")
+        return open(path, errors="replace").read() if os.path.exists(path) else ""
+
+    def _cli(self, module: str) -> list[str]:
+        return [sys.executable, "-m", module]
+
+    # ------------------------------------------------------------------ parts
+    def start_broker(self) -> None:
+        if self.broker_kind == "mosquitto":
+            self.mosquitto = Mosquitto(os.path.join(self.workdir, "mosquitto")).start()
+            self.broker_port = self.mosquitto.port
+        else:
+            self.broker_port = free_port()
+
+    @property
+    def broker_url(self) -> str:
+        return "mqtt://127.0.0.1:%d" % self.broker_port
+
+    def start_platform(self) -> None:
+        argv = self._cli("gateway.cli") + ["platform", "--listen", "127.0.0.1:%d" % self.platform_port,
+                                           "--db", os.path.join(self.workdir, "platform.sqlite")]
+        if self.platform_print:
+            argv.append("--print")
+        self._spawn("platform", argv, show=self.platform_print)
+        wait_port(self.platform_port, 20)
+
+    def register_devices(self) -> None:
+        data = os.path.join(self.workdir, "gateway")
+        os.makedirs(data, exist_ok=True)
+        for d in self.devices:
+            subprocess.run(self._cli("gateway.cli") + ["devices", "add", d.device_id, "--profile", d.profile,
+                                                       "--secret", d.secret, "--data", data],
+                           check=True, capture_output=True, text=True)
+
+    def start_gateway(self) -> None:
+        data = os.path.join(self.workdir, "gateway")
+        broker = ("embedded" if self.broker_kind == "embedded" else self.broker_url)
+        argv = self._cli("gateway.cli") + ["run", "--data", data, "--platform", self.platform_url,
+                                           "--broker", broker]
+        if self.broker_kind == "embedded":
+            argv += ["--listen", "127.0.0.1:%d" % self.broker_port]
+        self._spawn("gateway", argv)
+        if self.broker_kind == "embedded":
+            wait_port(self.broker_port, 20)
+
+    def agent_config(self, d: Device, port: str) -> dict:
+        with_header = _trace_header(d.trace)
+        origin, _ = parse_iso(with_header["start"])
+        site = dict(with_header.get("config") or {})
+        site.update(d.site)
+        cfg = {
+            "device_id": d.device_id, "secret": d.secret, "profile": d.profile,
+            "bus": {"port": port, "baud": 9600, "parity": "E", "slave": 1, "timeout_ms": 300, "retries": 1},
+            "broker": {"host": "127.0.0.1", "port": self.broker_port, "keepalive": 30},
+            "site": {k: v for k, v in site.items() if k in ("rated_speed", "floors", "resolution", "occupants")},
+            "clock": {"anchor": self.anchor, "origin": origin, "speed": d.speed},
+        }
+        if d.params:
+            cfg["params"] = d.params
+        return cfg
+
+    def start_device(self, d: Device) -> None:
+        bus = VirtualBus(os.path.join(self.workdir, "bus-" + d.device_id)).start()
+        self.buses[d.device_id] = bus
+        self._spawn("sim-" + d.device_id, self._cli("tools.simulate") + [
+            "--profile", d.profile, "--trace", os.path.abspath(d.trace), "--port", bus.b,
+            "--speed", str(d.speed), "--anchor", repr(self.anchor)])
+        self.start_agent(d)
+
+    def start_agent(self, d: Device) -> None:
+        home = os.path.join(self.workdir, "agent-" + d.device_id)
+        os.makedirs(home, exist_ok=True)
+        cfg_path = os.path.join(home, "config.json")
+        with open(cfg_path, "w") as fh:
+            json.dump(self.agent_config(d, self.buses[d.device_id].a), fh)
+        argv = runtime.command(d.runtime, "edge.agent", cfg_path, os.path.join(home, "state"))
+        self._spawn("agent-" + d.device_id, argv, env=runtime.micropython_env())
+
+    def start(self) -> "Site":
+        os.makedirs(self.workdir, exist_ok=True)
+        try:
+            self.start_broker()
+            self.start_platform()
+            self.register_devices()
+            self.start_gateway()
+            # trace time 0 is "now plus a moment", so every simulator and agent agree on it
+            self.anchor = time.time() + 1.0
+            for d in self.devices:
+                self.start_device(d)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT if name in ("gateway", "platform") else signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+        for bus in self.buses.values():
+            bus.stop()
+        self.buses.clear()
+        if self.mosquitto:
+            self.mosquitto.stop()
+
+    def __enter__(self) -> "Site":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ platform queries
+    def platform_events(self, **query: str) -> list[dict]:
+        qs = "&".join("%s=%s" % kv for kv in query.items())
+        with urllib.request.urlopen(self.platform_url + "/v1/events?limit=100000&" + qs, timeout=10) as resp:
+            return json.load(resp)["events"]
+
+    def wait_for(self, predicate, timeout: float, poll: float = 0.5) -> list[dict]:
+        """Poll the platform until predicate(events) is true; returns the events."""
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.platform_events()
+            if predicate(events) or time.monotonic() > deadline:
+                return events
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError("%s exited with %s:\n%s" % (name, proc.returncode, self.log_of(name)[-3000:]))
+            time.sleep(poll)
+
+
+def _trace_header(path: str) -> dict:
+    import gzip
+    with gzip.open(path, "rt") as fh:
+        return json.loads(fh.readline())
