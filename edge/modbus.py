@@ -28,6 +28,10 @@ EXCEPTION_NAMES = {
 }
 
 
+# kind -> the name counted by edge.bus.Master and shown to technicians
+KINDS = {1: "timeout", 2: "crc", 3: "exception", 4: "frame"}
+
+
 class ModbusError(Exception):
     """Any failed exchange; .kind is the number written into device.comm_fault."""
     kind = 0
@@ -175,10 +179,14 @@ def parse_response(request, frame):
         raise ModbusTimeout("no reply")
     if n < EXCEPTION_LEN:
         raise FrameError("short frame: %d bytes" % n)
+    slave, fc = request[0], request[1]
+    want = expected_length(request)
+    # A reply cut off mid-frame is short, not noisy: the slave started and stopped.
+    if n < want and not (n == EXCEPTION_LEN and frame[1] == fc | 0x80):
+        raise FrameError("short frame: %d of %d bytes" % (n, want))
     # CRC first: a noisy frame can look like anything, so trust no field before it.
     if crc16(memoryview(frame)[:n - 2]) != frame[n - 2] | (frame[n - 1] << 8):
         raise CrcError("bad CRC in %d-byte frame" % n)
-    slave, fc = request[0], request[1]
     if frame[0] != slave:
         raise FrameError("reply from slave %d, asked %d" % (frame[0], slave))
     if frame[1] == fc | 0x80:
@@ -187,7 +195,6 @@ def parse_response(request, frame):
         raise ModbusException(frame[2], fc)
     if frame[1] != fc:
         raise FrameError("reply function %d, asked %d" % (frame[1], fc))
-    want = expected_length(request)
     if n != want:
         raise FrameError("reply of %d bytes, expected %d" % (n, want))
     if fc in (READ_HOLDING, READ_INPUT):

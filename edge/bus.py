@@ -1,0 +1,107 @@
+# Modbus RTU master on one RS-485 bus: frames from edge.modbus, bytes through a HAL UART
+# (edge/hal), a deadline on every wait, retries, and a count of every kind of failure.
+try:
+    from time import sleep_us, ticks_diff, ticks_ms, ticks_us
+except ImportError:  # CPython: same names, no wrap-around to care about
+    import time
+
+    def ticks_us():
+        return int(time.monotonic() * 1000000)
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def sleep_us(us):
+        time.sleep(us / 1000000)
+
+from edge import modbus
+
+
+class Master:
+    """One master, one bus, one exchange at a time.
+
+    uart: a HAL UART (write, read(n, timeout_ms), flush_input). timeout_ms is how long
+    a slave may take to start answering; the reply's own transmit time is added.
+    retries: further attempts after a timeout, CRC or frame error. A Modbus exception
+    is an answer, so it is raised at once. Errors raised are edge.modbus classes.
+    """
+
+    def __init__(self, uart, baud, timeout_ms=300, retries=2, bits=11):
+        self.uart = uart
+        self.timeout_ms = timeout_ms
+        self.retries = retries
+        self._silence_us = int(modbus.silence_s(baud, bits) * 1000000) + 1
+        self._char_us = bits * 1000000 // baud
+        # a quiet line for this long means a bad reply has finished arriving
+        self._quiet_ms = self._silence_us // 1000 + 20
+        self._idle_since = ticks_us()
+        # each failed attempt is counted, also those a retry later recovered
+        self.counts = {"ok": 0, "timeout": 0, "crc": 0, "exception": 0, "frame": 0}
+        self.last_error = None
+
+    def read_registers(self, slave, fc, addr, count):
+        """Register values (list of int) from FC 03 (holding) or 04 (input)."""
+        return self.transact(modbus.read_request(slave, fc, addr, count))
+
+    def write_register(self, slave, addr, value):
+        return self.transact(modbus.write_single_request(slave, addr, value))
+
+    def write_registers(self, slave, addr, values):
+        return self.transact(modbus.write_multiple_request(slave, addr, values))
+
+    def transact(self, request):
+        """Send a request frame, return the parsed reply (None for a broadcast)."""
+        want = modbus.expected_length(request)
+        err = None
+        for _ in range(self.retries + 1):
+            self._send(request)
+            if want == 0:
+                return None
+            try:
+                result = modbus.parse_response(request, self._receive(request[1], want))
+            except modbus.ModbusError as e:
+                self.counts[modbus.KINDS[e.kind]] += 1
+                self.last_error = e
+                if e.kind == modbus.ModbusException.kind:
+                    self._idle_since = ticks_us()
+                    raise
+                self._drain()
+                err = e
+                continue
+            self._idle_since = ticks_us()
+            self.counts["ok"] += 1
+            return result
+        raise err
+
+    def _send(self, request):
+        # t3.5 of silence since the last frame on the line, or the slave glues frames
+        idle = ticks_diff(ticks_us(), self._idle_since)
+        if 0 <= idle < self._silence_us:
+            sleep_us(self._silence_us - idle)
+        # whatever is waiting is a late reply to someone else's request, or noise
+        self.uart.flush_input()
+        self.uart.write(request)
+        self._idle_since = ticks_us()
+
+    def _receive(self, fc, want):
+        # read the exception length first: a short exception reply must not wait out
+        # the deadline for bytes that will never come
+        start = ticks_ms()
+        budget = self.timeout_ms + (want * self._char_us) // 1000 + 1
+        head = self.uart.read(modbus.EXCEPTION_LEN, budget)
+        if len(head) < modbus.EXCEPTION_LEN or head[1] == fc | 0x80 or want == len(head):
+            return head
+        left = budget - ticks_diff(ticks_ms(), start)
+        return head + self.uart.read(want - len(head), left if left > 0 else 0)
+
+    def _drain(self):
+        # after a bad reply, let the rest of it arrive and drop it, with a deadline:
+        # a babbling slave must not hold the master forever
+        start = ticks_ms()
+        while ticks_diff(ticks_ms(), start) < self.timeout_ms:
+            if not self.uart.read(modbus.MAX_ADU, self._quiet_ms):
+                break
+        self._idle_since = ticks_us()

@@ -1,0 +1,102 @@
+# HAL for CPython (a Raspberry Pi gateway or agent, and the test rig): the serial port
+# through pyserial, waits with select.poll, flash is a directory.
+import os
+import select
+import time
+
+import serial
+
+
+def now():
+    return time.time()
+
+
+def ticks_ms():
+    return int(time.monotonic() * 1000)
+
+
+def ticks_diff(a, b):
+    return a - b
+
+
+def sleep_ms(ms):
+    time.sleep(ms / 1000)
+
+
+def is_pty(path):
+    """A pty moves bytes, not bits: parity means nothing on one, and Linux refuses PARENB
+    there (EINVAL), so the virtual bus runs without it."""
+    return os.path.realpath(path).startswith("/dev/pts/")
+
+
+class UART:
+    """A serial port (or pty) as a half-duplex RS-485 port.
+
+    de: optional callable de(on) driving DE/RE from user space; rs485=True instead asks
+    the kernel driver to toggle RTS around each frame, where the UART supports it.
+    """
+
+    def __init__(self, path, baud=9600, parity="E", stop=None, de=None, rs485=False):
+        if is_pty(path):
+            parity = "N"    # see is_pty
+        if stop is None:
+            stop = 1 if parity != "N" else 2   # no parity means two stop bits on RTU
+        # timeout=0: reads never block; waiting is done below with a deadline
+        self._s = serial.Serial(path, baud, bytesize=8, parity=parity, stopbits=stop,
+                                timeout=0, exclusive=True)
+        if rs485:
+            from serial import rs485 as _rs485
+            self._s.rs485_mode = _rs485.RS485Settings()
+        self._de = de
+        self._poll = select.poll()
+        self._poll.register(self._s.fileno(), select.POLLIN)
+
+    def write(self, data):
+        de = self._de
+        if de:
+            de(1)
+        self._s.write(data)
+        # tcdrain: the last stop bit has left, so DE can drop and the silence starts now
+        self._s.flush()
+        if de:
+            de(0)
+
+    def read(self, n, timeout_ms):
+        """Up to n bytes, whatever arrived by the deadline."""
+        buf = bytearray()
+        deadline = time.monotonic() + timeout_ms / 1000
+        while len(buf) < n:
+            left = deadline - time.monotonic()
+            if not self._poll.poll(left * 1000 if left > 0 else 0):
+                break
+            # pyserial raises SerialException if a ready port gives nothing (unplugged)
+            buf += self._s.read(n - len(buf))
+        return bytes(buf)
+
+    def flush_input(self):
+        self._s.reset_input_buffer()
+
+    def close(self):
+        self._s.close()
+
+
+def open_uart(config, de=None):
+    return UART(config["port"], config.get("baud", 9600), config.get("parity", "E"),
+                config.get("stop"), de, config.get("rs485", False))
+
+
+class Watchdog:
+    """No watchdog in a CPython process: systemd's WatchdogSec is the place for one."""
+
+    def __init__(self, timeout_ms):
+        self.timeout_ms = timeout_ms
+
+    def feed(self):
+        pass
+
+
+def flash_dir(config):
+    """Directory standing in for the board's flash; created if missing."""
+    path = config.get("flash", "flash")
+    os.makedirs(path, exist_ok=True)
+    return path

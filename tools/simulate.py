@@ -1,0 +1,259 @@
+"""Simulated Modbus RTU slave on a serial port (a socat pty): a pymodbus 3.16 serial server
+whose holding registers follow a corpus trace, encoded with edge.regmap and the profile table.
+
+Trace semantics (corpus/README.md): rows are played at `speed` x real time from the first
+row. A row with `"r": null` makes the slave silent (no reply at all) until the next answered
+row, so the master sees a timeout, as on a dead bus. A field that is null keeps its last
+value (0 before the first one): one failed field cannot be told apart on a real block read,
+and an invented out-of-range value would look like a glitch the trace never had. Missing
+lines (gaps) hold the previous row. After the last row the slave keeps its last state.
+
+Faults, for tests: `faults` is a dict of counts, e.g. {"bad_crc": 3}, consumed one per reply
+in FAULTS order (the caller may add to it while the server runs), or a callable
+f(request_pdu_bytes) -> fault name or None. Every fault is real bytes on the pty:
+  silence     no reply                                   -> master: ModbusTimeout
+  bad_crc     the reply with its CRC flipped             -> CrcError
+  garbage     random bytes of the reply's length         -> CrcError (or FrameError)
+  short       the reply cut in half                      -> FrameError
+  wrong_slave a valid reply from another slave id        -> FrameError
+  exception   exception response 04 (device failure)     -> ModbusException(code=4)
+Reads outside the profile's block get pymodbus' own exception 02 (illegal data address).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import importlib
+import json
+import os
+import threading
+import time
+from typing import Any, Callable
+
+from pymodbus import FramerType
+from pymodbus.server import ModbusSerialServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from edge import modbus, regmap
+from edge.hal.cpython import is_pty
+
+FAULTS = ("silence", "bad_crc", "garbage", "short", "wrong_slave", "exception")
+
+
+def load_profile(profile: str | Any) -> Any:
+    """A profile module from its name ("elevator") or the module itself."""
+    if isinstance(profile, str):
+        return importlib.import_module("edge.profiles." + profile)
+    return profile
+
+
+class TracePlayer:
+    """The slave's register image at the current (scaled) trace time."""
+
+    def __init__(self, table, trace_path: str, speed: float = 1.0, order: str = "ABCD") -> None:
+        self.table = table
+        self.order = order
+        self.speed = speed
+        self.first, self.count = regmap.span(table)
+        self._file = gzip.open(trace_path, "rt")
+        self.header = json.loads(self._file.readline())
+        self._next = self._read_row()
+        self._t0 = self._next["t"] if self._next else 0.0
+        self._start = time.monotonic()
+        self.t = self._t0           # trace time of the row in force
+        self.silent = False
+        self.values: dict[str, Any] = {}
+        self.words = [0] * self.count
+        self.version = 0            # bumped when words change, so writes survive until then
+        self.advance()
+
+    def _read_row(self) -> dict | None:
+        line = self._file.readline()
+        while line and not line.strip():
+            line = self._file.readline()
+        return json.loads(line) if line else None
+
+    def advance(self) -> None:
+        """Apply every row due by now; cheap when none is."""
+        now = self._t0 + (time.monotonic() - self._start) * self.speed
+        row = None
+        while self._next is not None and self._next["t"] <= now:
+            row = self._next
+            self._apply(row)
+            self._next = self._read_row()
+        if row is not None:
+            self.t = row["t"]
+            if not self.silent:
+                self.words = regmap.encode(self.table, self.values, self.order)
+                self.version += 1
+
+    def _apply(self, row: dict) -> None:
+        r = row["r"]
+        self.silent = r is None
+        if r is not None:
+            for k, v in r.items():
+                if v is not None:
+                    self.values[k] = v
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class FaultPlan:
+    """Which fault, if any, the next reply carries."""
+
+    def __init__(self, faults: dict[str, int] | Callable[[bytes], str | None] | None) -> None:
+        if isinstance(faults, dict):
+            unknown = set(faults) - set(FAULTS)
+            if unknown:
+                raise ValueError(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
+        self.faults = faults
+
+    def next(self, request: bytes) -> str | None:
+        f = self.faults
+        if f is None:
+            return None
+        if callable(f):
+            return f(request)
+        for name in FAULTS:
+            if f.get(name, 0) > 0:
+                f[name] -= 1
+                return name
+        return None
+
+
+def corrupt(fault: str | None, reply: bytes) -> bytes:
+    """The bytes a faulty slave puts on the line instead of `reply`."""
+    if fault is None:
+        return reply
+    if fault == "silence":
+        return b""
+    if fault == "bad_crc":
+        return reply[:-2] + bytes((reply[-2] ^ 0xFF, reply[-1]))
+    if fault == "garbage":
+        return os.urandom(len(reply))
+    if fault == "short":
+        return reply[: len(reply) // 2]
+    if fault == "wrong_slave":
+        return _reseal(bytes((reply[0] % 247 + 1,)) + reply[1:-2])
+    if fault == "exception":
+        return modbus.exception_response(reply[0], reply[1] & 0x7F, 4)
+    raise ValueError(f"unknown fault {fault!r}")
+
+
+def _reseal(body: bytes) -> bytes:
+    c = modbus.crc16(body)
+    return body + bytes((c & 0xFF, c >> 8))
+
+
+class SimulatedSlave:
+    """Glue between pymodbus and the trace: refresh registers on each access, and decide
+    on the way out whether the reply is sent, mangled or withheld."""
+
+    def __init__(self, player: TracePlayer, slave: int, faults=None) -> None:
+        self.player = player
+        self.slave = slave
+        self.plan = FaultPlan(faults)
+        self.polls = 0
+        self.sent: list[str | None] = []   # fault applied per reply, for tests and logs
+        self._request = b""
+        self._version = -1
+
+    async def action(self, fc, start_address, address, count, registers, set_values):
+        # pymodbus calls this before it touches `registers`; a new trace row overwrites
+        # them, otherwise a master's write stays readable (FC 06 reads its value back)
+        p = self.player
+        p.advance()
+        if p.version != self._version:
+            self._version = p.version
+            i = p.first - start_address
+            registers[i: i + p.count] = p.words
+        return None
+
+    def trace_pdu(self, sending: bool, pdu):
+        # on RS-485 a slave ignores frames for other ids; pymodbus would answer them
+        if not sending and pdu.dev_id not in (0, self.slave):
+            return None
+        return pdu
+
+    def trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            self._request = data
+            return data
+        self.polls += 1
+        self.player.advance()
+        fault = "silence" if self.player.silent else self.plan.next(self._request)
+        self.sent.append(fault)
+        del self.sent[:-100]
+        return corrupt(fault, data)
+
+    def device(self) -> SimDevice:
+        p = self.player
+        block = SimData(p.first, values=list(p.words), datatype=DataType.REGISTERS)
+        return SimDevice(id=self.slave, simdata=[block], action=self.action)
+
+
+async def serve(slave_sim: SimulatedSlave, port: str, baud: int = 9600, parity: str = "E",
+                stop: int | None = None, stop_event: threading.Event | None = None,
+                ready: threading.Event | None = None) -> None:
+    if is_pty(port):
+        parity = "N"
+    if stop is None:
+        stop = 1 if parity != "N" else 2
+    server = ModbusSerialServer(
+        slave_sim.device(), framer=FramerType.RTU, port=port, baudrate=baud,
+        parity=parity, stopbits=stop, broadcast_enable=True,
+        trace_packet=slave_sim.trace_packet, trace_pdu=slave_sim.trace_pdu)
+    await server.serve_forever(background=True)
+    if ready is not None:
+        ready.set()
+    try:
+        if stop_event is None:
+            await asyncio.Event().wait()
+        else:
+            await asyncio.to_thread(stop_event.wait)
+    finally:
+        await server.shutdown()
+
+
+def run_simulator(profile, trace_path: str, port: str, speed: float = 1.0, slave: int = 1,
+                  baud: int = 9600, stop_event: threading.Event | None = None, faults=None,
+                  order: str = "ABCD", parity: str = "E", ready: threading.Event | None = None,
+                  ) -> SimulatedSlave:
+    """Serve until stop_event is set (forever if None). Blocking: run it in a thread or
+    process. ready, if given, is set once the port is open."""
+    prof = load_profile(profile)
+    player = TracePlayer(prof.REGISTERS, trace_path, speed, order)
+    sim = SimulatedSlave(player, slave, faults)
+    try:
+        asyncio.run(serve(sim, port, baud, parity, None, stop_event, ready))
+    finally:
+        player.close()
+    return sim
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="edgectl simulate",
+        description="Play a corpus trace as a Modbus RTU slave on a serial port or pty.")
+    ap.add_argument("--profile", required=True, help="profile name, e.g. elevator, water_meter")
+    ap.add_argument("--trace", required=True, help="corpus trace (.jsonl.gz)")
+    ap.add_argument("--port", required=True, help="serial port the slave serves, e.g. the B side of a socat pair")
+    ap.add_argument("--speed", type=float, default=1.0, help="trace seconds per real second (default 1)")
+    ap.add_argument("--slave", type=int, default=1, help="slave id (default 1)")
+    ap.add_argument("--baud", type=int, default=9600, help="baud rate (default 9600)")
+    ap.add_argument("--parity", choices=("E", "O", "N"), default="E", help="parity (default E)")
+    ap.add_argument("--order", choices=regmap.ORDERS, default="ABCD",
+                    help="word/byte order of 32-bit registers (default ABCD)")
+    args = ap.parse_args(argv)
+    try:
+        run_simulator(args.profile, args.trace, args.port, args.speed, args.slave, args.baud,
+                      order=args.order, parity=args.parity)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
