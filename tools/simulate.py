@@ -1,8 +1,9 @@
 """Simulated Modbus RTU slave on a serial port (a socat pty): a pymodbus 3.16 serial server
 whose holding registers follow a corpus trace, encoded with edge.regmap and the profile table.
 
-Trace semantics (corpus/README.md): rows are played at `speed` x real time from the first
-row. A row with `"r": null` makes the slave silent (no reply at all) until the next answered
+Trace semantics (corpus/README.md): rows are played at `speed` x real time, trace time 0
+being due at `anchor` (Unix time; default: the first row plays at once and holds until the
+next is due). A row with `"r": null` makes the slave silent (no reply at all) until the next answered
 row, so the master sees a timeout, as on a dead bus. A field that is null keeps its last
 value (0 before the first one): one failed field cannot be told apart on a real block read,
 and an invented out-of-range value would look like a glitch the trace never had. Missing
@@ -51,7 +52,8 @@ def load_profile(profile: str | Any) -> Any:
 class TracePlayer:
     """The slave's register image at the current (scaled) trace time."""
 
-    def __init__(self, table, trace_path: str, speed: float = 1.0, order: str = "ABCD") -> None:
+    def __init__(self, table, trace_path: str, speed: float = 1.0, order: str = "ABCD",
+                 anchor: float | None = None) -> None:
         self.table = table
         self.order = order
         self.speed = speed
@@ -59,14 +61,17 @@ class TracePlayer:
         self._file = gzip.open(trace_path, "rt")
         self.header = json.loads(self._file.readline())
         self._next = self._read_row()
-        self._t0 = self._next["t"] if self._next else 0.0
-        self._start = time.monotonic()
-        self.t = self._t0           # trace time of the row in force
+        # anchor: the Unix time at which trace time 0 is due, shared with the agents of a
+        # simulated site; by default the first row is due now
+        first_t = self._next["t"] if self._next else 0.0
+        self.anchor = anchor if anchor is not None else time.time() - first_t / speed
+        self.t = first_t            # trace time of the row in force
         self.silent = False
         self.values: dict[str, Any] = {}
         self.words = [0] * self.count
         self.version = 0            # bumped when words change, so writes survive until then
-        self.advance()
+        # the first row holds from start-up, so a master polling before it is due sees a device
+        self.advance(max(first_t, self.trace_time()))
 
     def _read_row(self) -> dict | None:
         line = self._file.readline()
@@ -74,9 +79,13 @@ class TracePlayer:
             line = self._file.readline()
         return json.loads(line) if line else None
 
-    def advance(self) -> None:
-        """Apply every row due by now; cheap when none is."""
-        now = self._t0 + (time.monotonic() - self._start) * self.speed
+    def trace_time(self) -> float:
+        return (time.time() - self.anchor) * self.speed
+
+    def advance(self, now: float | None = None) -> None:
+        """Apply every row due by trace time `now` (default: the clock's); cheap when none is."""
+        if now is None:
+            now = self.trace_time()
         row = None
         while self._next is not None and self._next["t"] <= now:
             row = self._next
@@ -220,11 +229,12 @@ async def serve(slave_sim: SimulatedSlave, port: str, baud: int = 9600, parity: 
 def run_simulator(profile, trace_path: str, port: str, speed: float = 1.0, slave: int = 1,
                   baud: int = 9600, stop_event: threading.Event | None = None, faults=None,
                   order: str = "ABCD", parity: str = "E", ready: threading.Event | None = None,
-                  ) -> SimulatedSlave:
+                  anchor: float | None = None) -> SimulatedSlave:
     """Serve until stop_event is set (forever if None). Blocking: run it in a thread or
-    process. ready, if given, is set once the port is open."""
+    process. ready, if given, is set once the port is open. anchor: Unix time of trace
+    time 0 (default: the first row is due at once)."""
     prof = load_profile(profile)
-    player = TracePlayer(prof.REGISTERS, trace_path, speed, order)
+    player = TracePlayer(prof.REGISTERS, trace_path, speed, order, anchor)
     sim = SimulatedSlave(player, slave, faults)
     try:
         asyncio.run(serve(sim, port, baud, parity, None, stop_event, ready))
@@ -244,12 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slave", type=int, default=1, help="slave id (default 1)")
     ap.add_argument("--baud", type=int, default=9600, help="baud rate (default 9600)")
     ap.add_argument("--parity", choices=("E", "O", "N"), default="E", help="parity (default E)")
+    ap.add_argument("--anchor", type=float, default=None,
+                    help="Unix time at which trace time 0 is due (default: the first row plays at once)")
     ap.add_argument("--order", choices=regmap.ORDERS, default="ABCD",
                     help="word/byte order of 32-bit registers (default ABCD)")
     args = ap.parse_args(argv)
+    print("simulate: %s trace %s on %s, slave %d, %d baud, speed %g"
+          % (args.profile, os.path.basename(args.trace), args.port, args.slave, args.baud, args.speed),
+          flush=True)
     try:
         run_simulator(args.profile, args.trace, args.port, args.speed, args.slave, args.baud,
-                      order=args.order, parity=args.parity)
+                      order=args.order, parity=args.parity, anchor=args.anchor)
     except KeyboardInterrupt:
         pass
     return 0

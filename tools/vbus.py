@@ -32,6 +32,7 @@ class VirtualBus:
         if self.directory is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="vbus-")
             self.directory = self._tmp.name
+        os.makedirs(self.directory, exist_ok=True)
         self.a = os.path.join(self.directory, "A")
         self.b = os.path.join(self.directory, "B")
         self.proc = subprocess.Popen(
