@@ -1,0 +1,197 @@
+# The device registry: which device ids may send events, each one's secret (the HMAC
+# key of edge.codec) and sensor profile. One JSON file, devices.json, in the data dir:
+#   {"<device_id>": {"secret": "<hex>", "profile": "elevator", ...}}
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets as _secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.codec import Signer
+
+FILENAME = "devices.json"
+# The id travels in MQTT topics (dev/<id>/ev) and in event ids (<id>:<boot>:<seq>), so
+# no '/', '+', '#' or ':'; it also names files on the provisioning side.
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MIN_SECRET_BYTES = 16
+
+
+class RegistryError(Exception):
+    """devices.json cannot be read or an entry is invalid; the message names the file and place."""
+
+
+@dataclass(frozen=True)
+class Device:
+    device_id: str
+    secret: str                      # hex; Signer key = bytes.fromhex(secret)
+    profile: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def signer(self) -> Signer:
+        return Signer(bytes.fromhex(self.secret))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"secret": self.secret, "profile": self.profile, **self.extra}
+
+
+def check_device_id(device_id: str) -> None:
+    if not DEVICE_ID_RE.match(device_id):
+        raise RegistryError(
+            "device id %r: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            % device_id)
+
+
+def check_secret(secret: str) -> None:
+    try:
+        key = bytes.fromhex(secret)
+    except ValueError:
+        raise RegistryError("secret is not a hex string") from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise RegistryError("secret has %d bytes; use at least %d (%d hex digits)"
+                            % (len(key), MIN_SECRET_BYTES, 2 * MIN_SECRET_BYTES))
+
+
+def new_secret() -> str:
+    return _secrets.token_hex(32)
+
+
+class Registry:
+    """The devices of one gateway, loaded from and saved to devices.json.
+
+    The gateway keeps one Registry and calls refresh() when an unknown device shows
+    up, so `edge-gateway devices add` takes effect without a restart.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._devices: dict[str, Device] = {}
+        self._signers: dict[str, Signer] = {}
+        self._stamp: tuple[int, int] | None = None
+
+    @classmethod
+    def in_dir(cls, data_dir: str | Path) -> "Registry":
+        return cls(Path(data_dir) / FILENAME).load()
+
+    def load(self) -> "Registry":
+        """Read the file (a missing file is an empty registry). Raises RegistryError."""
+        try:
+            st = self.path.stat()
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self._devices, self._signers, self._stamp = {}, {}, None
+            return self
+        except OSError as e:
+            raise RegistryError("%s: cannot read: %s" % (self.path, e.strerror)) from e
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise RegistryError("%s: not valid JSON: %s at line %d column %d (character %d)"
+                                % (self.path, e.msg, e.lineno, e.colno, e.pos)) from e
+        self._devices = self._parse(data)
+        self._signers = {}
+        self._stamp = (st.st_mtime_ns, st.st_size)
+        return self
+
+    def _parse(self, data: Any) -> dict[str, Device]:
+        if not isinstance(data, dict):
+            raise RegistryError("%s: the top level must be an object {device_id: {...}}" % self.path)
+        devices = {}
+        for device_id, entry in data.items():
+            where = "%s: device %r" % (self.path, device_id)
+            if not isinstance(entry, dict):
+                raise RegistryError("%s: must be an object with secret and profile" % where)
+            try:
+                check_device_id(device_id)
+                secret = entry.get("secret")
+                if not isinstance(secret, str):
+                    raise RegistryError("field 'secret' is missing or not a string")
+                check_secret(secret)
+                profile = entry.get("profile")
+                if not isinstance(profile, str) or not profile:
+                    raise RegistryError("field 'profile' is missing or not a string")
+            except RegistryError as e:
+                raise RegistryError("%s: %s" % (where, e)) from None
+            extra = {k: v for k, v in entry.items() if k not in ("secret", "profile")}
+            devices[device_id] = Device(device_id, secret, profile, extra)
+        return devices
+
+    def refresh(self) -> bool:
+        """Reload if the file changed on disk since the last load; True when it did.
+
+        A file that became invalid keeps the devices already loaded (and raises), so a
+        typo during an edit does not lock every device out.
+        """
+        try:
+            st = self.path.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamp:
+            return False
+        self.load()
+        return True
+
+    def save(self) -> None:
+        """Write atomically: temp file, fsync, rename, fsync the directory.
+
+        A crash leaves either the old or the new file, never half of one. Mode 0600:
+        the file holds device secrets.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {d: dev.to_json() for d, dev in sorted(self._devices.items())}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        st = self.path.stat()
+        self._stamp = (st.st_mtime_ns, st.st_size)
+
+    def add(self, device_id: str, profile: str, secret: str | None = None,
+            replace: bool = False, **extra: Any) -> Device:
+        """Add a device (in memory; call save()). A secret is generated when not given."""
+        check_device_id(device_id)
+        if device_id in self._devices and not replace:
+            raise RegistryError("device %r is already in %s" % (device_id, self.path))
+        secret = secret if secret is not None else new_secret()
+        check_secret(secret)
+        if not profile:
+            raise RegistryError("device %r: a profile is required" % device_id)
+        dev = Device(device_id, secret.lower(), profile, dict(extra))
+        self._devices[device_id] = dev
+        self._signers.pop(device_id, None)
+        return dev
+
+    def get(self, device_id: str) -> Device | None:
+        return self._devices.get(device_id)
+
+    def signer(self, device_id: str) -> Signer | None:
+        """The device's Signer, built once: it precomputes the HMAC pads."""
+        s = self._signers.get(device_id)
+        if s is None:
+            dev = self._devices.get(device_id)
+            if dev is None:
+                return None
+            s = self._signers[device_id] = dev.signer()
+        return s
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._devices
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def devices(self) -> list[Device]:
+        return [self._devices[k] for k in sorted(self._devices)]

@@ -1,0 +1,190 @@
+# The gateway service: wires registry, store, broker, ingest, uplink and the status
+# page together, starts and stops them in order, and stops as a whole when one part
+# dies (so a supervisor restarts it) instead of limping on without it.
+#
+#   async with Gateway(GatewayConfig(data_dir=..., platform_url=...)) as gw:
+#       await gw.metrics.wait_until(lambda: gw.metrics.get("ingest.stored") >= 3, 5)
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.broker import BrokerAddress, EmbeddedBroker, parse_broker_url, parse_listen
+from gateway.ingest import Ingest
+from gateway.metrics import Metrics
+from gateway.registry import Registry
+from gateway.sqlite import DbThread
+from gateway.status import create_status_app
+from gateway.store import CommitResult, Store
+from gateway.uplink import Uplink, UplinkConfig
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+
+
+@dataclass
+class GatewayConfig:
+    data_dir: Path
+    platform_url: str = "http://127.0.0.1:8080"
+    broker: str = EMBEDDED             # or mqtt://[user[:password]@]host[:port]
+    listen: str = "127.0.0.1:1883"     # the embedded broker's address; port 0 picks one
+    gateway_id: str = socket.gethostname()
+    client_id: str | None = None       # MQTT client id; default edge-gateway-<gateway_id>
+    share_group: str | None = None     # subscribe as $share/<group>/... to split load
+    batch_max: int = 500
+    batch_age: float = 1.0
+    backoff_min: float = 0.5           # upload retry delays, doubling up to backoff_max
+    backoff_max: float = 30.0
+    status_listen: str | None = None   # host:port of the status page, None for none
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.registry: Registry | None = None
+        self.store: Store | None = None
+        self.db = DbThread("gateway-db")
+        self.broker: EmbeddedBroker | None = None
+        self.broker_address: BrokerAddress | None = None
+        self.ingest: Ingest | None = None
+        self.uplink: Uplink | None = None
+        self.status_url: str | None = None
+        self._status_runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # set with the reason when a part dies; run_gateway() stops on it
+        self.failed: asyncio.Future[str] | None = None
+
+    async def start(self) -> None:
+        """Start every part; on any error stop what was started and re-raise.
+
+        Raises RegistryError (bad devices.json) or BrokerError (broker unreachable).
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        cfg = self.cfg
+        self.failed = asyncio.get_running_loop().create_future()
+        self.registry = Registry.in_dir(cfg.data_dir)
+        if not len(self.registry):
+            log.warning("no devices in %s: every event will be rejected until one is added with"
+                        " `edge-gateway devices add`", self.registry.path)
+        self.store = await self.db.call(Store.in_dir, cfg.data_dir)
+        if cfg.broker == EMBEDDED:
+            self.broker = EmbeddedBroker(cfg.listen)
+            self.broker_address = await self.broker.start()
+        else:
+            self.broker_address = parse_broker_url(cfg.broker)
+        self.uplink = Uplink(UplinkConfig(cfg.platform_url, cfg.gateway_id, cfg.batch_max,
+                                          cfg.batch_age, backoff_min=cfg.backoff_min,
+                                          backoff_max=cfg.backoff_max),
+                             self.store, self.db, self.metrics)
+        self.ingest = Ingest(self.broker_address, cfg.client_id or "edge-gateway-" + cfg.gateway_id,
+                             self.registry, self.store, self.db, self.metrics,
+                             on_commit=self._committed, share_group=cfg.share_group)
+        self._watch(await self.ingest.start())
+        self._watch(asyncio.create_task(self.uplink.run(), name="uplink"))
+        if cfg.status_listen:
+            await self._start_status(cfg.status_listen)
+        log.info("gateway %s running: data %s, broker %s, platform %s", cfg.gateway_id,
+                 cfg.data_dir, self.broker_address.url, cfg.platform_url)
+
+    async def _start_status(self, listen: str) -> None:
+        host, port = parse_listen(listen, 8081)
+        self._status_runner = web.AppRunner(create_status_app(self.metrics, self.store_counts),
+                                            access_log=None)
+        await self._status_runner.setup()
+        await web.TCPSite(self._status_runner, host, port).start()
+        port = self._status_runner.addresses[0][1]
+        self.status_url = "http://%s:%d" % (host, port)
+        log.info("status page on %s", self.status_url)
+
+    def _watch(self, task: asyncio.Task[None]) -> None:
+        """A part's task ending on its own is a failure of the whole gateway."""
+        def done(t: asyncio.Task[None]) -> None:
+            if t.cancelled():
+                return
+            exc = t.exception()
+            why = "%s stopped: %r" % (t.get_name(), exc)
+            self.metrics.inc("gateway.part_failures")
+            log.error("%s; stopping the gateway", why, exc_info=exc)
+            if self.failed is not None and not self.failed.done():
+                self.failed.set_result(why)
+        task.add_done_callback(done)
+        self._tasks.append(task)
+
+    def _committed(self, result: CommitResult) -> None:
+        if result.inserted and self.uplink is not None:
+            self.uplink.notify()
+
+    async def store_counts(self) -> dict[str, int]:
+        assert self.store is not None
+        return await self.db.call(self.store.counts)
+
+    async def stop(self) -> None:
+        """Stop in dependency order: take no more messages, commit and ack what came,
+        stop uploading, then close the broker and the database."""
+        if self._status_runner is not None:
+            await self._status_runner.cleanup()
+            self._status_runner = None
+        if self.ingest is not None:
+            await self.ingest.stop()
+            self.ingest = None
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                pass   # logged and counted by the _watch callback when it ended
+        self._tasks.clear()
+        if self.broker is not None:
+            await self.broker.stop()
+            self.broker = None
+        if self.store is not None:
+            await self.db.call(self.store.close)
+            self.store = None
+        self.db.close()
+
+    async def __aenter__(self) -> "Gateway":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> int:
+    """Run until SIGINT/SIGTERM (or stop is set); 0 on a clean stop, 1 if a part failed."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    gw = Gateway(cfg)
+    try:
+        await gw.start()
+        assert gw.failed is not None
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([stopper, gw.failed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            log.info("gateway stopping")
+            await gw.stop()
+        return 1 if gw.failed.done() else 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

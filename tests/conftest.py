@@ -1,0 +1,35 @@
+# Shared pytest fixtures. `mosquitto`: a private, real mosquitto broker for one test.
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from rig import start_mosquitto, stop_mosquitto
+
+
+@dataclass(frozen=True)
+class Mosquitto:
+    proc: subprocess.Popen[bytes]
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return "mqtt://%s:%d" % (self.host, self.port)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """mosquitto on 127.0.0.1:<free port>, anonymous, no persistence; stopped after the test.
+
+    Fails the test (does not skip) if mosquitto cannot start.
+    """
+    proc, port = start_mosquitto(tmp_path)
+    try:
+        yield Mosquitto(proc, "127.0.0.1", port)
+    finally:
+        stop_mosquitto(proc)

@@ -1,0 +1,152 @@
+"""gateway/ingest.py: real mosquitto (or the embedded amqtt broker) -> gateway -> SQLite."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from gateway.platform import PlatformServer
+from gateway.registry import Registry
+from gateway.service import Gateway, GatewayConfig
+from gateway.store import Store
+from rig import Publisher, signed_event
+
+SECRET = "11" * 32
+OTHER_SECRET = "22" * 32
+DEVICE = "elev-001"
+WAIT_S = 5.0
+
+
+def make_registry(data: Path, **devices: str) -> None:
+    reg = Registry.in_dir(data)
+    for device_id, secret in (devices or {DEVICE: SECRET}).items():
+        reg.add(device_id, "elevator", secret, replace=True)
+    reg.save()
+
+
+def run_with_gateway(tmp_path: Path, broker: str,
+                     body: Callable[[Gateway, Publisher], Awaitable[Any]], **cfg: Any) -> None:
+    """Platform receiver + gateway + a publisher, all real, torn down in order."""
+    async def main() -> None:
+        async with PlatformServer(tmp_path / "platform.sqlite") as platform:
+            config = GatewayConfig(data_dir=tmp_path / "gw", platform_url=platform.url,
+                                   broker=broker, listen="127.0.0.1:0", gateway_id="gw-test", **cfg)
+            async with Gateway(config) as gw:
+                assert gw.broker_address is not None
+                pub = await asyncio.to_thread(Publisher, gw.broker_address.host, gw.broker_address.port)
+                try:
+                    await body(gw, pub)
+                finally:
+                    await asyncio.to_thread(pub.close)
+    make_registry(tmp_path / "gw")
+    asyncio.run(main())
+
+
+async def stored(gw: Gateway, device: str | None = None) -> list[Any]:
+    """Read through the gateway's DB thread, the only one that uses its connection."""
+    assert gw.store is not None
+    return await gw.db.call(gw.store.events, device)
+
+
+def test_valid_events_are_stored_once(tmp_path: Path, mosquitto: Any) -> None:
+    async def body(gw: Gateway, pub: Publisher) -> None:
+        tele = signed_event(SECRET, "telemetry.elevator", 1, {"floor": 3, "speed": 1.25})
+        alarm = signed_event(SECRET, "elevator.entrapment", 2, {"floor": 7, "duration_s": 61},
+                             action="raise")
+        unset = signed_event(SECRET, "device.boot", 0, {"version": 3}, boot=2, t=12, clock_set=False)
+        for payload in (tele, alarm, unset, tele):      # the last one is a redelivery
+            await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE, payload)
+        await asyncio.to_thread(pub.publish, "dev/%s/status" % DEVICE, b"online", True)
+        m = gw.metrics
+        await m.wait_until(lambda: m.get("ingest.stored") + m.get("ingest.duplicates") == 4
+                           and m.get("ingest.status") == 1, WAIT_S)
+        assert m.get("ingest.stored") == 3 and m.get("ingest.duplicates") == 1
+        rows = await stored(gw)
+        assert [(r.device, r.boot, r.seq, r.type, r.action) for r in rows] == [
+            (DEVICE, 1, 1, "telemetry.elevator", "report"),
+            (DEVICE, 1, 2, "elevator.entrapment", "raise"),
+            (DEVICE, 2, 0, "device.boot", "report")]
+        assert rows[0].values["floor"] == 3 and rows[0].values["speed"] == 1.25
+        assert rows[0].values["door"] is None
+        assert rows[2].clock_set is False and rows[2].t == 12
+        assert gw.store is not None
+        assert await gw.db.call(gw.store.device_status) == {DEVICE: "online"}
+        assert m.rejected() == {}
+    run_with_gateway(tmp_path, mosquitto.url, body)
+
+
+def test_bad_messages_are_counted_not_stored(tmp_path: Path, mosquitto: Any) -> None:
+    async def body(gw: Gateway, pub: Publisher) -> None:
+        good = signed_event(SECRET, "telemetry.elevator", 5, {"floor": 1})
+        bad = [
+            ("dev/%s/ev" % DEVICE, b"\x00garbage, not an event"),                          # malformed
+            ("dev/%s/ev" % DEVICE, good[:-1]),                                             # truncated
+            ("dev/%s/ev" % DEVICE, signed_event(OTHER_SECRET, "telemetry.elevator", 6)),   # wrong key
+            ("dev/elev-999/ev", signed_event(SECRET, "telemetry.elevator", 7)),            # unknown
+            ("dev/%s/status" % DEVICE, b"sleepy"),                                         # bad status
+        ]
+        for topic, payload in bad:
+            await asyncio.to_thread(pub.publish, topic, payload)
+        # the gateway keeps working: the next valid event is stored
+        await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE, good)
+        m = gw.metrics
+        await m.wait_until(lambda: m.get("ingest.stored") == 1, WAIT_S)
+        assert m.get("ingest.received") == 6
+        assert m.rejected() == {"malformed": 2, "bad_mac": 1, "unknown_device": 1, "bad_status": 1}
+        assert [(r.device, r.seq) for r in await stored(gw)] == [(DEVICE, 5)]
+    run_with_gateway(tmp_path, mosquitto.url, body)
+
+
+def test_device_added_while_running_is_accepted(tmp_path: Path, mosquitto: Any) -> None:
+    async def body(gw: Gateway, pub: Publisher) -> None:
+        make_registry(tmp_path / "gw", **{DEVICE: SECRET, "wm-7": OTHER_SECRET})
+        await asyncio.to_thread(pub.publish, "dev/wm-7/ev",
+                                signed_event(OTHER_SECRET, "water.leak", 1, {"duration_s": 3600}))
+        await gw.metrics.wait_until(lambda: gw.metrics.get("ingest.stored") == 1, WAIT_S)
+        assert [r.device for r in await stored(gw)] == ["wm-7"]
+    run_with_gateway(tmp_path, mosquitto.url, body)
+
+
+def test_burst_is_committed_in_batches(tmp_path: Path, mosquitto: Any) -> None:
+    n = 300
+
+    async def body(gw: Gateway, pub: Publisher) -> None:
+        msgs = [("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", i, {"floor": i % 9}))
+                for i in range(n)]
+        await asyncio.to_thread(pub.publish_many, msgs)
+        await gw.metrics.wait_until(lambda: gw.metrics.get("ingest.stored") == n, WAIT_S)
+        # many messages per transaction; mosquitto's in-flight window (20) bounds a batch
+        assert gw.metrics.get("ingest.commits") <= n // 2
+    run_with_gateway(tmp_path, mosquitto.url, body)
+
+
+def test_events_sent_while_gateway_is_down_arrive_after_restart(tmp_path: Path, mosquitto: Any) -> None:
+    """The persistent session: mosquitto queues QoS 1 messages for the stopped gateway."""
+    make_registry(tmp_path / "gw")
+
+    async def main() -> None:
+        cfg = GatewayConfig(data_dir=tmp_path / "gw", platform_url="http://127.0.0.1:9",
+                            broker=mosquitto.url, gateway_id="gw-test")
+        async with Gateway(cfg):
+            pass                                  # first run: creates the session + subscription
+        pub = await asyncio.to_thread(Publisher, mosquitto.host, mosquitto.port)
+        await asyncio.to_thread(pub.publish_many, [
+            ("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", i)) for i in range(5)])
+        await asyncio.to_thread(pub.close)
+        async with Gateway(cfg) as gw:
+            await gw.metrics.wait_until(lambda: gw.metrics.get("ingest.stored") == 5, WAIT_S)
+        store = Store.in_dir(tmp_path / "gw")
+        assert [r.seq for r in store.events()] == [0, 1, 2, 3, 4]
+        store.close()
+    asyncio.run(main())
+
+
+def test_embedded_broker_delivers_to_the_store(tmp_path: Path) -> None:
+    async def body(gw: Gateway, pub: Publisher) -> None:
+        await asyncio.to_thread(pub.publish_many, [
+            ("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", i)) for i in range(20)])
+        await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE, b"junk")
+        m = gw.metrics
+        await m.wait_until(lambda: m.get("ingest.stored") == 20 and m.rejected(), WAIT_S)
+        assert m.rejected() == {"malformed": 1}
+    run_with_gateway(tmp_path, "embedded", body)
