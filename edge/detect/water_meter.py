@@ -1,0 +1,270 @@
+# Household water meter detectors: inactivity of a resident living alone (judged
+# against the household's learned habit, edge/habit.py), water running without pause,
+# a small leak that never stops, and meter faults that persist. The meter lies now and
+# then (one absurd total, a flow spike, a total that steps back for one poll), so every
+# fact here is confirmed by a second reading or by the other register before it counts.
+# Why each rule and number: docs/detectors-water.md.
+from edge.alarm import Alarm
+from edge.codes import code_of
+from edge.habit import Habit
+
+# name: (default, why)
+PARAMS = {
+    "flow_max": (5.0, "m3/h; a flow above a DN20 meter's Q4 is a bad register, not water"),
+    "use_flow": (0.1, "m3/h; the slowest tap; cistern leaks run below it (dev: 0.005-0.03)"),
+    "inact_max_s": (42300, "raise at most 11.75 h after the last use: the 12 h limit minus poll lag and gaps"),
+    "inact_min_s": (36000, "never sooner than 10 h: a day out the model has not seen yet must not raise"),
+    "inact_factor_pct": (125, "a dry spell may run 25 % longer than the longest usual one from that hour"),
+    "inact_margin_s": (3600, "plus one hour, so a late riser is not a fall"),
+    "inact_spread_h": (1, "a habit starting at 21:50 also covers a spell starting at 22:10"),
+    "learn_days": (7, "days of data before the model is trusted; until then only inact_max_s"),
+    "habit_save_s": (3600, "write the model to flash at most hourly (plus at day end and on a new habit)"),
+    "cf_s": (4200, "running without pause for 70 min is a tap left open (dev: normal use stops by 48 min)"),
+    "cf_pause_s": (150, "flow must be absent this long to end a run: one or two flickering zeros do not"),
+    "leak_flow": (0.002, "m3/h; the meter's starting flow, 2 L/h"),
+    "leak_s": (21600, "six hours of flow that never stops; every household has a still hour in that time"),
+    "leak_pause_s": (900, "a leak reading zero for less than 15 min is flicker, not a repaired cistern"),
+    "leak_duty_pct": (90, "share of polls showing flow during a leak run; normal use is a few per cent"),
+    "glitch_persist_s": (600, "a total below the trusted one for 10 min is a reset meter, not a glitch"),
+}
+
+# m3 of volume the total may lag behind the integrated flow before a run is "unconfirmed"
+_CONFIRM = 0.5
+
+
+class _Run:
+    """Water flowing at or above a level, allowing pauses shorter than pause_s: start
+    time, polls seen and polls flowing, the lowest flow, and the volume the flow
+    register claims (to be checked against the total)."""
+
+    __slots__ = ("start", "last", "n", "k", "fmin", "vol", "ref0")
+
+    def __init__(self):
+        self.start = None
+
+    def feed(self, t, f, dt, level, pause_s, ref):
+        """f None = flow unknown on this poll. Returns True when a run just ended."""
+        if f is not None and f >= level:
+            if self.start is None:
+                self.start = t
+                self.n = self.k = 0
+                self.fmin = f
+                self.vol = 0.0
+                self.ref0 = ref
+            self.last = t
+            self.k += 1
+            if f < self.fmin:
+                self.fmin = f
+        elif self.start is not None and f is not None and t - self.last >= pause_s:
+            self.start = None
+            return True
+        if self.start is not None:
+            if f is not None:
+                self.n += 1
+                self.vol += f * dt / 3600
+            if self.ref0 is None:
+                self.ref0 = ref
+        return False
+
+    def confirmed(self, ref, res):
+        # the total must have moved with the flow: a flow register stuck on a value
+        # while the total stands still is a meter fault, not water
+        if ref is None or self.ref0 is None:
+            return False
+        return ref - self.ref0 >= _CONFIRM * self.vol - 2 * res
+
+
+class Detector:
+    def __init__(self, site, params, store):
+        self.p = params
+        self.res = site.get("resolution") or 0.001
+        self.off = site.get("utc_offset_s") or 0
+        self.store = store
+        data = store.load("water_habit") if store is not None else None
+        self.habit = Habit(data)
+        self.saved_use, self.saved_total = self.habit.clock()
+        self.inact = Alarm(code_of("water.inactivity"))
+        self.cf = Alarm(code_of("water.continuous_flow"))
+        self.leak = Alarm(code_of("water.leak"))
+        self.glitch = Alarm(code_of("water.meter_glitch"), 3600)
+        self.cf_run = _Run()
+        self.leak_run = _Run()
+        self.glitches = 0           # single-sample glitches ridden through, for diagnostics
+        # trusted total and a step waiting for a second reading to confirm it
+        self.ref = None
+        self.ref_t = None
+        self.pend = None
+        self.pend_t = None
+        self.back_since = None
+        self.prev_t = None          # last answered poll
+        self.prev_flowing = False
+        self.last_use = None
+        self.day = None
+        self.covered = 0
+        self.dirty = False
+        self.saved_t = None
+
+    # ---------------------------------------------------------------- helpers
+    def _hour(self, t):
+        return ((int(t) + self.off) // 3600) % 24
+
+    def threshold(self, hour):
+        """Seconds of dryness after a last use in local hour `hour` that make an alarm."""
+        p = self.p
+        cap = p["inact_max_s"]
+        if self.habit.days() < p["learn_days"]:
+            return cap
+        usual = self.habit.usual_s(hour, p["inact_spread_h"])
+        if usual is None:
+            return cap
+        thr = usual * p["inact_factor_pct"] // 100 + p["inact_margin_s"]
+        return max(p["inact_min_s"], min(cap, thr))
+
+    def _plausible(self, dt):
+        return self.p["flow_max"] * dt / 3600 + 2 * self.res
+
+    def _total(self, t, x, out):
+        """Feed one total reading; returns (confirmed increase in m3, when it showed)."""
+        tol = self.res / 2
+        if self.ref is None:
+            self.ref = x
+            self.ref_t = t
+            return 0.0, t
+        if x < self.ref - tol:
+            # backwards: one poll of it is a glitch; a lasting one is a reset meter
+            self.pend = None
+            if self.back_since is None:
+                self.back_since = t
+                self.glitches += 1
+            elif t - self.back_since >= self.p["glitch_persist_s"]:
+                self.glitch.update(t, True, out, (1, x))
+                self.ref = x
+                self.ref_t = t
+                self.back_since = None
+            return 0.0, t
+        self.back_since = None
+        gain = 0.0
+        when = t
+        if self.pend is not None:
+            p = self.pend
+            if p - tol <= x <= p + self._plausible(t - self.pend_t):
+                # two readings agree: the step was real
+                if p - self.ref <= self._plausible(self.pend_t - self.ref_t):
+                    gain = p - self.ref
+                    when = self.pend_t
+                else:
+                    self.glitches += 1     # a jump that stayed: follow it, but it is no use of water
+                self.ref = p
+                self.ref_t = self.pend_t
+            else:
+                self.glitches += 1
+            self.pend = None
+        if x > self.ref + tol:
+            self.pend = x
+            self.pend_t = t
+        else:
+            self.ref_t = t
+        return gain, when
+
+    def _new_day(self, t):
+        day = (int(t) + self.off) // 86400
+        if self.day is None:
+            self.day = day
+        elif day != self.day:
+            self.day = day
+            if self.covered >= 43200:
+                self.habit.add_day()
+                self._save(t, True)
+            self.covered = 0
+
+    def _save(self, t, force):
+        if self.store is None:
+            return
+        if not force and (not self.dirty or (self.saved_t is not None and t - self.saved_t < self.p["habit_save_s"])):
+            return
+        self.habit.set_clock(self.last_use, self.ref)
+        self.store.save("water_habit", self.habit.to_bytes())
+        self.saved_t = t
+        self.dirty = False
+
+    def _used(self, t):
+        """Water was used at t: learn the dry spell that ended, clear inactivity."""
+        if self.last_use is not None and t > self.last_use:
+            spell = t - self.last_use
+            if spell > self.p["inact_max_s"]:
+                spell = self.p["inact_max_s"]
+            if self.habit.learn(self._hour(self.last_use), spell) >= 3:
+                self._save(t, True)     # a new long habit: keep it across a reboot now
+            self.last_use = t
+            self.dirty = True
+
+    # ---------------------------------------------------------------- step
+    def step(self, t, r, out):
+        self._new_day(t)
+        if r is None:
+            return      # a failed poll is unknown, never zero: nothing is judged on it
+        p = self.p
+        dt = 0 if self.prev_t is None else t - self.prev_t
+        if dt > 600:
+            dt = 600
+        self.prev_t = t
+        self.covered += dt
+        f = r.get("flow")
+        if f is not None and (f < 0 or f > p["flow_max"]):
+            f = None
+            self.glitches += 1
+        x = r.get("total")
+        gain, when = (0.0, t) if x is None else self._total(t, x, out)
+        if self.last_use is None and x is not None:
+            # after a boot: an unchanged total proves no water was used while we were off
+            if self.saved_use is not None and abs(x - self.saved_total) <= self.res / 2 and self.saved_use <= t:
+                self.last_use = self.saved_use
+            else:
+                self.last_use = t
+
+        # runs of flow; a leak's own flow is no sign of the resident
+        if self.cf_run.feed(t, f, dt, p["use_flow"], p["cf_pause_s"], self.ref):
+            self.cf.update(t, False, out, (int(t - self.cf_run.last), 0))
+        if self.leak_run.feed(t, f, dt, p["leak_flow"], p["leak_pause_s"], self.ref):
+            self.leak.update(t, False, out, (0, 0))
+        base = 0.0
+        lr = self.leak_run
+        if lr.start is not None and t - lr.start >= 3600 and lr.fmin < p["use_flow"]:
+            base = lr.fmin
+
+        # use of water: a total step beyond what a leak explains, or flow on two polls
+        flowing = f is not None and f >= p["use_flow"] + base
+        use_t = None
+        # (a leak adds at most two polls' worth to one confirmed step)
+        if gain > 0 and gain - base * 120 / 3600 >= (2 if base > 0 else 0.5) * self.res:
+            use_t = when
+        if flowing and (self.prev_flowing or gain > 0):
+            use_t = t
+        self.prev_flowing = flowing
+        if use_t is not None and self.last_use is not None:
+            self._used(max(use_t, self.last_use))
+            self.inact.update(t, False, out, (0, 0))
+
+        # inactivity: judged only on a poll whose total is known and settled
+        if x is not None and self.pend is None and self.last_use is not None:
+            idle = t - self.last_use
+            thr = self.threshold(self._hour(self.last_use))
+            if idle >= thr:
+                self.inact.update(t, True, out, (int(idle), int(thr)))
+
+        # running without pause, and a small flow that never stops
+        cr = self.cf_run
+        if cr.start is not None and t - cr.start >= p["cf_s"] and cr.confirmed(self.ref, self.res):
+            self.cf.update(t, True, out, (int(t - cr.start), f))
+        if (lr.start is not None and t - lr.start >= p["leak_s"] and lr.fmin < p["use_flow"]
+                and lr.k * 100 >= lr.n * p["leak_duty_pct"] and lr.confirmed(self.ref, self.res)):
+            self.leak.update(t, True, out, (int(t - lr.start), lr.fmin))
+
+        # a flow register showing water the total never counts
+        frozen = (cr.start is not None and t - cr.start >= p["glitch_persist_s"]
+                  and cr.vol >= 0.01 and not cr.confirmed(self.ref, self.res))
+        if frozen:
+            self.glitch.update(t, True, out, (2, self.ref))
+        elif self.glitch.active:
+            self.glitch.update(t, False, out, (0, self.ref))
+        self._save(t, False)
