@@ -26,8 +26,8 @@ def _put_u32(b, i, v):
 class Habit:
     """bins[h] = longest usual dry spell starting in local hour h, in UNIT_S units
     (0 = never seen one start then). learn() raises a bin at once (a longer spell is a
-    fact), decay() lowers every bin by 1/64 a day so a habit the household dropped
-    fades in about six weeks. days counts learned days, saturating at 255."""
+    fact), add_day() lowers every bin by one unit (10 min) a day, so a
+    habit the household dropped fades within weeks while one it keeps is re-learned. days counts learned days, saturating at 255."""
 
     def __init__(self, data=None):
         self.b = bytearray(SIZE)
@@ -42,8 +42,8 @@ class Habit:
         if self.b[_DAYS] < 255:
             self.b[_DAYS] += 1
         for h in range(24):
-            v = self.b[_BINS + h]
-            self.b[_BINS + h] = v - (v >> 6)
+            if self.b[_BINS + h] > 1:      # 1 stays: "spells do start at this hour"
+                self.b[_BINS + h] -= 1
 
     def usual_s(self, hour, spread):
         """Longest usual spell starting within spread hours of hour, in seconds;

@@ -13,7 +13,7 @@ PARAMS = {
     "flow_max": (5.0, "m3/h; a flow above a DN20 meter's Q4 is a bad register, not water"),
     "use_flow": (0.1, "m3/h; the slowest tap; cistern leaks run below it (dev: 0.005-0.03)"),
     "inact_max_s": (42300, "raise at most 11.75 h after the last use: the 12 h limit minus poll lag and gaps"),
-    "inact_min_s": (36000, "never sooner than 10 h: a day out the model has not seen yet must not raise"),
+    "inact_min_s": (37800, "never sooner than 10.5 h: a day out the model has not seen yet must not raise (dev: up to 9.7 h unseen)"),
     "inact_factor_pct": (125, "a dry spell may run 25 % longer than the longest usual one from that hour"),
     "inact_margin_s": (3600, "plus one hour, so a late riser is not a fall"),
     "inact_spread_h": (1, "a habit starting at 21:50 also covers a spell starting at 22:10"),
@@ -37,13 +37,23 @@ class _Run:
     time, polls seen and polls flowing, the lowest flow, and the volume the flow
     register claims (to be checked against the total)."""
 
-    __slots__ = ("start", "last", "n", "k", "fmin", "vol", "ref0")
+    __slots__ = ("start", "last", "n", "k", "fmin", "vol", "ref0", "x_last")
 
     def __init__(self):
         self.start = None
+        self.x_last = None
 
-    def feed(self, t, f, dt, level, pause_s, ref):
-        """f None = flow unknown on this poll. Returns True when a run just ended."""
+    def feed(self, t, f, dt, gap, x, level, pause_s, ref):
+        """f None = flow unknown on this poll; gap = seconds since the last answered
+        poll, x = this poll's raw total. Returns True when a run just ended."""
+        ended = False
+        if self.start is not None and gap > pause_s:
+            # the meter was silent longer than a pause: the run only went on if the
+            # total moved meanwhile and water still flows now
+            moved = x is not None and self.x_last is not None and x - self.x_last > 0
+            if not (moved and f is not None and f >= level):
+                self.start = None
+                ended = True
         if f is not None and f >= level:
             if self.start is None:
                 self.start = t
@@ -64,7 +74,9 @@ class _Run:
                 self.vol += f * dt / 3600
             if self.ref0 is None:
                 self.ref0 = ref
-        return False
+        if x is not None:
+            self.x_last = x
+        return ended
 
     def confirmed(self, ref, res):
         # the total must have moved with the flow: a flow register stuck on a value
@@ -204,9 +216,8 @@ class Detector:
         if r is None:
             return      # a failed poll is unknown, never zero: nothing is judged on it
         p = self.p
-        dt = 0 if self.prev_t is None else t - self.prev_t
-        if dt > 600:
-            dt = 600
+        gap = 0 if self.prev_t is None else t - self.prev_t
+        dt = gap if gap < 600 else 600
         self.prev_t = t
         self.covered += dt
         f = r.get("flow")
@@ -223,9 +234,9 @@ class Detector:
                 self.last_use = t
 
         # runs of flow; a leak's own flow is no sign of the resident
-        if self.cf_run.feed(t, f, dt, p["use_flow"], p["cf_pause_s"], self.ref):
+        if self.cf_run.feed(t, f, dt, gap, x, p["use_flow"], p["cf_pause_s"], self.ref):
             self.cf.update(t, False, out, (int(t - self.cf_run.last), 0))
-        if self.leak_run.feed(t, f, dt, p["leak_flow"], p["leak_pause_s"], self.ref):
+        if self.leak_run.feed(t, f, dt, gap, x, p["leak_flow"], p["leak_pause_s"], self.ref):
             self.leak.update(t, False, out, (0, 0))
         base = 0.0
         lr = self.leak_run
