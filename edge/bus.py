@@ -1,23 +1,15 @@
 # Modbus RTU master on one RS-485 bus: frames from edge.modbus, bytes through a HAL UART
 # (edge/hal), a deadline on every wait, retries, and a count of every kind of failure.
-try:
-    from time import sleep_us, ticks_diff, ticks_ms, ticks_us
-except ImportError:  # CPython: same names, no wrap-around to care about
-    import time
-
-    def ticks_us():
-        return int(time.monotonic() * 1000000)
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def sleep_us(us):
-        time.sleep(us / 1000000)
+import time
 
 from edge import modbus
+from edge.clock import ticks_diff, ticks_ms
+
+try:
+    from time import sleep_ms
+except ImportError:  # CPython
+    def sleep_ms(ms):
+        time.sleep(ms / 1000)
 
 
 class Master:
@@ -33,11 +25,12 @@ class Master:
         self.uart = uart
         self.timeout_ms = timeout_ms
         self.retries = retries
-        self._silence_us = int(modbus.silence_s(baud, bits) * 1000000) + 1
+        # whole milliseconds, rounded up: 4.01 ms at 9600 baud waits 5
+        self._silence_ms = int(modbus.silence_s(baud, bits) * 1000) + 1
         self._char_us = bits * 1000000 // baud
         # a quiet line for this long means a bad reply has finished arriving
-        self._quiet_ms = self._silence_us // 1000 + 20
-        self._idle_since = ticks_us()
+        self._quiet_ms = self._silence_ms + 20
+        self._idle_since = ticks_ms()
         # each failed attempt is counted, also those a retry later recovered
         self.counts = {"ok": 0, "timeout": 0, "crc": 0, "exception": 0, "frame": 0}
         self.last_error = None
@@ -66,25 +59,25 @@ class Master:
                 self.counts[modbus.KINDS[e.kind]] += 1
                 self.last_error = e
                 if e.kind == modbus.ModbusException.kind:
-                    self._idle_since = ticks_us()
+                    self._idle_since = ticks_ms()
                     raise
                 self._drain()
                 err = e
                 continue
-            self._idle_since = ticks_us()
+            self._idle_since = ticks_ms()
             self.counts["ok"] += 1
             return result
         raise err
 
     def _send(self, request):
         # t3.5 of silence since the last frame on the line, or the slave glues frames
-        idle = ticks_diff(ticks_us(), self._idle_since)
-        if 0 <= idle < self._silence_us:
-            sleep_us(self._silence_us - idle)
+        idle = ticks_diff(ticks_ms(), self._idle_since)
+        if 0 <= idle < self._silence_ms:
+            sleep_ms(self._silence_ms - idle)
         # whatever is waiting is a late reply to someone else's request, or noise
         self.uart.flush_input()
         self.uart.write(request)
-        self._idle_since = ticks_us()
+        self._idle_since = ticks_ms()
 
     def _receive(self, fc, want):
         # read the exception length first: a short exception reply must not wait out
@@ -104,4 +97,4 @@ class Master:
         while ticks_diff(ticks_ms(), start) < self.timeout_ms:
             if not self.uart.read(modbus.MAX_ADU, self._quiet_ms):
                 break
-        self._idle_since = ticks_us()
+        self._idle_since = ticks_ms()

@@ -92,33 +92,33 @@ def _seal(body):
     return bytes(body)
 
 
-def _check_slave(slave, broadcast):
-    if not (0 if broadcast else 1) <= slave <= 247:
-        raise ValueError("slave id %d out of range" % slave)
-
-
 def _check_u16(name, v):
     if not 0 <= v <= 0xFFFF:
         raise ValueError("%s %d out of range 0..65535" % (name, v))
+
+
+def _check(slave, addr, count, limit, broadcast):
+    # slave 0 is broadcast (writes only), 248..255 are reserved
+    if not (0 if broadcast else 1) <= slave <= 247:
+        raise ValueError("slave id %d out of range" % slave)
+    if not 1 <= count <= limit:
+        raise ValueError("register count %d out of range 1..%d" % (count, limit))
+    _check_u16("address", addr)
+    if addr + count > 0x10000:
+        raise ValueError("registers past address 65535")
 
 
 def read_request(slave, fc, addr, count):
     """FC 03 (holding) or 04 (input), count 1..125."""
     if fc not in (READ_HOLDING, READ_INPUT):
         raise ValueError("read function must be 3 or 4, not %d" % fc)
-    if not 1 <= count <= MAX_READ:
-        raise ValueError("read count %d out of range 1..125" % count)
-    _check_slave(slave, False)
-    _check_u16("address", addr)
-    if addr + count > 0x10000:
-        raise ValueError("read past address 65535")
+    _check(slave, addr, count, MAX_READ, False)
     return _seal(bytearray((slave, fc, addr >> 8, addr & 0xFF, count >> 8, count & 0xFF)))
 
 
 def write_single_request(slave, addr, value):
     """FC 06; slave 0 broadcasts (no reply)."""
-    _check_slave(slave, True)
-    _check_u16("address", addr)
+    _check(slave, addr, 1, 1, True)
     _check_u16("value", value)
     return _seal(bytearray((slave, WRITE_SINGLE, addr >> 8, addr & 0xFF, value >> 8, value & 0xFF)))
 
@@ -126,12 +126,7 @@ def write_single_request(slave, addr, value):
 def write_multiple_request(slave, addr, values):
     """FC 16, 1..123 registers; slave 0 broadcasts (no reply)."""
     n = len(values)
-    if not 1 <= n <= MAX_WRITE:
-        raise ValueError("write count %d out of range 1..123" % n)
-    _check_slave(slave, True)
-    _check_u16("address", addr)
-    if addr + n > 0x10000:
-        raise ValueError("write past address 65535")
+    _check(slave, addr, n, MAX_WRITE, True)
     body = bytearray((slave, WRITE_MULTIPLE, addr >> 8, addr & 0xFF, 0, n, 2 * n))
     for v in values:
         _check_u16("value", v)

@@ -6,21 +6,11 @@ import time
 
 import serial
 
+from edge.clock import ticks_diff, ticks_ms
+
 
 def now():
     return time.time()
-
-
-def ticks_ms():
-    return int(time.monotonic() * 1000)
-
-
-def ticks_diff(a, b):
-    return a - b
-
-
-def sleep_ms(ms):
-    time.sleep(ms / 1000)
 
 
 def is_pty(path):
@@ -84,19 +74,3 @@ def open_uart(config, de=None):
     return UART(config["port"], config.get("baud", 9600), config.get("parity", "E"),
                 config.get("stop"), de, config.get("rs485", False))
 
-
-class Watchdog:
-    """No watchdog in a CPython process: systemd's WatchdogSec is the place for one."""
-
-    def __init__(self, timeout_ms):
-        self.timeout_ms = timeout_ms
-
-    def feed(self):
-        pass
-
-
-def flash_dir(config):
-    """Directory standing in for the board's flash; created if missing."""
-    path = config.get("flash", "flash")
-    os.makedirs(path, exist_ok=True)
-    return path

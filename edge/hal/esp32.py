@@ -1,11 +1,10 @@
 # HAL for ESP32 boards: machine.UART with the RS-485 DE/RE pin, machine.WDT, and the
 # internal filesystem as flash. Cannot run off the board; kept thin (see tests for the rest).
-import os
 import select
 import time
 
 import machine
-from time import sleep_ms, sleep_us, ticks_add, ticks_diff, ticks_ms
+from time import sleep_us, ticks_add, ticks_diff, ticks_ms
 
 # The embedded ports count from 2000-01-01; events carry Unix time.
 _EPOCH = 946684800 if time.gmtime(0)[0] == 2000 else 0
@@ -81,11 +80,3 @@ class Watchdog:
     def feed(self):
         self._wdt.feed()
 
-
-def flash_dir(config):
-    path = config.get("flash", "/data")
-    try:
-        os.mkdir(path)
-    except OSError:
-        pass  # exists
-    return path

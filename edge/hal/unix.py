@@ -1,6 +1,5 @@
 # HAL for the MicroPython unix port (a Pi, or the virtual board on a socat pty): the
 # serial port through open() and termios, waits with select.poll, flash is a directory.
-import os
 import select
 import termios
 import time
@@ -99,22 +98,3 @@ def open_uart(config, de=None):
     return UART(config["port"], config.get("baud", 9600), config.get("parity", "E"),
                 config.get("stop"), de)
 
-
-class Watchdog:
-    """No watchdog on the unix port: systemd's WatchdogSec is the place for one."""
-
-    def __init__(self, timeout_ms):
-        self.timeout_ms = timeout_ms
-
-    def feed(self):
-        pass
-
-
-def flash_dir(config):
-    """Directory standing in for the board's flash; created if missing."""
-    path = config.get("flash", "flash")
-    try:
-        os.mkdir(path)
-    except OSError:
-        pass  # exists
-    return path
