@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -67,6 +68,16 @@ def parse_listen(listen: str, default_port: int) -> tuple[str, int]:
         raise BrokerError("listen address %r: the port is not a number" % listen) from None
 
 
+def describe_os_error(e: BaseException) -> str:
+    """'Address already in use' rather than asyncio's long wrapped message."""
+    cause: BaseException | None = e
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno)
+    return str(e)
+
+
 class OpenAuthPlugin(BaseAuthPlugin):
     """Accept every client; a client with a username counts as non-anonymous.
 
@@ -106,15 +117,21 @@ class EmbeddedBroker:
         # amqtt logs every client timeout with a traceback; keep its warnings, not its chatter
         logging.getLogger("amqtt").setLevel(max(logging.WARNING, logging.getLogger().level))
         logging.getLogger("transitions").setLevel(logging.WARNING)
-        self._broker = Broker(config)
+        broker = Broker(config)
+        # amqtt logs a failed start with a full traceback; the BrokerError below says it in one line
+        amqtt_log = logging.getLogger("amqtt.broker")
+        level = amqtt_log.level
+        amqtt_log.setLevel(logging.CRITICAL)
         try:
-            await self._broker.start()
+            await broker.start()
         except Exception as e:
-            cause = e.__cause__ or e
             raise BrokerError("cannot start the embedded MQTT broker on %s:%d: %s. Is another broker"
                               " listening there? Pick a free address with --listen HOST:PORT, or use"
                               " that broker with --broker mqtt://%s:%d"
-                              % (self.host, self.port, cause, self.host, self.port)) from e
+                              % (self.host, self.port, describe_os_error(e), self.host, self.port)) from e
+        finally:
+            amqtt_log.setLevel(level)
+        self._broker = broker
         if self.port == 0:
             server = self._broker._servers["default"]   # amqtt has no public accessor for this
             self.port = server.instance.sockets[0].getsockname()[1]

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import edge.profiles
-from gateway.broker import BrokerError, parse_listen
+from gateway.broker import BrokerError, describe_os_error, parse_listen
 from gateway.platform import PlatformServer
 from gateway.registry import FILENAME, Registry, RegistryError
 from gateway.service import EMBEDDED, GatewayConfig, run_gateway
@@ -59,8 +59,7 @@ def cmd_platform(args: argparse.Namespace) -> int:
             await server.start()
         except OSError as e:
             raise CliError("cannot listen on %s:%d: %s; pick another --listen HOST:PORT"
-                           % (host, port, e.strerror or e)) from e
-        print("platform receiver on %s, database %s" % (server.url, args.db), file=sys.stderr)
+                           % (host, port, describe_os_error(e))) from e
         try:
             await stop.wait()
         finally:

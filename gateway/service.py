@@ -141,6 +141,8 @@ class Gateway:
         if self.ingest is not None:
             await self.ingest.stop()
             self.ingest = None
+        if self.uplink is not None:
+            await self.uplink.finish_request(self.uplink.cfg.timeout / 2)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -155,6 +157,9 @@ class Gateway:
             await self.broker.stop()
             self.broker = None
         if self.store is not None:
+            counts = await self.db.call(self.store.counts)
+            log.info("gateway stopped; store: %(stored)d events, %(uploaded)d uploaded,"
+                     " %(rejected)d rejected, %(pending)d pending (sent after the next start)", counts)
             await self.db.call(self.store.close)
             self.store = None
         self.db.close()

@@ -73,6 +73,8 @@ class Uplink:
         self.db = db
         self.metrics = metrics
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()     # set while no request is on the wire
+        self._idle.set()
         self._failing_since: float | None = None
         self._failures = 0
         self.metrics.set_state("platform_ok", 1)
@@ -96,12 +98,25 @@ class Uplink:
                 if hold > 0:
                     await self._wait_wake(hold)
                     continue
-                if await self._deliver(http, batch) is Outcome.RETRY:
+                self._idle.clear()
+                try:
+                    outcome = await self._deliver(http, batch)
+                finally:
+                    self._idle.set()
+                if outcome is Outcome.RETRY:
                     # jitter: gateways that lost the platform together do not return in step
                     await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                     backoff = min(backoff * 2, self.cfg.backoff_max)
                 else:
                     backoff = self.cfg.backoff_min
+
+    async def finish_request(self, timeout: float) -> None:
+        """Before a stop: let a request on the wire get its answer, so what the platform
+        took is marked uploaded and not sent again after the restart."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.info("stopping during an upload; its events will be sent again after the restart")
 
     def _hold_for(self, batch: list[PendingEvent]) -> float:
         """Seconds to wait before sending this batch; 0 to send now."""
