@@ -58,7 +58,7 @@ class Master:
             except modbus.ModbusError as e:
                 self.counts[modbus.KINDS[e.kind]] += 1
                 self.last_error = e
-                if e.kind == modbus.ModbusException.kind:
+                if isinstance(e, modbus.ModbusException):
                     self._idle_since = ticks_ms()
                     raise
                 self._drain()

@@ -84,8 +84,10 @@ def crc16(data, crc=0xFFFF):
     return crc
 
 
-def _seal(body):
-    # CRC goes low byte first, unlike every other 16-bit field in the frame.
+def seal(body):
+    """The frame: body with its CRC appended, low byte first unlike every other field."""
+    if not isinstance(body, bytearray):
+        body = bytearray(body)
     c = crc16(body)
     body.append(c & 0xFF)
     body.append(c >> 8)
@@ -113,14 +115,14 @@ def read_request(slave, fc, addr, count):
     if fc not in (READ_HOLDING, READ_INPUT):
         raise ValueError("read function must be 3 or 4, not %d" % fc)
     _check(slave, addr, count, MAX_READ, False)
-    return _seal(bytearray((slave, fc, addr >> 8, addr & 0xFF, count >> 8, count & 0xFF)))
+    return seal(bytearray((slave, fc, addr >> 8, addr & 0xFF, count >> 8, count & 0xFF)))
 
 
 def write_single_request(slave, addr, value):
     """FC 06; slave 0 broadcasts (no reply)."""
     _check(slave, addr, 1, 1, True)
     _check_u16("value", value)
-    return _seal(bytearray((slave, WRITE_SINGLE, addr >> 8, addr & 0xFF, value >> 8, value & 0xFF)))
+    return seal(bytearray((slave, WRITE_SINGLE, addr >> 8, addr & 0xFF, value >> 8, value & 0xFF)))
 
 
 def write_multiple_request(slave, addr, values):
@@ -132,7 +134,7 @@ def write_multiple_request(slave, addr, values):
         _check_u16("value", v)
         body.append(v >> 8)
         body.append(v & 0xFF)
-    return _seal(body)
+    return seal(body)
 
 
 def expected_length(request_or_fc, count=1):
@@ -209,13 +211,13 @@ def read_response(slave, fc, values):
     for v in values:
         body.append((v >> 8) & 0xFF)
         body.append(v & 0xFF)
-    return _seal(body)
+    return seal(body)
 
 
 def write_response(request):
     """The echo a slave sends for FC 06 or 16: the first six bytes of the request."""
-    return _seal(bytearray(request[:6]))
+    return seal(bytearray(request[:6]))
 
 
 def exception_response(slave, fc, code):
-    return _seal(bytearray((slave, fc | 0x80, code)))
+    return seal(bytearray((slave, fc | 0x80, code)))

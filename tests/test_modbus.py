@@ -24,6 +24,10 @@ def test_crc_check_value():
     assert modbus.crc16(b"123456789") == 0x4B37
 
 
+def test_seal_appends_crc_low_byte_first():
+    assert modbus.seal(bytes.fromhex("010300000002")) == bytes.fromhex("010300000002C40B")
+
+
 def test_crc_can_continue_a_run():
     assert modbus.crc16(b"6789", modbus.crc16(b"12345")) == 0x4B37
 
@@ -166,17 +170,12 @@ def test_truncated_frames():
             modbus.parse_response(req, reply[:n])
 
 
-def _sealed(body: bytes) -> bytes:
-    c = modbus.crc16(body)
-    return body + bytes((c & 0xFF, c >> 8))
-
-
 @pytest.mark.parametrize("reply, match", [
-    (_sealed(bytes((2, 3, 4, 0, 1, 0, 2))), "slave 2"),          # another slave answered
-    (_sealed(bytes((1, 4, 4, 0, 1, 0, 2))), "function 4"),       # wrong function
-    (_sealed(bytes((1, 3, 6, 0, 1, 0, 2))), "byte count"),       # byte count lies
-    (_sealed(bytes((1, 3, 4, 0, 1, 0, 2, 0, 3))), "expected"),   # too long
-    (_sealed(bytes((1, 0x83, 2, 0))), "short frame: 6"),         # padded exception
+    (modbus.seal(bytes((2, 3, 4, 0, 1, 0, 2))), "slave 2"),          # another slave answered
+    (modbus.seal(bytes((1, 4, 4, 0, 1, 0, 2))), "function 4"),       # wrong function
+    (modbus.seal(bytes((1, 3, 6, 0, 1, 0, 2))), "byte count"),       # byte count lies
+    (modbus.seal(bytes((1, 3, 4, 0, 1, 0, 2, 0, 3))), "expected"),   # too long
+    (modbus.seal(bytes((1, 0x83, 2, 0))), "short frame: 6"),         # padded exception
 ])
 def test_well_sealed_but_wrong_frames(reply, match):
     with pytest.raises(FrameError, match=match):

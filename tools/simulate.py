@@ -54,6 +54,8 @@ class TracePlayer:
 
     def __init__(self, table, trace_path: str, speed: float = 1.0, order: str = "ABCD",
                  anchor: float | None = None) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be above 0, not {speed}")
         self.table = table
         self.order = order
         self.speed = speed
@@ -145,15 +147,10 @@ def corrupt(fault: str | None, reply: bytes) -> bytes:
     if fault == "short":
         return reply[: len(reply) // 2]
     if fault == "wrong_slave":
-        return _reseal(bytes((reply[0] % 247 + 1,)) + reply[1:-2])
+        return modbus.seal(bytes((reply[0] % 247 + 1,)) + reply[1:-2])
     if fault == "exception":
         return modbus.exception_response(reply[0], reply[1] & 0x7F, 4)
     raise ValueError(f"unknown fault {fault!r}")
-
-
-def _reseal(body: bytes) -> bytes:
-    c = modbus.crc16(body)
-    return body + bytes((c & 0xFF, c >> 8))
 
 
 class SimulatedSlave:
@@ -259,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--order", choices=regmap.ORDERS, default="ABCD",
                     help="word/byte order of 32-bit registers (default ABCD)")
     args = ap.parse_args(argv)
+    if not args.speed > 0:
+        ap.error("--speed must be above 0")
     print("simulate: %s trace %s on %s, slave %d, %d baud, speed %g"
           % (args.profile, os.path.basename(args.trace), args.port, args.slave, args.baud, args.speed),
           flush=True)
