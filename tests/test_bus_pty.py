@@ -198,8 +198,10 @@ def test_silence_times_out_within_the_budget(master, slave):
     with pytest.raises(ModbusTimeout):
         master.read_registers(1, 3, 0, 8)
     took = time.monotonic() - t
+    # per attempt the Master also allows the reply's transmit time (~25 ms) and listens
+    # for a quiet line (~25 ms) before retrying; the rest of the slack is a busy machine
     budget = TIMEOUT_MS * (RETRIES + 1) / 1000
-    assert budget <= took < budget + 0.3
+    assert budget <= took < budget + 0.5
     assert master.counts["timeout"] == RETRIES + 1
 
 
