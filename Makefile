@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LIB := lib
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-export MICROPYPATH := $(CURDIR):$(CURDIR)/$(LIB)
+export MICROPYPATH := .frozen:$(CURDIR):$(CURDIR)/$(LIB)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup demo test bench clean debs

@@ -62,7 +62,7 @@ def bench_pipeline(mpy_dir: str, work: str, heap: str, runs: int, corpus: str | 
             with gzip.open(os.path.join(folder, first), "rb") as src, open(plain, "wb") as dst:
                 dst.write(src.read())
             traces[profile] = plain
-    env = dict(os.environ, MICROPYPATH=mpy_dir)
+    env = dict(os.environ, MICROPYPATH=".frozen:" + mpy_dir)
     results = []
     for profile, trace in traces.items():
         samples = []
@@ -98,7 +98,7 @@ def wire_sizes() -> list[tuple[str, int, int]]:
 
 
 def bench_publish(mpy_dir: str, work: str, count: int, runs: int) -> dict:
-    env = dict(os.environ, MICROPYPATH=mpy_dir)
+    env = dict(os.environ, MICROPYPATH=".frozen:" + mpy_dir)
     rates = []
     with Mosquitto(os.path.join(work, "mosquitto")) as broker:
         for _ in range(runs):

@@ -33,7 +33,8 @@ def micropython_env(*extra_paths: str) -> dict[str, str]:
     """Environment for running agent code under the unix port: the repo and lib/ on
     MICROPYPATH (umqtt.simple lives in lib/)."""
     env = dict(os.environ)
-    env["MICROPYPATH"] = ":".join([*extra_paths, ROOT, LIB])
+    # .frozen keeps the modules built into the binary (asyncio) importable
+    env["MICROPYPATH"] = ":".join([".frozen", *extra_paths, ROOT, LIB])
     return env
 
 

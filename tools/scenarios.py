@@ -85,3 +85,20 @@ def write(path: str, header: dict, rows) -> str:
         for t, r in rows:
             fh.write(json.dumps({"t": t, "r": r}) + "\n")
     return path
+
+
+def excerpt(src: str, dest: str, t_from: float, t_to: float) -> str:
+    """Cut [t_from, t_to] out of a trace, re-based so it starts at t = 0 (the header's
+    start moves forward by t_from): an incident from a day-long trace in a minute."""
+    from datetime import datetime, timedelta
+    with gzip.open(src, "rt") as fh:
+        header = json.loads(fh.readline())
+        start = datetime.fromisoformat(header["start"]) + timedelta(seconds=t_from)
+        header = dict(header, start=start.isoformat(), trace=header["trace"] + "-excerpt")
+        with gzip.open(dest, "wt") as out:
+            out.write(json.dumps(header) + "\n")
+            for line in fh:
+                row = json.loads(line)
+                if t_from <= row["t"] <= t_to:
+                    out.write(json.dumps({"t": row["t"] - t_from, "r": row["r"]}) + "\n")
+    return dest

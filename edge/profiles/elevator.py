@@ -22,6 +22,6 @@ REGISTERS = (
 
 # Telemetry policy: a sample when one of these moves beyond its deadband (at most one a
 # second), and a heartbeat every minute otherwise.
-TELEMETRY_WATCH = {"mode": 0, "floor": 0, "door": 0, "fault": 0, "occupied": 0}
+TELEMETRY_WATCH = {"mode": 0, "floor": 0, "door": 0, "fault": 0}
 TELEMETRY_MIN_S = 1
 TELEMETRY_HEARTBEAT_S = 60

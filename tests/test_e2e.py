@@ -1,0 +1,75 @@
+"""The first slice end to end, every part real: a pymodbus slave playing a trace on a
+socat pty -> our agent (MicroPython unix port, or CPython with pyserial) -> mosquitto ->
+the gateway -> the reference platform receiver."""
+import os
+
+import pytest
+
+from edge.replay import parse_iso
+from tools import scenarios
+from tools.site import Device, Site
+
+CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus", "dev")
+
+
+def _alarms(events, device, type_):
+    return [e for e in events if e["device"] == device and e["type"] == type_ and e["action"] == "raise"]
+
+
+def _start(trace):
+    import gzip
+    import json
+    with gzip.open(trace, "rt") as fh:
+        return parse_iso(json.loads(fh.readline())["start"])[0]
+
+
+def test_scripted_entrapment_and_continuous_flow_reach_the_platform(tmp_path):
+    elev = scenarios.write(str(tmp_path / "elev.jsonl.gz"), *scenarios.elevator(seconds=900, entrapment_at=60))
+    water = scenarios.write(str(tmp_path / "water.jsonl.gz"), *scenarios.water_meter(seconds=86400, flow_from=1800))
+    devices = [Device("elev-e2e", "elevator", elev, speed=4), Device("wm-e2e", "water_meter", water, speed=400)]
+    with Site(str(tmp_path / "site"), devices) as site:
+        events = site.wait_for(lambda ev: _alarms(ev, "elev-e2e", "elevator.entrapment")
+                               and _alarms(ev, "wm-e2e", "water.continuous_flow"), timeout=120)
+    trapped = _alarms(events, "elev-e2e", "elevator.entrapment")
+    running = _alarms(events, "wm-e2e", "water.continuous_flow")
+    assert trapped, "no entrapment alarm reached the platform"
+    assert running, "no continuous-flow alarm reached the platform"
+    # timestamps are the device's (trace) time: inside each incident's allowed window
+    t0 = _start(elev)
+    assert t0 + 60 <= trapped[0]["t"] <= t0 + 60 + 120, trapped[0]
+    w0 = _start(water)
+    assert w0 + 1800 <= running[0]["t"] <= w0 + 1800 + 5400, running[0]
+    assert len(trapped) == 1 and len(running) == 1, "an alarm was raised more than once"
+    for device, kind in (("elev-e2e", "telemetry.elevator"), ("wm-e2e", "telemetry.water_meter")):
+        telemetry = [e for e in events if e["device"] == device and e["type"] == kind]
+        assert telemetry, "no telemetry from %s" % device
+        assert all(v is not None for v in telemetry[0]["values"].values())
+
+
+def test_agent_under_cpython_with_pyserial(tmp_path):
+    elev = scenarios.write(str(tmp_path / "elev.jsonl.gz"), *scenarios.elevator(seconds=600, entrapment_at=30))
+    with Site(str(tmp_path / "site"), [Device("elev-cpy", "elevator", elev, speed=4, runtime="cpython")]) as site:
+        events = site.wait_for(lambda ev: _alarms(ev, "elev-cpy", "elevator.entrapment"), timeout=90)
+    assert _alarms(events, "elev-cpy", "elevator.entrapment")
+    assert [e for e in events if e["type"] == "telemetry.elevator"]
+
+
+@pytest.mark.parametrize("name,incident,before,after,speed", [
+    # a real entrapment from the labelled corpus, with the sensor flicker around it
+    ("elevator/elev-002", "elevator.entrapment", 120, 180, 4),
+])
+def test_filtered_alarm_from_a_corpus_trace(tmp_path, name, incident, before, after, speed):
+    import json
+    labels = json.load(open(os.path.join(CORPUS, name + ".labels.json")))
+    inc = [i for i in labels["incidents"] if i["type"] == incident][0]
+    trace = scenarios.excerpt(os.path.join(CORPUS, name + ".jsonl.gz"), str(tmp_path / "excerpt.jsonl.gz"),
+                              inc["start"] - before, inc["start"] + after)
+    device = Device("corpus-1", name.split("/")[0], trace, speed=speed)
+    with Site(str(tmp_path / "site"), [device]) as site:
+        events = site.wait_for(lambda ev: _alarms(ev, "corpus-1", incident), timeout=(before + after) / speed + 30)
+    raised = _alarms(events, "corpus-1", incident)
+    assert len(raised) == 1, [e for e in events if e["type"] != "telemetry.elevator"]
+    t0 = _start(trace)
+    assert t0 + before <= raised[0]["t"] <= t0 + before + 120
+    others = [e for e in events if e["action"] == "raise" and e["type"] != incident]
+    assert not others, "false alarms around the incident: %s" % others
