@@ -11,6 +11,7 @@ import sys
 
 # subcommand: (module, one-line help)
 COMMANDS = {
+    "simulate": ("tools.simulate", "play a trace as a Modbus RTU device on a serial port"),
     "replay": ("tools.replay", "run the on-device alarm pipeline over recorded traces"),
     "demo": ("tools.demo", "run a small simulated site end to end (what `make demo` runs)"),
     "bench": ("tools.bench", "measure the agent's cost per sample, its heap, bytes per event, publish rate"),

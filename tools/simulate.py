@@ -23,6 +23,7 @@ Reads outside the profile's block get pymodbus' own exception 02 (illegal data a
 from __future__ import annotations
 
 import argparse
+import sys
 import asyncio
 import gzip
 import importlib
@@ -240,12 +241,9 @@ def run_simulator(profile, trace_path: str, port: str, speed: float = 1.0, slave
     return sim
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="edgectl simulate",
-        description="Play a corpus trace as a Modbus RTU slave on a serial port or pty.")
-    ap.add_argument("--profile", required=True, help="profile name, e.g. elevator, water_meter")
-    ap.add_argument("--trace", required=True, help="corpus trace (.jsonl.gz)")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--profile", required=True, choices=("elevator", "water_meter"), help="the device's profile")
+    ap.add_argument("--trace", required=True, help="trace to play (.jsonl.gz, corpus format)")
     ap.add_argument("--port", required=True, help="serial port the slave serves, e.g. the B side of a socat pair")
     ap.add_argument("--speed", type=float, default=1.0, help="trace seconds per real second (default 1)")
     ap.add_argument("--slave", type=int, default=1, help="slave id (default 1)")
@@ -255,9 +253,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="Unix time at which trace time 0 is due (default: the first row plays at once)")
     ap.add_argument("--order", choices=regmap.ORDERS, default="ABCD",
                     help="word/byte order of 32-bit registers (default ABCD)")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if not args.speed > 0:
-        ap.error("--speed must be above 0")
+        print("edgectl simulate: --speed must be above 0", file=sys.stderr)
+        return 2
+    if not os.path.exists(args.trace):
+        print("edgectl simulate: no trace at %s" % args.trace, file=sys.stderr)
+        return 2
     print("simulate: %s trace %s on %s, slave %d, %d baud, speed %g"
           % (args.profile, os.path.basename(args.trace), args.port, args.slave, args.baud, args.speed),
           flush=True)
@@ -267,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="edgectl simulate",
+                                 description="Play a trace as a Modbus RTU slave on a serial port or pty.")
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":
