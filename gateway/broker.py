@@ -78,7 +78,7 @@ def describe_os_error(e: BaseException) -> str:
     return str(e)
 
 
-class OpenAuthPlugin(BaseAuthPlugin):
+class OpenAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type hints for it
     """Accept every client; a client with a username counts as non-anonymous.
 
     amqtt's own AnonymousAuthPlugin with allow_anonymous marks EVERY session anonymous,

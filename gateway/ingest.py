@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.client import ConnectFlags
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.codec import CodecError, decode
 from gateway.broker import BrokerAddress, BrokerError
@@ -102,7 +105,7 @@ class Ingest:
         self._ready = loop.create_future()
         # persistent session (clean_session=False) under a stable client id: QoS 1
         # messages that arrive while the gateway restarts wait for it in the broker.
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
         # A username: brokers keep offline messages only for identified sessions (amqtt).
         client.username_pw_set(self.broker.username or self.client_id, self.broker.password)
@@ -188,8 +191,8 @@ class Ingest:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._call(self._queue.put_nowait, Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
 
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
-                    reason: mqtt.ReasonCode, props: object) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: ConnectFlags,
+                    reason: ReasonCode, props: object) -> None:
         if reason.is_failure:
             self._call(self._connect_failed, str(reason))
             return
@@ -199,11 +202,11 @@ class Ingest:
         self._call(self._connected_changed, True, flags.session_present)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
-                      reasons: list[mqtt.ReasonCode], props: object) -> None:
+                      reasons: list[ReasonCode], props: object) -> None:
         self._call(self._subscribed, [str(r) for r in reasons if r.is_failure])
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
-                       reason: mqtt.ReasonCode, props: object) -> None:
+                       reason: ReasonCode, props: object) -> None:
         self._call(self._connected_changed, False, str(reason))
 
     # ---- the same events on the loop thread -----------------------------------
@@ -225,8 +228,10 @@ class Ingest:
                 self._ready.set_exception(err)
             else:
                 log.error("%s", err)
-        elif self._ready is not None and not self._ready.done():
-            self._ready.set_result(None)
+        else:
+            self.metrics.inc("ingest.subscriptions")
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
 
     def _connected_changed(self, up: bool, detail: object) -> None:
         # one log line per state change, not one per reconnect attempt

@@ -62,11 +62,11 @@ class Metrics:
     def prometheus(self) -> str:
         """The counters in the Prometheus text format (dots become underscores)."""
         lines = []
-        for name, value in sorted(self.counters.items()):
+        for name, count in sorted(self.counters.items()):
             metric = "edge_gateway_" + name.replace(".", "_").replace("-", "_")
-            lines.append("# TYPE %s counter\n%s %d" % (metric, metric, value))
-        for name, value in sorted(self.states.items()):
-            if isinstance(value, (int, float)):
+            lines.append("# TYPE %s counter\n%s %d" % (metric, metric, count))
+        for name, state in sorted(self.states.items()):
+            if isinstance(state, (int, float)):
                 metric = "edge_gateway_" + name.replace(".", "_")
-                lines.append("# TYPE %s gauge\n%s %s" % (metric, metric, value))
+                lines.append("# TYPE %s gauge\n%s %s" % (metric, metric, state))
         return "\n".join(lines) + "\n"

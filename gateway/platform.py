@@ -214,8 +214,8 @@ class Platform:
             return _error(400, str(e))
         new = await self.thread.call(self.db.add, gateway, events)
         if self.echo is not None:
-            for e in new:
-                print(event_line(e), file=self.echo, flush=True)
+            for event in new:
+                print(event_line(event), file=self.echo, flush=True)
         self.metrics.inc("platform.accepted", len(new))
         self.metrics.inc("platform.duplicates", len(events) - len(new))
         self.metrics.inc("platform.posts")

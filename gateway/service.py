@@ -172,6 +172,11 @@ class Gateway:
         await self.stop()
 
 
+async def _stopped(stop: asyncio.Event) -> str:
+    await stop.wait()
+    return "stop requested"
+
+
 async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM (or stop is set); 0 on a clean stop, 1 if a part failed."""
     stop = stop or asyncio.Event()
@@ -182,7 +187,7 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     try:
         await gw.start()
         assert gw.failed is not None
-        stopper = asyncio.ensure_future(stop.wait())
+        stopper = asyncio.ensure_future(_stopped(stop))
         try:
             await asyncio.wait([stopper, gw.failed], return_when=asyncio.FIRST_COMPLETED)
         finally:

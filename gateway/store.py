@@ -163,8 +163,8 @@ class Store:
                           " WHERE rowid IN (%s)", (now, reason))
 
     def pending_count(self) -> int:
-        return self.conn.execute("SELECT count(*) FROM events"
-                                 " WHERE uploaded_at IS NULL AND rejected_at IS NULL").fetchone()[0]
+        return int(self.conn.execute("SELECT count(*) FROM events"
+                                     " WHERE uploaded_at IS NULL AND rejected_at IS NULL").fetchone()[0])
 
     def counts(self) -> dict[str, int]:
         """Totals for the status page and the tests."""

@@ -24,7 +24,7 @@ def free_port() -> int:
     """A port that was free a moment ago (the caller retries if it is taken since)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def _start_once(tmpdir: Path, port: int, extra_conf: str) -> tuple[subprocess.Popen[bytes], list[str]]:
@@ -108,8 +108,9 @@ def signed_event(secret_hex: str, type_name: str, seq: int, values: dict[str, fl
     from edge import codec
     from edge.codes import ACTIONS, code_of
     code = code_of(type_name)
-    return codec.encode(codec.Signer(bytes.fromhex(secret_hex)), code, ACTIONS.index(action),
+    payload: bytes = codec.encode(codec.Signer(bytes.fromhex(secret_hex)), code, ACTIONS.index(action),
                         boot, seq, t, codec.values_of(code, values or {}), clock_set)
+    return payload
 
 
 class Publisher:
@@ -120,7 +121,8 @@ class Publisher:
 
     def __init__(self, host: str, port: int, client_id: str = "test-publisher") -> None:
         import paho.mqtt.client as mqtt
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+        from paho.mqtt.enums import CallbackAPIVersion
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv311)
         connected = threading.Event()
         self.client.on_connect = lambda *a: connected.set()

@@ -86,7 +86,7 @@ def _lines(stream: Any) -> "queue.Queue[str]":
 
 
 def _wait_for(q: "queue.Queue[str]", needle: str, timeout: float = 10.0) -> str:
-    seen = []
+    seen: list[str] = []
     while True:
         try:
             line = q.get(timeout=timeout)

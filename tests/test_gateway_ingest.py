@@ -9,7 +9,7 @@ from gateway.platform import PlatformServer
 from gateway.registry import Registry
 from gateway.service import Gateway, GatewayConfig
 from gateway.store import Store
-from rig import Publisher, signed_event
+from rig import Publisher, signed_event, start_mosquitto, stop_mosquitto
 
 SECRET = "11" * 32
 OTHER_SECRET = "22" * 32
@@ -141,12 +141,58 @@ def test_events_sent_while_gateway_is_down_arrive_after_restart(tmp_path: Path, 
     asyncio.run(main())
 
 
+def test_gateway_reconnects_after_a_broker_restart(tmp_path: Path) -> None:
+    """A broker without persistence forgets the subscription; the gateway subscribes again."""
+    make_registry(tmp_path / "gw")
+    proc, port = start_mosquitto(tmp_path)
+
+    async def main() -> None:
+        nonlocal proc
+        cfg = GatewayConfig(data_dir=tmp_path / "gw", platform_url="http://127.0.0.1:9",
+                            broker="mqtt://127.0.0.1:%d" % port, gateway_id="gw-test")
+        async with Gateway(cfg) as gw:
+            m = gw.metrics
+            await asyncio.to_thread(stop_mosquitto, proc)
+            await m.wait_until(lambda: m.get("ingest.broker_disconnects") == 1, WAIT_S)
+            proc, _ = await asyncio.to_thread(start_mosquitto, tmp_path, port)
+            await m.wait_until(lambda: m.get("ingest.subscriptions") == 2, WAIT_S)
+            assert m.states["broker_connected"] == 1
+            pub = await asyncio.to_thread(Publisher, "127.0.0.1", port)
+            await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE,
+                                    signed_event(SECRET, "telemetry.elevator", 1))
+            await asyncio.to_thread(pub.close)
+            await m.wait_until(lambda: m.get("ingest.stored") == 1, WAIT_S)
+    try:
+        asyncio.run(main())
+    finally:
+        stop_mosquitto(proc)
+
+
 def test_embedded_broker_delivers_to_the_store(tmp_path: Path) -> None:
     async def body(gw: Gateway, pub: Publisher) -> None:
         await asyncio.to_thread(pub.publish_many, [
             ("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", i)) for i in range(20)])
         await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE, b"junk")
         m = gw.metrics
-        await m.wait_until(lambda: m.get("ingest.stored") == 20 and m.rejected(), WAIT_S)
+        await m.wait_until(lambda: m.get("ingest.stored") == 20 and bool(m.rejected()), WAIT_S)
         assert m.rejected() == {"malformed": 1}
     run_with_gateway(tmp_path, "embedded", body)
+
+
+def test_status_page_shows_the_counters(tmp_path: Path, mosquitto: Any) -> None:
+    import aiohttp
+
+    async def body(gw: Gateway, pub: Publisher) -> None:
+        await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE, b"junk")
+        await gw.metrics.wait_until(lambda: bool(gw.metrics.rejected()), WAIT_S)
+        assert gw.status_url is not None
+        async with aiohttp.ClientSession() as http:
+            async with http.get(gw.status_url + "/") as r:
+                status = await r.json()
+            async with http.get(gw.status_url + "/metrics") as r:
+                text = await r.text()
+        assert status["counters"]["ingest.rejected.malformed"] == 1
+        assert status["states"]["broker_connected"] == 1
+        assert status["store"] == {"stored": 0, "uploaded": 0, "rejected": 0, "pending": 0}
+        assert "edge_gateway_ingest_rejected_malformed 1\n" in text
+    run_with_gateway(tmp_path, mosquitto.url, body, status_listen="127.0.0.1:0")

@@ -79,7 +79,8 @@ async def platform_events(p: PlatformServer, **query: str) -> list[dict[str, Any
     async with aiohttp.ClientSession() as http:
         async with http.get(p.url + "/v1/events", params={"limit": "1000", **query}) as r:
             assert r.status == 200
-            return (await r.json())["events"]
+            events: list[dict[str, Any]] = (await r.json())["events"]
+            return events
 
 
 def test_events_arrive_at_the_platform(tmp_path: Path, mosquitto: Any) -> None:

@@ -162,3 +162,24 @@ def test_event_line_without_wall_clock() -> None:
     e = ev("wm-7", 1, "telemetry.water_meter", t=42, flow=0.25, total=None)
     e["clock_set"] = False
     assert event_line(e) == "boot+42s TELEMETRY report telemetry.water_meter wm-7 flow=0.25"
+
+
+def test_openapi_file_matches_the_receiver(tmp_path: Path) -> None:
+    """docs/platform-api.yaml states the same facts as the code that serves them."""
+    import yaml
+    from edge.codes import ACTIONS
+    from gateway.platform import MAX_EVENTS, PLATFORM_KEY, create_app, validate_upload
+    from gateway.registry import DEVICE_ID_RE
+    spec = yaml.safe_load((Path(__file__).parent.parent / "docs" / "platform-api.yaml").read_text())
+    app = create_app(tmp_path / "p.sqlite")
+    routes = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
+    documented = {(m.upper(), path) for path, ops in spec["paths"].items() for m in ops}
+    assert {r for r in routes if r[0] != "HEAD"} == documented
+    schemas = spec["components"]["schemas"]
+    event = schemas["Event"]["properties"]
+    assert tuple(event["action"]["enum"]) == ACTIONS
+    assert event["device"]["pattern"] == DEVICE_ID_RE.pattern
+    assert schemas["Upload"]["properties"]["events"]["maxItems"] == MAX_EVENTS
+    example = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["example"]
+    assert validate_upload(example)[0] == "site-gw-01"
+    app[PLATFORM_KEY].close()
