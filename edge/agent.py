@@ -42,8 +42,9 @@ class Agent:
         self.seq = 0
         self.outbox = []          # (is_telemetry, payload)
         self.dropped = [0, 0]     # telemetry, alarms dropped since the last report
-        self.faults = 0           # failed polls since the last comm_fault report
+        self.faults = 0           # failed polls in the current streak
         self.fault_reported = None
+        self.fault_kind = 0
         self.polls = 0
         self.wake = None
 
@@ -69,8 +70,10 @@ class Agent:
     def _fault(self, e):
         self.faults += 1
         t = self.now()
-        if self.fault_reported is None or self.faults == 1 or t - self.fault_reported >= FAULT_REPORT_S:
+        # report the start of a streak, a change of kind, and a reminder a minute
+        if self.faults == 1 or e.kind != self.fault_kind or t - self.fault_reported >= FAULT_REPORT_S:
             self.fault_reported = t
+            self.fault_kind = e.kind
             detail = getattr(e, "code", 0)
             log("bus fault: %s (%d failed polls)" % (e, self.faults))
             self.emit(t, code_of("device.comm_fault"), REPORT, (e.kind, detail, self.faults))

@@ -73,3 +73,27 @@ def test_filtered_alarm_from_a_corpus_trace(tmp_path, name, incident, before, af
     assert t0 + before <= raised[0]["t"] <= t0 + before + 120
     others = [e for e in events if e["action"] == "raise" and e["type"] != incident]
     assert not others, "false alarms around the incident: %s" % others
+
+
+def test_a_misbehaving_slave_gives_fault_reports_and_polling_goes_on(tmp_path):
+    elev = scenarios.write(str(tmp_path / "elev.jsonl.gz"), *scenarios.elevator(seconds=900, entrapment_at=None))
+    # the agent tries each poll twice (retries=1), so two bad replies fail one poll
+    device = Device("elev-bad", "elevator", elev, speed=2, faults="silence=2,bad_crc=2,garbage=2,short=2,exception=1")
+    with Site(str(tmp_path / "site"), [device]) as site:
+        def settled(ev):
+            faults = [e for e in ev if e["type"] == "device.comm_fault"]
+            kinds = {e["values"]["kind"] for e in faults}
+            last = max((e["seq"] for e in faults), default=None)
+            later = [e for e in ev if e["type"] == "telemetry.elevator" and last is not None and e["seq"] > last]
+            return kinds >= {1, 2, 3, 4} and later
+        events = site.wait_for(settled, timeout=60)
+        log = site.log_of("agent-elev-bad")
+    faults = [e for e in events if e["type"] == "device.comm_fault"]
+    # timeout (1), bad CRC (2), Modbus exception 04 (3) and a malformed frame (4) are told apart
+    assert {e["values"]["kind"] for e in faults} >= {1, 2, 3, 4}, faults
+    assert [e["values"]["detail"] for e in faults if e["values"]["kind"] == 3] == [4]
+    last_fault = max(e["seq"] for e in faults)
+    assert [e for e in events if e["type"] == "telemetry.elevator" and e["seq"] > last_fault], \
+        "the agent stopped polling after the faults"
+    assert not [e for e in events if e["action"] == "raise"], "bus faults raised an alarm"
+    assert "bus fault" in log

@@ -253,6 +253,21 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="Unix time at which trace time 0 is due (default: the first row plays at once)")
     ap.add_argument("--order", choices=regmap.ORDERS, default="ABCD",
                     help="word/byte order of 32-bit registers (default ABCD)")
+    ap.add_argument("--faults", metavar="KIND=N,...", default="",
+                    help="misbehave on the next N replies of each kind, in this order: %s "
+                         "(e.g. bad_crc=2,exception=2)" % ", ".join(FAULTS))
+
+
+def parse_faults(text: str) -> dict[str, int] | None:
+    if not text:
+        return None
+    faults = {}
+    for item in text.split(","):
+        name, _, n = item.partition("=")
+        if name not in FAULTS or not n.isdigit():
+            raise ValueError("--faults: %r is not KIND=N with KIND one of %s" % (item, ", ".join(FAULTS)))
+        faults[name] = int(n)
+    return faults
 
 
 def run(args: argparse.Namespace) -> int:
@@ -262,12 +277,17 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.exists(args.trace):
         print("edgectl simulate: no trace at %s" % args.trace, file=sys.stderr)
         return 2
+    try:
+        faults = parse_faults(args.faults)
+    except ValueError as e:
+        print("edgectl simulate: %s" % e, file=sys.stderr)
+        return 2
     print("simulate: %s trace %s on %s, slave %d, %d baud, speed %g"
           % (args.profile, os.path.basename(args.trace), args.port, args.slave, args.baud, args.speed),
           flush=True)
     try:
         run_simulator(args.profile, args.trace, args.port, args.speed, args.slave, args.baud,
-                      order=args.order, parity=args.parity, anchor=args.anchor)
+                      order=args.order, parity=args.parity, anchor=args.anchor, faults=faults)
     except KeyboardInterrupt:
         pass
     return 0

@@ -33,6 +33,7 @@ class Device:
     site: dict = field(default_factory=dict)
     params: dict | None = None
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    faults: str = ""                 # simulator misbehaviour, e.g. "bad_crc=2,exception=2"
 
 
 class Site:
@@ -129,7 +130,7 @@ class Site:
         self.buses[d.device_id] = bus
         self._spawn("sim-" + d.device_id, self._cli("tools.simulate") + [
             "--profile", d.profile, "--trace", os.path.abspath(d.trace), "--port", bus.b,
-            "--speed", str(d.speed), "--anchor", repr(self.anchor)])
+            "--speed", str(d.speed), "--anchor", repr(self.anchor), "--faults", d.faults])
         self.start_agent(d)
 
     def start_agent(self, d: Device) -> None:
