@@ -185,7 +185,7 @@ class Site:
     # ------------------------------------------------------------------ platform queries
     def platform_events(self, **query: str) -> list[dict]:
         qs = "&".join("%s=%s" % kv for kv in query.items())
-        with urllib.request.urlopen(self.platform_url + "/v1/events?limit=100000&" + qs, timeout=10) as resp:
+        with urllib.request.urlopen(self.platform_url + "/v1/events?limit=1000&" + qs, timeout=10) as resp:
             return json.load(resp)["events"]
 
     def wait_for(self, predicate, timeout: float, poll: float = 0.5) -> list[dict]:
