@@ -1,0 +1,73 @@
+"""Device config: a wrong or missing field gets an error naming it, under both runtimes."""
+import copy
+import json
+import subprocess
+
+import pytest
+
+from edge.config import ConfigError, validate
+from tools import runtime
+
+GOOD = {
+    "device_id": "elev-0001", "secret": "00112233445566778899aabbccddeeff", "profile": "elevator",
+    "bus": {"port": "/dev/ttyUSB0", "baud": 9600, "slave": 3},
+    "broker": {"host": "127.0.0.1"},
+    "site": {"rated_speed": 1.75, "floors": [-1, 18]},
+}
+
+
+def test_defaults_are_filled_in():
+    cfg = validate(copy.deepcopy(GOOD))
+    assert cfg["bus"]["parity"] == "E" and cfg["bus"]["word_order"] == "ABCD"
+    assert cfg["bus"]["timeout_ms"] == 300 and cfg["broker"]["port"] == 1883
+    assert cfg["utc_offset_s"] == 28800
+
+
+@pytest.mark.parametrize("mutate,field", [
+    (lambda c: c.pop("device_id"), "config.device_id: required"),
+    (lambda c: c["bus"].update(baud=9601), "config.bus.baud: 9601 is not one of"),
+    (lambda c: c["bus"].update(slave=0), "config.bus.slave"),
+    (lambda c: c["bus"].update(parity="X"), "config.bus.parity"),
+    (lambda c: c["bus"].update(word_order="AB"), "config.bus.word_order"),
+    (lambda c: c["bus"].update(speed=3), "config.bus.speed: unknown field"),
+    (lambda c: c.update(profile="toaster"), "config.profile: 'toaster' is not one of elevator, water_meter"),
+    (lambda c: c["site"].pop("rated_speed"), "config.site.rated_speed: required"),
+    (lambda c: c["site"].update(floors=[5, 1]), "config.site.floors"),
+    (lambda c: c.update(secret="short"), "config.secret"),
+    (lambda c: c["broker"].update(port="1883"), "config.broker.port: must be int"),
+    (lambda c: c.update(colour="red"), "config.colour: unknown field"),
+])
+def test_bad_field_is_named(mutate, field):
+    cfg = copy.deepcopy(GOOD)
+    mutate(cfg)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert field in str(err.value)
+
+
+def test_unknown_threshold_override_is_named():
+    from edge.pipeline import Pipeline
+    with pytest.raises(ValueError, match="params.no_such_threshold: unknown parameter"):
+        Pipeline("water_meter", {}, {"no_such_threshold": 3})
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{not json", "not valid JSON"),
+    (json.dumps(dict(GOOD, bus={"baud": 9600})), "config.bus.port: required field is missing"),
+])
+def test_agent_refuses_a_bad_config_file_under_micropython(tmp_path, text, message):
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    proc = subprocess.run(runtime.command("micropython", "edge.agent", str(path), str(tmp_path / "state")),
+                          env=runtime.micropython_env(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert message in proc.stdout
+
+
+def test_agent_says_when_the_bus_cannot_be_opened(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(GOOD, bus={"port": str(tmp_path / "no-such-tty")})))
+    proc = subprocess.run(runtime.command("micropython", "edge.agent", str(path), str(tmp_path / "state")),
+                          env=runtime.micropython_env(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 3
+    assert "cannot open the sensor bus" in proc.stdout
