@@ -5,8 +5,7 @@ from edge.codes import code_of
 
 # name: (default, why)
 PARAMS = {
-    "comm_loss_s": (240, "raise once the silence is certain to reach 240 s (last failed poll + one period):"
-                         " the fourth failed 60 s poll; dev artifacts end by 180 s, outages last 28 min+"),
+    "comm_loss_s": (240, "certain silence; dev artifacts end by 180 s"),
 }
 
 

@@ -8,24 +8,25 @@ from edge.alarm import Alarm
 from edge.codes import code_of
 from edge.habit import Habit
 
-# name: (default, why)
+# name: (default, why); the full reasoning per entry is in docs/detectors-water.md.
+# Reasons are short on purpose: on the device every string here is RAM.
 PARAMS = {
-    "flow_max": (5.0, "m3/h; a flow above a DN20 meter's Q4 is a bad register, not water"),
-    "use_flow": (0.1, "m3/h; the slowest tap; cistern leaks run below it (dev: 0.005-0.03)"),
-    "inact_max_s": (42300, "raise at most 11.75 h after the last use: the 12 h limit minus poll lag and gaps"),
-    "inact_min_s": (37800, "never sooner than 10.5 h: a day out the model has not seen yet must not raise (dev: up to 9.7 h unseen)"),
-    "inact_factor_pct": (125, "a dry spell may run 25 % longer than the longest usual one from that hour"),
-    "inact_margin_s": (3600, "plus one hour, so a late riser is not a fall"),
-    "inact_spread_h": (1, "a habit starting at 21:50 also covers a spell starting at 22:10"),
-    "learn_days": (7, "days of data before the model is trusted; until then only inact_max_s"),
-    "habit_save_s": (3600, "write the model to flash at most hourly (plus at day end and on a new habit)"),
-    "cf_s": (4200, "running without pause for 70 min is a tap left open (dev: normal use stops by 48 min)"),
-    "cf_pause_s": (150, "flow must be absent this long to end a run: one or two flickering zeros do not"),
-    "leak_flow": (0.002, "m3/h; the meter's starting flow, 2 L/h"),
-    "leak_s": (21600, "six hours of flow that never stops; every household has a still hour in that time"),
-    "leak_pause_s": (900, "a leak reading zero for less than 15 min is flicker, not a repaired cistern"),
-    "leak_duty_pct": (90, "share of polls showing flow during a leak run; normal use is a few per cent"),
-    "glitch_persist_s": (600, "a total below the trusted one for 10 min is a reset meter, not a glitch"),
+    "flow_max": (5.0, "m3/h; above a DN20 meter's Q4 is a bad register"),
+    "use_flow": (0.1, "m3/h; slowest tap; leaks run below it"),
+    "inact_max_s": (42300, "12 h limit less poll lag and gaps"),
+    "inact_min_s": (37800, "an unlearned day out must not raise"),
+    "inact_factor_pct": (125, "spell may run 25 % over the usual"),
+    "inact_margin_s": (3600, "plus an hour for a late riser"),
+    "inact_spread_h": (1, "habits drift across the hour"),
+    "learn_days": (7, "days before the model is trusted"),
+    "habit_save_s": (3600, "flash writes at most hourly"),
+    "cf_s": (4200, "normal use stops by 50 min"),
+    "cf_pause_s": (150, "two flickering zeros do not end a run"),
+    "leak_flow": (0.002, "m3/h; the meter's starting flow"),
+    "leak_s": (21600, "every household has a still hour in 6 h"),
+    "leak_pause_s": (900, "a leak reading zero briefly is flicker"),
+    "leak_duty_pct": (90, "share of polls with flow in a leak"),
+    "glitch_persist_s": (600, "a lasting step back is a reset meter"),
 }
 
 # m3 of volume the total may lag behind the integrated flow before a run is "unconfirmed"
@@ -212,38 +213,51 @@ class Detector:
 
     # ---------------------------------------------------------------- step
     def step(self, t, r, out):
+        # split in short methods: on a fragmented heap a long function's bytecode is
+        # one contiguous block that may not fit
         self._new_day(t)
         if r is None:
             return      # a failed poll is unknown, never zero: nothing is judged on it
-        p = self.p
         gap = 0 if self.prev_t is None else t - self.prev_t
         dt = gap if gap < 600 else 600
         self.prev_t = t
         self.covered += dt
         f = r.get("flow")
-        if f is not None and (f < 0 or f > p["flow_max"]):
+        if f is not None and (f < 0 or f > self.p["flow_max"]):
             f = None
             self.glitches += 1
         x = r.get("total")
         gain, when = (0.0, t) if x is None else self._total(t, x, out)
         if self.last_use is None and x is not None:
-            # after a boot: an unchanged total proves no water was used while we were off
-            if self.saved_use is not None and abs(x - self.saved_total) <= self.res / 2 and self.saved_use <= t:
-                self.last_use = self.saved_use
-            else:
-                self.last_use = t
+            self._boot_clock(t, x)
+        # runs of flow first: a leak's own flow is no sign of the resident
+        self._runs(t, f, dt, gap, x, out)
+        self._use(t, f, x, gain, when, out)
+        self._alarms(t, f, out)
+        self._save(t, False)
 
-        # runs of flow; a leak's own flow is no sign of the resident
+    def _boot_clock(self, t, x):
+        # after a boot: an unchanged total proves no water was used while we were off
+        if self.saved_use is not None and abs(x - self.saved_total) <= self.res / 2 and self.saved_use <= t:
+            self.last_use = self.saved_use
+        else:
+            self.last_use = t
+
+    def _runs(self, t, f, dt, gap, x, out):
+        p = self.p
         if self.cf_run.feed(t, f, dt, gap, x, p["use_flow"], p["cf_pause_s"], self.ref):
             self.cf.update(t, False, out, (int(t - self.cf_run.last), 0))
         if self.leak_run.feed(t, f, dt, gap, x, p["leak_flow"], p["leak_pause_s"], self.ref):
             self.leak.update(t, False, out, (0, 0))
+
+    def _use(self, t, f, x, gain, when, out):
+        """Use of water: a total step beyond what a leak explains, or flow on two polls
+        (a flow spike is one poll). Then judge inactivity."""
+        p = self.p
         base = 0.0
         lr = self.leak_run
         if lr.start is not None and t - lr.start >= 3600 and lr.fmin < p["use_flow"]:
             base = lr.fmin
-
-        # use of water: a total step beyond what a leak explains, or flow on two polls
         flowing = f is not None and f >= p["use_flow"] + base
         use_t = None
         # (a leak adds at most two polls' worth to one confirmed step)
@@ -252,30 +266,32 @@ class Detector:
         if flowing and (self.prev_flowing or gain > 0):
             use_t = t
         self.prev_flowing = flowing
-        if use_t is not None and self.last_use is not None:
+        if self.last_use is None:
+            return
+        if use_t is not None:
             self._used(max(use_t, self.last_use))
             self.inact.update(t, False, out, (0, 0))
-
-        # inactivity: judged only on a poll whose total is known and settled
-        if x is not None and self.pend is None and self.last_use is not None:
+        # judged only on a poll whose total is known and settled
+        if x is not None and self.pend is None:
             idle = t - self.last_use
             thr = self.threshold(self._hour(self.last_use))
             if idle >= thr:
                 self.inact.update(t, True, out, (int(idle), int(thr)))
 
-        # running without pause, and a small flow that never stops
+    def _alarms(self, t, f, out):
+        """Running without pause, a small flow that never stops, and a flow register
+        showing water the total never counts."""
+        p = self.p
         cr = self.cf_run
+        lr = self.leak_run
         if cr.start is not None and t - cr.start >= p["cf_s"] and cr.confirmed(self.ref, self.res):
             self.cf.update(t, True, out, (int(t - cr.start), f))
         if (lr.start is not None and t - lr.start >= p["leak_s"] and lr.fmin < p["use_flow"]
                 and lr.k * 100 >= lr.n * p["leak_duty_pct"] and lr.confirmed(self.ref, self.res)):
             self.leak.update(t, True, out, (int(t - lr.start), lr.fmin))
-
-        # a flow register showing water the total never counts
         frozen = (cr.start is not None and t - cr.start >= p["glitch_persist_s"]
                   and cr.vol >= 0.01 and not cr.confirmed(self.ref, self.res))
         if frozen:
             self.glitch.update(t, True, out, (2, self.ref))
         elif self.glitch.active:
             self.glitch.update(t, False, out, (0, self.ref))
-        self._save(t, False)
