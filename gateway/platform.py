@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 5000                    # per POST; the gateway sends at most 500
 MAX_BODY = 16 * 1024 * 1024          # after gzip decompression
 LIST_LIMIT_DEFAULT = 100
-LIST_LIMIT_MAX = 1000
+LIST_LIMIT_MAX = 100_000           # a reference receiver: tests and the demo read all
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

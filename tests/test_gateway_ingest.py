@@ -196,3 +196,34 @@ def test_status_page_shows_the_counters(tmp_path: Path, mosquitto: Any) -> None:
         assert status["store"] == {"stored": 0, "uploaded": 0, "rejected": 0, "pending": 0}
         assert "edge_gateway_ingest_rejected_malformed 1\n" in text
     run_with_gateway(tmp_path, mosquitto.url, body, status_listen="127.0.0.1:0")
+
+
+def test_share_group_splits_devices_between_gateways(tmp_path: Path, mosquitto: Any) -> None:
+    """Two instances in one $share group: every event is stored by exactly one of them."""
+    for name in ("a", "b"):
+        make_registry(tmp_path / name)
+
+    async def main() -> None:
+        cfgs = [GatewayConfig(data_dir=tmp_path / name, platform_url="http://127.0.0.1:9",
+                              broker=mosquitto.url, gateway_id="gw-" + name, share_group="site")
+                for name in ("a", "b")]
+        async with Gateway(cfgs[0]) as a, Gateway(cfgs[1]) as b:
+            pub = await asyncio.to_thread(Publisher, mosquitto.host, mosquitto.port)
+            await asyncio.to_thread(pub.publish_many, [
+                ("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", i)) for i in range(40)])
+            await asyncio.to_thread(pub.close)
+
+            def total() -> int:
+                return a.metrics.get("ingest.stored") + b.metrics.get("ingest.stored")
+            # whichever instance stores the last event sees the total reach 40
+            waits = [asyncio.ensure_future(gw.metrics.wait_until(lambda: total() == 40, WAIT_S))
+                     for gw in (a, b)]
+            done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in pending:
+                w.cancel()
+            for w in done:
+                w.result()
+            seqs = [r.seq for r in await stored(a)] + [r.seq for r in await stored(b)]
+            assert sorted(seqs) == list(range(40))
+            assert a.metrics.get("ingest.stored") and b.metrics.get("ingest.stored")
+    asyncio.run(main())

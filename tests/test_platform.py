@@ -168,7 +168,8 @@ def test_openapi_file_matches_the_receiver(tmp_path: Path) -> None:
     """docs/platform-api.yaml states the same facts as the code that serves them."""
     import yaml
     from edge.codes import ACTIONS
-    from gateway.platform import MAX_EVENTS, PLATFORM_KEY, create_app, validate_upload
+    from gateway.platform import (LIST_LIMIT_MAX, MAX_EVENTS, PLATFORM_KEY, create_app,
+                                  validate_upload)
     from gateway.registry import DEVICE_ID_RE
     spec = yaml.safe_load((Path(__file__).parent.parent / "docs" / "platform-api.yaml").read_text())
     app = create_app(tmp_path / "p.sqlite")
@@ -180,6 +181,8 @@ def test_openapi_file_matches_the_receiver(tmp_path: Path) -> None:
     assert tuple(event["action"]["enum"]) == ACTIONS
     assert event["device"]["pattern"] == DEVICE_ID_RE.pattern
     assert schemas["Upload"]["properties"]["events"]["maxItems"] == MAX_EVENTS
+    limit = [p for p in spec["paths"]["/v1/events"]["get"]["parameters"] if p["name"] == "limit"][0]
+    assert limit["schema"]["maximum"] == LIST_LIMIT_MAX
     example = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["example"]
     assert validate_upload(example)[0] == "site-gw-01"
     app[PLATFORM_KEY].close()
