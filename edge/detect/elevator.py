@@ -1,0 +1,224 @@
+# Elevator detector: entrapment, door open while moving, overspeed, stop outside the
+# door zone, and maintenance sessions, from one 1 Hz poll of the controller interface.
+# Rules and the reason for every number: docs/filters.md. Field filters are tables
+# (edge/filters.py); this module only says how the cleaned fields make an incident.
+from edge.alarm import Alarm
+from edge.codes import code_of
+from edge.filters import build_chain
+
+# name: (default, why). Times in seconds, speeds in m/s; all overridable per device.
+PARAMS = {
+    "overspeed_ratio": (1.15, "overspeed is speed above 115 % of rated: where a governor may first trip (EN 81-20 5.6.2.2)"),
+    "speed_max_ratio": (2.0, "a reading above twice rated speed is a register glitch (0xFFFF = 655.35 m/s), not motion: the governor trips well before"),
+    "overspeed_n": (2, "polls in a row above the limit: one glitch sample never raises, a real overspeed lasts seconds (1 s latency)"),
+    "door_moving_n": (2, "polls in a row with the door open while moving: door-contact bounce lasts one poll"),
+    "move_n": (2, "polls in a row showing motion before a stop ends: a one-poll speed or dir glitch is not a trip"),
+    "move_min_speed": (0.05, "slower than this the car is stopped; re-levelling creeps at about 0.07-0.2 m/s"),
+    "relevel_max_speed": (0.8, "doors may open in the zone only below 0.8 m/s (pre-opening, EN 81-20 5.12.1.4); faster, an open door is a hazard whatever the zone reads"),
+    "door_open_s": (2, "a door must read open this long to count as opened (someone could leave); contact bounce lasts one poll"),
+    "entrapment_s": (30, "stopped, doors shut, someone aboard this long is trapped: normal boarding waits are under 10 s; 30 s as platforms use (STANDARDS 1.4)"),
+    "occupied_n": (8, "presence in 8 of 10 polls is a person: sensor flicker in an empty car lasts at most about 5 s"),
+    "occupied_m": (10, "window of the presence vote, in polls"),
+    "occupied_window_s": (30, "a passenger boards through an open door: presence counts only this soon after the doors shut; later flicker in a shut car is nobody"),
+    "occupied_stuck_s": (600, "nobody rides or waits 10 min: a presence reading that has not changed for that long is a stuck sensor"),
+    "stop_outside_s": (40, "a car stopped outside the door zone this long is stuck: an overshoot is re-levelled within about 10 s"),
+    "zone_in_s": (2, "the zone must read inside this long to end a stop outside it; one-poll zone flicker does not"),
+    "gap_s": (5, "a silence longer than this may hide a door cycle: a passenger seen before it may have left, and the stop is kept only if the car is where it was"),
+    "maint_on_s": (10, "inspection mode must hold this long to be a session, so a mis-turned key or a glitch is not reported"),
+    "maint_off_s": (30, "a session ends after this long out of inspection, so a short switch back to normal stays one session"),
+    "hold_fast_s": (10, "overspeed and door-moving alarms clear after this long without the condition: one clear per incident"),
+    "hold_slow_s": (60, "entrapment and stop-outside-zone alarms clear after this long without the condition: a re-levelling creep or a door bounce does not clear and raise again"),
+}
+
+# Per field: impossible values become unknown before any rule sees them.
+FILTERS = {
+    "mode": (("range", 0, 3),),
+    "dir": (("range", -1, 1),),
+    "speed": (("range", 0, "speed_max"),),
+    "floor": (("range", "floor_lo", "floor_hi"), ("filter_out", 0)),   # there is no floor 0
+    "door": (("range", 0, 1),),
+    "zone": (("range", 0, 1),),
+    "occupied": (("range", 0, 1), ("stuck", "occupied_stuck_s")),
+}
+FIELDS = ("mode", "dir", "speed", "floor", "door", "zone", "occupied")
+
+# Per derived condition: how long or how often it must hold before the rules trust it.
+CONDITIONS = {
+    "moving": (("n_of_m", "move_n", "move_n"),),
+    "door_open": (("delayed_on", "door_open_s"),),
+    "outside": (("delayed_off", "zone_in_s"),),
+    "aboard": (("n_of_m", "occupied_n", "occupied_m"),),
+    "overspeed": (("n_of_m", "overspeed_n", "overspeed_n"),),
+    "door_moving": (("n_of_m", "door_moving_n", "door_moving_n"),),
+    "session": (("delayed_on", "maint_on_s"), ("delayed_off", "maint_off_s")),
+}
+
+INSPECTION = 1  # mode 1: a technician drives the car
+
+
+class Detector:
+    def __init__(self, site, params, store=None):
+        rated = site.get("rated_speed")
+        if not isinstance(rated, (int, float)) or rated <= 0:
+            raise ValueError("site.rated_speed: required, a speed in m/s > 0; got %r" % (rated,))
+        floors = site.get("floors") or (-99, 999)
+        p = dict(params)
+        p["speed_max"] = rated * p["speed_max_ratio"]
+        p["floor_lo"] = floors[0]
+        p["floor_hi"] = floors[1]
+        self.p = p
+        self.rated = rated
+        self.limit = rated * p["overspeed_ratio"]
+        self.fields = [build_chain(FILTERS[f], p) for f in FIELDS]
+        c = {}
+        for k in CONDITIONS:
+            c[k] = build_chain(CONDITIONS[k], p)
+        self.c = c
+        fast = p["hold_fast_s"]
+        slow = p["hold_slow_s"]
+        self.entrapment = Alarm(code_of("elevator.entrapment"), slow)
+        self.door_moving = Alarm(code_of("elevator.door_open_moving"), fast)
+        self.overspeed = Alarm(code_of("elevator.overspeed"), fast)
+        self.stop_outside = Alarm(code_of("elevator.stop_outside_zone"), slow)
+        self.maintenance = Alarm(code_of("elevator.maintenance"))
+        self.last_t = None
+        self.floor = None          # last known floor
+        self.insp = False          # last known "mode is inspection"
+        self.door_was_open = False
+        self._new_episode()
+        self._new_session()
+
+    def _new_episode(self):
+        """Forget the current stop: what follows is judged from scratch."""
+        self.stop_since = None     # first poll of the current stop
+        self.stop_floor = None
+        self.closed_since = None   # first poll with the door shut since it was last open
+        self.board_until = None    # presence before this time is someone who boarded
+        self.out_since = None      # since when the car is outside the door zone
+        self.aboard = False        # someone was seen in the car since the door shut
+        self.c["aboard"].reset()
+
+    def _new_session(self):
+        self.sess_start = None
+        self.sess_end = None
+        self.door_cycles = 0
+        self.served = []
+
+    def step(self, t, r, out):
+        mode, dir_, speed, floor, door, zone, occ = [
+            self.fields[i].step(t, None if r is None else r.get(FIELDS[i])) for i in range(len(FIELDS))]
+        if r is None:
+            return  # unknown: hold every state; comm loss is common.py's business
+        p = self.p
+        c = self.c
+        if self.last_t is not None and t - self.last_t > p["gap_s"]:
+            # unseen time: if the car was not parked here before, a trip and a door
+            # cycle may have happened, so a passenger latched before it may be gone
+            if not self.entrapment.active:
+                self.aboard = False        # an alarm already up clears only on evidence
+                c["aboard"].reset()
+            self.board_until = t           # no door was seen shutting: nobody boarded
+            if self.stop_since is None or (floor is not None and floor != self.stop_floor):
+                self.stop_since = None
+                self.out_since = None
+        self.last_t = t
+        if floor is not None:
+            self.floor = floor
+        if mode is not None:
+            self.insp = mode == INSPECTION
+
+        # motion: speed if known, else the direction
+        mv = None
+        if speed is not None:
+            mv = speed >= p["move_min_speed"]
+        if dir_ is not None:
+            mv = bool(mv) or dir_ != 0
+        moving = c["moving"].step(t, mv)
+        if moving:
+            self.stop_since = None
+        elif mv is False and self.stop_since is None:
+            self.stop_since = t
+            self.stop_floor = self.floor
+
+        # doors: opened once they read open for door_open_s; shut from the first closed poll
+        door_open = c["door_open"].step(t, None if door is None else door == 1)
+        opened = door_open and not self.door_was_open
+        self.door_was_open = bool(door_open)
+        if door_open:
+            self.closed_since = None
+            self.aboard = False
+        elif door == 0 and self.closed_since is None:
+            self.closed_since = t
+            self.board_until = t + p["occupied_window_s"]
+            c["aboard"].reset()   # only presence seen behind shut doors counts
+
+        # zone: outside from the first poll out, inside only after zone_in_s
+        outside = c["outside"].step(t, None if zone is None else zone == 0)
+        if not outside:
+            self.out_since = None
+        elif self.out_since is None:
+            self.out_since = t
+
+        # someone aboard: the presence vote just after the doors shut
+        seen = c["aboard"].step(t, occ)
+        if seen and self.closed_since is not None and t < self.board_until:
+            self.aboard = True
+
+        # overspeed: never suppressed, a technician is at risk too
+        over = c["overspeed"].step(t, None if speed is None else speed > self.limit)
+        self.overspeed.update(t, over, out, (speed, self.rated))
+
+        # door open while moving: outside the zone, or faster than doors may open
+        hazard = None
+        if door is not None and (speed is not None or dir_ is not None):
+            if door != 1:
+                hazard = False
+            elif speed is not None:
+                hazard = (speed >= p["move_min_speed"] and zone != 1) or speed > p["relevel_max_speed"]
+            else:
+                hazard = dir_ != 0 and zone == 0
+        door_moving = c["door_moving"].step(t, hazard)
+
+        # maintenance session: inspection mode, debounced both ways
+        session = c["session"].step(t, None if mode is None else mode == INSPECTION)
+        if self.insp:
+            if self.sess_start is None:
+                self.sess_start = t
+            self.sess_end = t
+        if session:
+            if opened:
+                self.door_cycles += 1
+                if self.floor is not None and self.floor not in self.served:
+                    self.served.append(self.floor)
+            self.maintenance.update(t, True, out, (self.sess_start,))
+        elif self.maintenance.active:
+            s, e = self.sess_start, self.sess_end
+            self.maintenance.update(t, False, out, (s, e, e - s, self.door_cycles, len(self.served)))
+        if not session and not self.insp:
+            self._new_session()
+
+        if session or self.insp:
+            # the technician has the car: the passenger alarms are theirs to judge
+            self.entrapment.clear(t, out)
+            self.door_moving.clear(t, out)
+            self.stop_outside.clear(t, out)
+            self._new_episode()
+            return
+
+        self.door_moving.update(t, door_moving, out, (self.floor, speed))
+
+        start = self._episode_start()
+        stopped_for = None if start is None else t - start
+        trapped = self.aboard and stopped_for is not None and stopped_for >= p["entrapment_s"]
+        self.entrapment.update(t, trapped, out, (self.floor, stopped_for))
+
+        stuck = False
+        if not self.aboard and self.stop_since is not None and self.out_since is not None:
+            stuck = t - max(self.stop_since, self.out_since) >= p["stop_outside_s"]
+        self.stop_outside.update(t, stuck, out, (self.floor, None if not stuck else t - self.stop_since))
+
+    def _episode_start(self):
+        """When the car began standing still behind shut doors, or None."""
+        if self.stop_since is None or self.closed_since is None:
+            return None
+        return max(self.stop_since, self.closed_since)
