@@ -85,6 +85,8 @@ class Detector:
         self.floor = None          # last known floor
         self.insp = False          # last known "mode is inspection"
         self.door_was_open = False
+        self.trap_from = None      # when the stop of the raised entrapment began
+        self.stuck_from = None     # when the stop of the raised stop-outside-zone began
         self._new_episode()
         self._new_session()
 
@@ -208,14 +210,18 @@ class Detector:
         self.door_moving.update(t, door_moving, out, (self.floor, speed))
 
         start = self._episode_start()
-        stopped_for = None if start is None else t - start
-        trapped = self.aboard and stopped_for is not None and stopped_for >= p["entrapment_s"]
-        self.entrapment.update(t, trapped, out, (self.floor, stopped_for))
+        trapped = self.aboard and start is not None and t - start >= p["entrapment_s"]
+        if trapped and not self.entrapment.active:
+            self.trap_from = start
+        self.entrapment.update(t, trapped, out, (self.floor, t - self.trap_from if self.trap_from else None))
 
         stuck = False
         if not self.aboard and self.stop_since is not None and self.out_since is not None:
-            stuck = t - max(self.stop_since, self.out_since) >= p["stop_outside_s"]
-        self.stop_outside.update(t, stuck, out, (self.floor, None if not stuck else t - self.stop_since))
+            begin = max(self.stop_since, self.out_since)
+            stuck = t - begin >= p["stop_outside_s"]
+            if stuck and not self.stop_outside.active:
+                self.stuck_from = begin
+        self.stop_outside.update(t, stuck, out, (self.floor, t - self.stuck_from if self.stuck_from else None))
 
     def _episode_start(self):
         """When the car began standing still behind shut doors, or None."""
