@@ -13,7 +13,7 @@ from edge.pipeline import Pipeline, load_module
 
 VERSION = 1
 FAULT_REPORT_S = 60       # while a bus keeps failing, one comm_fault report a minute
-OUTBOX_MAX = 256          # events kept in RAM while the broker is away
+OUTBOX_MAX = 64           # events kept in RAM while the broker is away (a flash outbox is issue 4)
 
 
 def log(*args):
@@ -173,18 +173,36 @@ def build(cfg, state_dir):
     return Agent(cfg, master, link, FileStore(state_dir), hal.now)
 
 
+def load_config(path):
+    """Validate the config, then unload the validator: its schema table is ~9 KB of RAM
+    that a running agent never needs again."""
+    import gc
+    import edge
+    from edge import config
+    try:
+        return config.load(path), None
+    except config.ConfigError as e:
+        return None, str(e)
+    finally:
+        del config
+        sys.modules.pop("edge.config", None)
+        try:
+            delattr(edge, "config")
+        except AttributeError:
+            pass
+        gc.collect()
+
+
 def main(argv):
     import asyncio
-    from edge.config import load, ConfigError
     path = argv[1] if len(argv) > 1 else "config.json"
     if path in ("-h", "--help"):
         print("usage: agent.py [CONFIG_JSON] [STATE_DIR]\n"
               "Runs the edge agent: polls the sensor, filters alarms, publishes events.")
         return 0
-    try:
-        cfg = load(path)
-    except ConfigError as e:
-        print("config error: %s" % e)
+    cfg, error = load_config(path)
+    if error:
+        print("config error: %s" % error)
         return 2
     state_dir = argv[2] if len(argv) > 2 else "state"
     try:

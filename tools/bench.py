@@ -23,23 +23,6 @@ from tools import runtime, scenarios
 from tools.mosquitto import Mosquitto
 
 
-def compile_agent(dest: str) -> str:
-    """The agent as shipped to a board: every module under edge/ (and umqtt) as .mpy."""
-    sources = []
-    for dirpath, _, files in os.walk(os.path.join(runtime.ROOT, "edge")):
-        sources += [os.path.join(dirpath, f) for f in files if f.endswith(".py")]
-    sources += [os.path.join(runtime.ROOT, "tools", "mp_bench.py"), os.path.join(runtime.ROOT, "tools", "mp_publish.py"),
-                os.path.join(runtime.ROOT, "tools", "__init__.py")]
-    umqtt = os.path.join(runtime.LIB, "umqtt", "simple.py")
-    for src in sources + [umqtt]:
-        base = runtime.LIB if src == umqtt else runtime.ROOT
-        rel = os.path.relpath(src, base)[:-3] + ".mpy"
-        out = os.path.join(dest, rel)
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        subprocess.run([runtime.mpy_cross(), "-o", out, src], check=True)
-    return dest
-
-
 def _plain_trace(path: str, header: dict, rows) -> str:
     # plain JSON Lines: a gzip window alone would take 32 KiB of the 96 KiB heap
     with open(path, "w") as fh:
@@ -121,7 +104,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="edgectl-bench-") as work:
-        mpy = compile_agent(os.path.join(work, "mpy"))
+        mpy = runtime.compile_agent(os.path.join(work, "mpy"), extra=("tools/mp_bench.py", "tools/mp_publish.py", "tools/__init__.py"))
         pipeline = bench_pipeline(mpy, work, args.heap, args.runs, args.corpus)
         wire = wire_sizes()
         publish = bench_publish(mpy, work, args.publish_count, args.runs)

@@ -48,3 +48,19 @@ def command(runtime: str, module: str, *args: str, heap: str | None = None) -> l
     if runtime == "cpython":
         return [sys.executable, "-m", module, *args]
     raise ValueError("runtime must be micropython or cpython, not %r" % runtime)
+
+
+def compile_agent(dest: str, extra: tuple[str, ...] = ()) -> str:
+    """The agent as shipped to a board: every module under edge/ and umqtt.simple
+    compiled to .mpy under dest (plus extra repo-relative files). Returns dest."""
+    import subprocess
+    sources = []
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "edge")):
+        sources += [(ROOT, os.path.join(dirpath, f)) for f in files if f.endswith(".py")]
+    sources += [(ROOT, os.path.join(ROOT, rel)) for rel in extra]
+    sources.append((LIB, os.path.join(LIB, "umqtt", "simple.py")))
+    for base, src in sources:
+        out = os.path.join(dest, os.path.relpath(src, base)[:-3] + ".mpy")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        subprocess.run([mpy_cross(), "-o", out, src], check=True)
+    return dest

@@ -27,10 +27,12 @@ def _elevator_rows(seconds: int, entrapment_at: int | None, seed: int) -> Iterat
 
     while t < seconds:
         if entrapment_at is not None and t >= entrapment_at:
-            # stuck between floors with the doors shut; the presence sensor sees the
-            # passenger only when they move
+            # stuck between floors with the doors shut: the passenger moves about at first,
+            # then waits still and the presence sensor mostly loses them
+            stuck = t
             while t < seconds:
-                yield t, at(zone=0, occupied=1 if rnd.random() < 0.3 else 0)
+                seen = t - stuck < 20 or rnd.random() < 0.1
+                yield t, at(zone=0, occupied=1 if seen else 0)
                 t += 1
             return
         for _ in range(rnd.randint(3, 8)):          # waiting at a floor

@@ -34,6 +34,7 @@ class Device:
     params: dict | None = None
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
     faults: str = ""                 # simulator misbehaviour, e.g. "bad_crc=2,exception=2"
+    heap: str | None = None          # MicroPython only: run the agent as .mpy with this heap cap, e.g. "96k"
 
 
 class Site:
@@ -105,9 +106,15 @@ class Site:
                                            "--broker", broker]
         if self.broker_kind == "embedded":
             argv += ["--listen", "127.0.0.1:%d" % self.broker_port]
+        # the status page opens only once the broker has confirmed the subscription, so
+        # no device event can be published before the gateway listens for it
+        status = free_port()
+        argv += ["--status-listen", "127.0.0.1:%d" % status]
         self._spawn("gateway", argv)
-        if self.broker_kind == "embedded":
-            wait_port(self.broker_port, 20)
+        try:
+            wait_port(status, 30)
+        except RuntimeError:
+            raise RuntimeError("the gateway did not come up:\n" + self.log_of("gateway")[-3000:]) from None
 
     def agent_config(self, d: Device, port: str) -> dict:
         with_header = _trace_header(d.trace)
@@ -139,8 +146,15 @@ class Site:
         cfg_path = os.path.join(home, "config.json")
         with open(cfg_path, "w") as fh:
             json.dump(self.agent_config(d, self.buses[d.device_id].a), fh)
-        argv = runtime.command(d.runtime, "edge.agent", cfg_path, os.path.join(home, "state"))
-        self._spawn("agent-" + d.device_id, argv, env=runtime.micropython_env())
+        argv = runtime.command(d.runtime, "edge.agent", cfg_path, os.path.join(home, "state"), heap=d.heap)
+        env = runtime.micropython_env()
+        if d.heap:
+            # as on a board: compiled bytecode only, no sources to compile in RAM
+            mpy = os.path.join(self.workdir, "mpy")
+            if not os.path.isdir(mpy):
+                runtime.compile_agent(mpy)
+            env["MICROPYPATH"] = ".frozen:" + mpy
+        self._spawn("agent-" + d.device_id, argv, env=env)
 
     def start(self) -> "Site":
         os.makedirs(self.workdir, exist_ok=True)
@@ -185,7 +199,7 @@ class Site:
     # ------------------------------------------------------------------ platform queries
     def platform_events(self, **query: str) -> list[dict]:
         qs = "&".join("%s=%s" % kv for kv in query.items())
-        with urllib.request.urlopen(self.platform_url + "/v1/events?limit=1000&" + qs, timeout=10) as resp:
+        with urllib.request.urlopen(self.platform_url + "/v1/events?limit=100000&" + qs, timeout=10) as resp:
             return json.load(resp)["events"]
 
     def wait_for(self, predicate, timeout: float, poll: float = 0.5) -> list[dict]:
