@@ -68,25 +68,36 @@ def format_event(t, code, action, values):
         _num(t, 3), name, ACTIONS[action], ", ".join(vals))
 
 
+class Trace:
+    """A trace being read: its header, its start (unix s), the site facts the pipeline
+    needs, and its rows as (unix time, reading) one at a time (a board has no RAM for all)."""
+
+    def __init__(self, path):
+        self.src = open_trace(path)
+        self.header = json.loads(self.src.readline())
+        self.start, offset = parse_iso(self.header["start"])
+        self.site = dict(self.header.get("config") or {})
+        self.site["utc_offset_s"] = offset
+
+    def rows(self):
+        while True:
+            line = self.src.readline()
+            if not line:
+                return
+            if len(line) > 2:
+                row = json.loads(line)
+                yield self.start + row["t"], row["r"]
+
+
 def replay(trace_path, out, overrides=None, telemetry=False):
-    src = open_trace(trace_path)
-    header = json.loads(src.readline())
-    start, offset = parse_iso(header["start"])
-    site = dict(header.get("config") or {})
-    site["utc_offset_s"] = offset
-    pipe = Pipeline(header["profile"], site, overrides, MemoryStore(), telemetry)
+    trace = Trace(trace_path)
+    pipe = Pipeline(trace.header["profile"], trace.site, overrides, MemoryStore(), telemetry)
     n = 0
-    while True:
-        line = src.readline()
-        if not line:
-            break
-        if len(line) < 3:
-            continue
-        row = json.loads(line)
-        for t, code, action, values in pipe.step(start + row["t"], row["r"]):
+    for t_row, r in trace.rows():
+        for t, code, action, values in pipe.step(t_row, r):
             if action == 0 and not telemetry:
                 continue
-            out.write(format_event(t - start, code, action, values))
+            out.write(format_event(t - trace.start, code, action, values))
             n += 1
     return n
 

@@ -3,7 +3,6 @@
 # Times one sample's full on-device path (register words -> reading -> filters and
 # detectors -> signed events) and tracks the live heap. Prints one JSON line.
 import gc
-import json
 import sys
 
 from edge import agent, codec, regmap    # the whole agent's code counts against the heap
@@ -11,7 +10,7 @@ from edge.bus import Master
 from edge.link import Link
 from edge.clock import ticks_diff
 from edge.pipeline import Pipeline, load_module
-from edge.replay import open_trace, parse_iso
+from edge.replay import Trace
 from edge.state import MemoryStore
 
 try:
@@ -26,12 +25,8 @@ except ImportError:
 def main(argv):
     profile, path = argv[1], argv[2]
     prof = load_module("edge.profiles." + profile)
-    src = open_trace(path)
-    header = json.loads(src.readline())
-    start, offset = parse_iso(header["start"])
-    site = dict(header.get("config") or {})
-    site["utc_offset_s"] = offset
-    pipe = Pipeline(profile, site, None, MemoryStore())
+    trace = Trace(path)
+    pipe = Pipeline(profile, trace.site, None, MemoryStore())
     signer = codec.Signer(b"bench-secret-0123456789abcdef")
     first = regmap.span(prof.REGISTERS)[0]
     gc.collect()
@@ -41,18 +36,11 @@ def main(argv):
     n = 0
     events = 0
     seq = 0
-    while True:
-        line = src.readline()
-        if not line:
-            break
-        if len(line) < 3:
-            continue
-        row = json.loads(line)
-        r = row["r"]
+    for t_row, r in trace.rows():
         words = regmap.encode(prof.REGISTERS, r, "ABCD") if r is not None else None
         t0 = ticks_us()
         reading = regmap.decode(prof.REGISTERS, words, "ABCD", first) if words is not None else None
-        for t, code, action, values in pipe.step(start + row["t"], reading):
+        for t, code, action, values in pipe.step(t_row, reading):
             seq += 1
             codec.encode(signer, code, action, 1, seq, t, values)
             events += 1
