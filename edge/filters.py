@@ -102,10 +102,9 @@ class Median:
         return s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2
 
 
-class DelayedOn:
-    """delayed_on(s): True only once the input has been true for s seconds without a
-    known false in between; false passes at once. None neither interrupts nor completes
-    a pending change: it returns the current state (None before any known input)."""
+class _Delayed:
+    """State shared by delayed_on and delayed_off: the delay, since when the input has
+    been in the pending state, and the current output."""
     __slots__ = ("s", "since", "out")
 
     def __init__(self, s):
@@ -115,6 +114,13 @@ class DelayedOn:
     def reset(self):
         self.since = None
         self.out = None
+
+
+class DelayedOn(_Delayed):
+    """delayed_on(s): True only once the input has been true for s seconds without a
+    known false in between; false passes at once. None neither interrupts nor completes
+    a pending change: it returns the current state (None before any known input)."""
+    __slots__ = ()
 
     def step(self, t, v):
         if v is None:
@@ -132,18 +138,10 @@ class DelayedOn:
         return self.out
 
 
-class DelayedOff:
+class DelayedOff(_Delayed):
     """delayed_off(s): False only once the input has been false for s seconds; true
     passes at once. None holds, as for delayed_on."""
-    __slots__ = ("s", "since", "out")
-
-    def __init__(self, s):
-        self.s = s
-        self.reset()
-
-    def reset(self):
-        self.since = None
-        self.out = None
+    __slots__ = ()
 
     def step(self, t, v):
         if v is None:
