@@ -49,13 +49,21 @@ def bench_pipeline(mpy_dir: str, work: str, heap: str, runs: int, corpus: str | 
     results = []
     for profile, trace in traces.items():
         samples = []
+        fits = heap
         for _ in range(runs):
-            proc = subprocess.run([runtime.micropython(), "-X", "heapsize=" + heap, "-m", "tools.mp_bench", profile, trace],
-                                  env=env, capture_output=True, text=True)
+            while True:
+                # cwd outside the repo: MicroPython searches '' first and would compile the
+                # .py sources in RAM instead of loading the .mpy
+                proc = subprocess.run([runtime.micropython(), "-X", "heapsize=" + fits, "-m", "tools.mp_bench", profile, trace],
+                                      env=env, capture_output=True, text=True, cwd=work)
+                if proc.returncode == 0 or "MemoryError" not in proc.stderr or int(fits[:-1]) >= 512:
+                    break
+                # does not fit: find the smallest cap that does, in 16 KiB steps, and say so
+                fits = "%dk" % (int(fits[:-1]) + 16)
             if proc.returncode != 0:
-                raise RuntimeError("the %s pipeline failed under a %s heap:\n%s" % (profile, heap, proc.stderr or proc.stdout))
+                raise RuntimeError("the %s pipeline failed under a %s heap:\n%s" % (profile, fits, proc.stderr or proc.stdout))
             samples.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        best = dict(samples[0])
+        best = dict(samples[0], heap_cap=fits, fits_requested=fits == heap)
         best["us_per_sample"] = statistics.median(s["us_per_sample"] for s in samples)
         best["heap_live_peak"] = max(s["heap_live_peak"] for s in samples)
         results.append(best)
@@ -86,7 +94,7 @@ def bench_publish(mpy_dir: str, work: str, count: int, runs: int) -> dict:
     with Mosquitto(os.path.join(work, "mosquitto")) as broker:
         for _ in range(runs):
             proc = subprocess.run([runtime.micropython(), "-m", "tools.mp_publish", "127.0.0.1", str(broker.port), str(count)],
-                                  env=env, capture_output=True, text=True, timeout=120)
+                                  env=env, capture_output=True, text=True, timeout=120, cwd=work)
             if proc.returncode != 0:
                 raise RuntimeError("publish probe failed:\n" + (proc.stderr or proc.stdout))
             r = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -112,10 +120,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"pipeline": pipeline, "wire": wire, "publish": publish}, indent=1))
         return 0
     print("pipeline under MicroPython (.mpy, heap %s), median of %d runs" % (args.heap, args.runs))
-    print("  %-12s %8s %8s %12s %14s %14s" % ("profile", "samples", "events", "us/sample", "heap peak B", "after import B"))
+    print("  %-12s %8s %8s %10s %12s %14s  %s" % ("profile", "samples", "events", "us/sample", "heap peak B",
+                                                 "after import B", "runs within"))
     for p in pipeline:
-        print("  %-12s %8d %8d %12.1f %14d %14d" % (p["profile"], p["samples"], p["events"], p["us_per_sample"],
-                                                   p["heap_live_peak"], p["heap_after_import"]))
+        print("  %-12s %8d %8d %10.1f %12d %14d  %s%s" % (
+            p["profile"], p["samples"], p["events"], p["us_per_sample"], p["heap_live_peak"], p["heap_after_import"],
+            p["heap_cap"], "" if p["fits_requested"] else "  (does NOT fit in %s)" % args.heap))
     print("bytes per event (binary vs the same content as compact JSON)")
     for name, b, j in wire:
         print("  %-30s %4d B  vs %4d B JSON  (%.1fx smaller)" % (name, b, j, j / b))
