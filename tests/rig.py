@@ -145,3 +145,17 @@ class Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _find_corpus() -> str:
+    """The labelled traces the tests and benchmarks read (never the product): $CORPUS_DIR,
+    else ../shared/corpus beside the checkout, else the workplace's /work/shared/corpus."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.environ.get("CORPUS_DIR"), os.path.join(here, "..", "..", "shared", "corpus"),
+                      "/work/shared/corpus"):
+        if candidate and os.path.isdir(os.path.join(candidate, "dev")):
+            return os.path.abspath(candidate)
+    raise RuntimeError("the labelled corpus is not found: set CORPUS_DIR to the folder holding dev/")
+
+
+CORPUS = _find_corpus()

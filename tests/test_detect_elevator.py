@@ -13,7 +13,7 @@ from edge.pipeline import Pipeline, merge_params
 from edge.state import MemoryStore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CORPUS = os.path.join(REPO, "..", "shared", "corpus")
+from rig import CORPUS  # noqa: E402
 SITE = {"rated_speed": 1.6, "floors": [-1, 15], "utc_offset_s": 8 * 3600}
 T0 = 1_780_000_000
 

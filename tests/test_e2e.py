@@ -9,7 +9,9 @@ from edge.replay import parse_iso
 from tools import scenarios
 from tools.site import Device, Site
 
-CORPUS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus", "dev")
+from rig import CORPUS as _ROOT
+
+CORPUS = os.path.join(_ROOT, "dev")
 
 
 def _alarms(events, device, type_):

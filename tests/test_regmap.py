@@ -15,7 +15,9 @@ from hypothesis import given, strategies as st
 from edge import regmap
 from edge.profiles import elevator, water_meter
 
-CORPUS = "/work/shared/corpus/dev"
+from rig import CORPUS as _ROOT
+
+CORPUS = os.path.join(_ROOT, "dev")
 
 # Bytes on the wire in little-endian (DCBA) order, as the PHG-2091 and Xintai meters send them.
 FLOAT_VECTORS = [("00 00 C8 41", 25.0), ("B8 1E 21 41", 10.07), ("1E 85 0B 3F", 0.545)]
