@@ -1,19 +1,14 @@
-# The agent's MQTT link: umqtt.simple for CONNECT and the last will, plus a QoS 1
-# publish that waits for its PUBACK with a deadline (umqtt.simple's own wait has none),
-# one write per packet with TCP_NODELAY (small writes under Nagle cost 40 ms each), and
-# reconnection with exponential backoff and jitter.
+# The agent's MQTT 3.1.1 link on one TCP socket: CONNECT with a last will, QoS 1
+# PUBLISH that waits for its PUBACK, PINGREQ while idle, reconnection with exponential
+# backoff and jitter. Every wait has a deadline (umqtt.simple's connect() and its
+# PUBACK wait have none, so this module speaks the few packets it needs itself), and
+# every packet is one write with TCP_NODELAY (small writes under Nagle cost 40 ms each).
 import random
 import select
+import socket
 import struct
 
 from edge.clock import ticks_ms, ticks_add, ticks_diff
-
-try:
-    from umqtt.simple import MQTTClient
-except ImportError:  # CPython: umqtt.simple wants MicroPython's usocket
-    from edge import sockshim
-    sockshim.install()
-    from umqtt.simple import MQTTClient
 
 IPPROTO_TCP = 6
 TCP_NODELAY = 1
@@ -23,23 +18,28 @@ class LinkDown(OSError):
     pass
 
 
+def _str(b):
+    # an MQTT string: u16 length, then the bytes
+    return struct.pack("!H", len(b)) + b
+
+
 class Link:
-    def __init__(self, broker, device_id, log=print):
+    def __init__(self, broker, device_id, log=print, timeout_ms=5000):
         self.broker = broker
         self.device_id = device_id
         self.topic = ("dev/%s/ev" % device_id).encode()
         self.status_topic = ("dev/%s/status" % device_id).encode()
-        self.client = None
+        self.sock = None
         self.poller = None
         self.pid = 0
         self.failures = 0
         self.retry_at = None     # ticks_ms before which we do not try again
-        self.timeout_ms = 5000   # deadline for CONNACK and PUBACK
+        self.timeout_ms = timeout_ms   # deadline for the TCP connect, CONNACK, PUBACK, PINGRESP
         self.log = log
 
     @property
     def up(self):
-        return self.client is not None
+        return self.sock is not None
 
     def wait_ms(self):
         """How long until the next connection attempt is due (0: now)."""
@@ -50,31 +50,43 @@ class Link:
 
     def connect(self):
         b = self.broker
-        c = MQTTClient(self.device_id, b["host"], b.get("port", 1883), b.get("user"),
-                       b.get("password"), b.get("keepalive", 60))
-        c.set_last_will(self.status_topic, b"offline", retain=True, qos=1)
+        where = "%s:%s" % (b["host"], b.get("port", 1883))
         try:
-            # bound the connect and CONNACK wait: umqtt.simple would block forever
-            c.connect()
-            c.sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
-            self.client = c
+            # DNS has no deadline on MicroPython; a site broker is named by its address
+            addr = socket.getaddrinfo(b["host"], b.get("port", 1883))[0][-1]
+            s = self.sock = socket.socket()
+            s.settimeout(self.timeout_ms / 1000)   # bounds the TCP handshake
+            s.connect(addr)
+            s.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
             self.poller = select.poll()
-            self.poller.register(c.sock, select.POLLIN)
+            self.poller.register(s, select.POLLIN)
+            # flags: clean session 0x02, will 0x04, will QoS 1 0x08, will retain 0x20
+            flags = 0x2E
+            user = b.get("user")
+            tail = _str(self.status_topic) + _str(b"offline")
+            if user is not None:
+                flags |= 0xC0
+                tail += _str(user.encode()) + _str((b.get("password") or "").encode())
+            self._send(0x10, _str(b"MQTT") + bytes((4, flags)) + struct.pack("!H", b.get("keepalive", 60))
+                       + _str(self.device_id.encode()) + tail)
+            op, body = self._expect(0x20, "CONNACK")
+            if len(body) != 2 or body[1]:
+                raise OSError("broker refused the connection: CONNACK %r" % bytes(body))
             self.publish(b"online", self.status_topic, retain=True)
-        except Exception as e:  # OSError, MQTTException, IndexError on a cut stream
-            self._down("connect to %s:%s failed: %r" % (b["host"], b.get("port", 1883), e))
+        except Exception as e:  # OSError, a cut stream, a refused CONNECT
+            self._down("connect to %s failed: %r" % (where, e))
             raise LinkDown(str(e))
         self.failures = 0
         self.retry_at = None
-        self.log("mqtt connected to %s:%s" % (b["host"], b.get("port", 1883)))
+        self.log("mqtt connected to " + where)
 
     def _down(self, why):
-        if self.client is not None:
+        if self.sock is not None:
             try:
-                self.client.sock.close()
+                self.sock.close()
             except Exception:
                 pass
-        self.client = None
+        self.sock = None
         self.poller = None
         self.failures += 1
         # exponential backoff with jitter, so a fleet does not reconnect in lockstep
@@ -83,57 +95,79 @@ class Link:
         self.retry_at = ticks_add(ticks_ms(), delay)
         self.log("mqtt down (%s); retry in %d ms" % (why, delay))
 
-    def publish(self, payload, topic=None, retain=False, dup=False):
-        """QoS 1 publish; returns when the broker has acknowledged it. Raises LinkDown."""
-        topic = topic or self.topic
-        self.pid = self.pid % 65535 + 1
-        pid = self.pid
-        body = 2 + len(topic) + 2 + len(payload)
-        hdr = bytearray(b"\x32" if not dup else b"\x3a")   # PUBLISH, QoS 1 (DUP flag on resend)
-        if retain:
-            hdr[0] |= 1
-        n = body
-        while n > 0x7F:
+    def _send(self, first, body):
+        hdr = bytearray((first,))
+        n = len(body)
+        while n > 0x7F:   # remaining length: 7 bits a byte, low group first
             hdr.append((n & 0x7F) | 0x80)
             n >>= 7
         hdr.append(n)
-        pkt = hdr + struct.pack("!H", len(topic)) + topic + struct.pack("!H", pid) + payload
+        self.sock.sendall(hdr + body)
+
+    def publish(self, payload, topic=None, retain=False, dup=False):
+        """QoS 1 publish; returns when the broker has acknowledged it. Raises LinkDown.
+        dup=True marks a packet that may have reached the broker before (MQTT 3.3.1.1)."""
+        topic = topic or self.topic
+        self.pid = self.pid % 65535 + 1
+        pid = self.pid
         try:
-            self.client.sock.write(pkt)
-            self._wait_puback(pid)
+            # PUBLISH, QoS 1: 0x32; 0x08 DUP; 0x01 retain
+            self._send(0x32 | (8 if dup else 0) | (1 if retain else 0),
+                       _str(topic) + struct.pack("!H", pid) + payload)
+            while True:
+                op, body = self._expect(0x40, "PUBACK")
+                if len(body) == 2 and body[0] << 8 | body[1] == pid:
+                    return
+                # an older PUBACK (its publish timed out before): read and ignored
         except Exception as e:
             self._down("publish failed: %r" % (e,))
             raise LinkDown(str(e))
 
-    def _wait_puback(self, pid):
-        start = ticks_ms()
-        sock = self.client.sock
+    def ping(self):
+        """PINGREQ and its PINGRESP: keeps the session alive while there is nothing to
+        send, and finds a dead broker before an alarm needs it. Raises LinkDown."""
+        try:
+            self._send(0xC0, b"")
+            self._expect(0xD0, "PINGRESP")
+        except Exception as e:
+            self._down("ping failed: %r" % (e,))
+            raise LinkDown(str(e))
+
+    def _expect(self, op, name):
+        """The next packet of type op as (first byte, body), within the deadline. Other
+        packets (a PINGRESP, a stray PUBACK) are skipped."""
+        deadline = ticks_add(ticks_ms(), self.timeout_ms)
         while True:
-            left = self.timeout_ms - ticks_diff(ticks_ms(), start)
-            if left <= 0 or not self.poller.poll(left):
-                raise OSError("no PUBACK within %d ms" % self.timeout_ms)
-            op = sock.read(1)
-            if not op:
-                raise OSError("broker closed the connection")
+            first = self._read(1, deadline, name)[0]
             n = 0
             shift = 0
             while True:
-                b = sock.read(1)
-                if not b:
-                    raise OSError("broker closed the connection")
-                n |= (b[0] & 0x7F) << shift
-                if not b[0] & 0x80:
+                b = self._read(1, deadline, name)[0]
+                n |= (b & 0x7F) << shift
+                if not b & 0x80:
                     break
                 shift += 7
-            rest = sock.read(n) if n else b""
-            if op[0] == 0x40 and n == 2 and (rest[0] << 8 | rest[1]) == pid:
-                return
-            # anything else (a PINGRESP, an old PUBACK) is read and ignored
+            body = self._read(n, deadline, name) if n else b""
+            if first & 0xF0 == op:
+                return first, body
+
+    def _read(self, n, deadline, name):
+        buf = b""
+        while len(buf) < n:
+            left = ticks_diff(deadline, ticks_ms())
+            if left <= 0 or not self.poller.poll(left):
+                raise OSError("no %s within %d ms" % (name, self.timeout_ms))
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise OSError("broker closed the connection")
+            buf += chunk
+        return buf
 
     def close(self):
-        if self.client is not None:
+        if self.sock is not None:
             try:
-                self.client.disconnect()
+                self._send(0xE0, b"")   # DISCONNECT: the broker drops the will
+                self.sock.close()
             except Exception:
                 pass
-        self.client = None
+        self.sock = None

@@ -20,12 +20,11 @@ def load_module(name):
 
 
 def merge_params(tables, overrides):
-    """Defaults from PARAMS tables ({name: (default, reason)}), overridden by the device
-    config. An unknown override is an error that names it."""
+    """Defaults from PARAMS tables ({name: default}), overridden by the device config. An
+    unknown override is an error that names it."""
     params = {}
     for table in tables:
-        for k in table:
-            params[k] = table[k][0]
+        params.update(table)
     for k in overrides or {}:
         if k not in params:
             raise ValueError("params.%s: unknown parameter; known: %s" % (k, ", ".join(sorted(params))))

@@ -13,7 +13,7 @@ OK = {"x": 1}
 
 def run(period: float, pattern: list[bool], params: dict | None = None) -> list[tuple]:
     """pattern[i] True = poll i answered."""
-    det = CommLoss(params or {"comm_loss_s": PARAMS["comm_loss_s"][0]})
+    det = CommLoss(params or {"comm_loss_s": PARAMS["comm_loss_s"]})
     out: list[tuple] = []
     for i, ok in enumerate(pattern):
         det.step(1_000_000 + i * period, OK if ok else None, out)

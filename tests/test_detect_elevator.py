@@ -207,7 +207,7 @@ def test_stop_outside_zone_raises_after_its_time():
     stop = car.at() - 1
     car.poll(300).poll(5, dir=-1, speed=0.1).poll(60, dir=0, speed=0.0, zone=1)
     ev = car.events()
-    assert raises(ev) == [(stop + PARAMS["stop_outside_s"][0], "elevator.stop_outside_zone")]
+    assert raises(ev) == [(stop + PARAMS["stop_outside_s"], "elevator.stop_outside_zone")]
     assert [e[2] for e in ev] == ["raise", "clear"]
 
 
@@ -245,10 +245,10 @@ def test_maintenance_session_with_door_cycles():
     end = car.at() - 1
     car.poll(100, mode=0, occupied=0)
     ev = car.events()
-    assert raises(ev) == [(start + PARAMS["maint_on_s"][0], "elevator.maintenance")]
+    assert raises(ev) == [(start + PARAMS["maint_on_s"], "elevator.maintenance")]
     clear = [e for e in ev if e[2] == "clear"]
     assert len(clear) == 1 and clear[0][1] == "elevator.maintenance"
-    assert clear[0][0] == end + PARAMS["maint_off_s"][0] + 1
+    assert clear[0][0] == end + PARAMS["maint_off_s"] + 1
     s, e, dur, cycles, floors = clear[0][3]
     assert (s - T0, e - T0, dur, cycles, floors) == (start, end, end - start, 4, 2)
 

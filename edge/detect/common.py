@@ -3,9 +3,9 @@
 from edge.alarm import Alarm
 from edge.codes import code_of
 
-# name: (default, why)
+# name: default,  # why (one line; a comment, so no RAM on a board)
 PARAMS = {
-    "comm_loss_s": (240, "certain silence; dev artifacts end by 180 s"),
+    "comm_loss_s": 240,  # certain silence; dev artifacts end by 180 s
 }
 
 

@@ -6,28 +6,29 @@ from edge.alarm import Alarm
 from edge.codes import code_of
 from edge.filters import build_chain
 
-# name: (default, why). Times in seconds, speeds in m/s; all overridable per device.
+# name: default,  # why (one line). Times in seconds, speeds in m/s; all overridable per
+# device. Reasons are comments so they cost no RAM on a board; docs/filters.md lists them.
 PARAMS = {
-    "overspeed_ratio": (1.15, "overspeed is speed above 115 % of rated: where a governor may first trip (EN 81-20 5.6.2.2)"),
-    "speed_max_ratio": (2.0, "a reading above twice rated speed is a register glitch (0xFFFF = 655.35 m/s), not motion: the governor trips well before"),
-    "overspeed_n": (2, "polls in a row above the limit: one glitch sample never raises, a real overspeed lasts seconds (1 s latency)"),
-    "door_moving_n": (2, "polls in a row with the door open while moving: door-contact bounce lasts one poll"),
-    "move_n": (2, "polls in a row showing motion before a stop ends: a one-poll speed or dir glitch is not a trip"),
-    "move_min_speed": (0.05, "slower than this the car is stopped; re-levelling creeps at about 0.07-0.2 m/s"),
-    "relevel_max_speed": (0.8, "doors may open in the zone only below 0.8 m/s (pre-opening, EN 81-20 5.12.1.4); faster, an open door is a hazard whatever the zone reads"),
-    "door_open_s": (2, "a door must read open this long to count as opened (someone could leave); contact bounce lasts one poll"),
-    "entrapment_s": (30, "stopped, doors shut, someone aboard this long is trapped: normal boarding waits are under 10 s; 30 s as platforms use (STANDARDS 1.4)"),
-    "occupied_n": (8, "presence in 8 of 10 polls is a person: sensor flicker in an empty car lasts at most about 5 s"),
-    "occupied_m": (10, "window of the presence vote, in polls"),
-    "occupied_window_s": (30, "a passenger boards through an open door: presence counts only this soon after the doors shut; later flicker in a shut car is nobody"),
-    "occupied_stuck_s": (600, "nobody rides or waits 10 min: a presence reading that has not changed for that long is a stuck sensor"),
-    "stop_outside_s": (40, "a car stopped outside the door zone this long is stuck: an overshoot is re-levelled within about 10 s"),
-    "zone_in_s": (2, "the zone must read inside this long to end a stop outside it; one-poll zone flicker does not"),
-    "gap_s": (5, "a silence longer than this may hide a door cycle: a passenger seen before it may have left, and the stop is kept only if the car is where it was"),
-    "maint_on_s": (10, "inspection mode must hold this long to be a session, so a mis-turned key or a glitch is not reported"),
-    "maint_off_s": (30, "a session ends after this long out of inspection, so a short switch back to normal stays one session"),
-    "hold_fast_s": (10, "overspeed and door-moving alarms clear after this long without the condition: one clear per incident"),
-    "hold_slow_s": (60, "entrapment and stop-outside-zone alarms clear after this long without the condition: a re-levelling creep or a door bounce does not clear and raise again"),
+    "overspeed_ratio": 1.15,  # overspeed is speed above 115 % of rated: where a governor may first trip (EN 81-20 5.6.2.2)
+    "speed_max_ratio": 2.0,  # a reading above twice rated speed is a register glitch (0xFFFF = 655.35 m/s), not motion: the governor trips well before
+    "overspeed_n": 2,  # polls in a row above the limit: one glitch sample never raises, a real overspeed lasts seconds (1 s latency)
+    "door_moving_n": 2,  # polls in a row with the door open while moving: door-contact bounce lasts one poll
+    "move_n": 2,  # polls in a row showing motion before a stop ends: a one-poll speed or dir glitch is not a trip
+    "move_min_speed": 0.05,  # slower than this the car is stopped; re-levelling creeps at about 0.07-0.2 m/s
+    "relevel_max_speed": 0.8,  # doors may open in the zone only below 0.8 m/s (pre-opening, EN 81-20 5.12.1.4); faster, an open door is a hazard whatever the zone reads
+    "door_open_s": 2,  # a door must read open this long to count as opened (someone could leave); contact bounce lasts one poll
+    "entrapment_s": 30,  # stopped, doors shut, someone aboard this long is trapped: normal boarding waits are under 10 s; 30 s as platforms use (STANDARDS 1.4)
+    "occupied_n": 8,  # presence in 8 of 10 polls is a person: sensor flicker in an empty car lasts at most about 5 s
+    "occupied_m": 10,  # window of the presence vote, in polls
+    "occupied_window_s": 30,  # a passenger boards through an open door: presence counts only this soon after the doors shut; later flicker in a shut car is nobody
+    "occupied_stuck_s": 600,  # nobody rides or waits 10 min: a presence reading that has not changed for that long is a stuck sensor
+    "stop_outside_s": 40,  # a car stopped outside the door zone this long is stuck: an overshoot is re-levelled within about 10 s
+    "zone_in_s": 2,  # the zone must read inside this long to end a stop outside it; one-poll zone flicker does not
+    "gap_s": 5,  # a silence longer than this may hide a door cycle: a passenger seen before it may have left, and the stop is kept only if the car is where it was
+    "maint_on_s": 10,  # inspection mode must hold this long to be a session, so a mis-turned key or a glitch is not reported
+    "maint_off_s": 30,  # a session ends after this long out of inspection, so a short switch back to normal stays one session
+    "hold_fast_s": 10,  # overspeed and door-moving alarms clear after this long without the condition: one clear per incident
+    "hold_slow_s": 60,  # entrapment and stop-outside-zone alarms clear after this long without the condition: a re-levelling creep or a door bounce does not clear and raise again
 }
 
 # Per field: impossible values become unknown before any rule sees them.

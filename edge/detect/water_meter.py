@@ -8,25 +8,25 @@ from edge.alarm import Alarm
 from edge.codes import code_of
 from edge.habit import Habit
 
-# name: (default, why); the full reasoning per entry is in docs/detectors-water.md.
-# Reasons are short on purpose: on the device every string here is RAM.
+# name: default,  # why (one line); the full reasoning per entry is in
+# docs/detectors-water.md. Reasons are comments so they cost no RAM on a board.
 PARAMS = {
-    "flow_max": (5.0, "m3/h; above a DN20 meter's Q4 is a bad register"),
-    "use_flow": (0.1, "m3/h; slowest tap; leaks run below it"),
-    "inact_max_s": (42300, "12 h limit less poll lag and gaps"),
-    "inact_min_s": (37800, "an unlearned day out must not raise"),
-    "inact_factor_pct": (125, "spell may run 25 % over the usual"),
-    "inact_margin_s": (3600, "plus an hour for a late riser"),
-    "inact_spread_h": (1, "habits drift across the hour"),
-    "learn_days": (7, "days before the model is trusted"),
-    "habit_save_s": (3600, "flash writes at most hourly"),
-    "cf_s": (4200, "normal use stops by 50 min"),
-    "cf_pause_s": (150, "two flickering zeros do not end a run"),
-    "leak_flow": (0.002, "m3/h; the meter's starting flow"),
-    "leak_s": (21600, "every household has a still hour in 6 h"),
-    "leak_pause_s": (900, "a leak reading zero briefly is flicker"),
-    "leak_duty_pct": (90, "share of polls with flow in a leak"),
-    "glitch_persist_s": (600, "a lasting step back is a reset meter"),
+    "flow_max": 5.0,  # m3/h; above a DN20 meter's Q4 is a bad register
+    "use_flow": 0.1,  # m3/h; slowest tap; leaks run below it
+    "inact_max_s": 42300,  # 12 h limit less poll lag and gaps
+    "inact_min_s": 37800,  # an unlearned day out must not raise
+    "inact_factor_pct": 125,  # spell may run 25 % over the usual
+    "inact_margin_s": 3600,  # plus an hour for a late riser
+    "inact_spread_h": 1,  # habits drift across the hour
+    "learn_days": 7,  # days before the model is trusted
+    "habit_save_s": 3600,  # flash writes at most hourly
+    "cf_s": 4200,  # normal use stops by 50 min
+    "cf_pause_s": 150,  # two flickering zeros do not end a run
+    "leak_flow": 0.002,  # m3/h; the meter's starting flow
+    "leak_s": 21600,  # every household has a still hour in 6 h
+    "leak_pause_s": 900,  # a leak reading zero briefly is flicker
+    "leak_duty_pct": 90,  # share of polls with flow in a leak
+    "glitch_persist_s": 600,  # a lasting step back is a reset meter
 }
 
 # m3 of volume the total may lag behind the integrated flow before a run is "unconfirmed"
