@@ -1,0 +1,195 @@
+"""Broker credentials for devices and the gateway: a mosquitto password file and ACL file,
+and `edgectl broker` to run a mosquitto that enforces them.
+
+Each device gets its own user (its id) whose password is derived from its secret, and
+ACL lines that let it publish only under dev/<id>/ and subscribe only to dev/<id>/cmd/.
+The gateway has its own user that reads dev/+/ev and dev/+/status. Files are written
+atomically with mode 0600; mosquitto reloads both on SIGHUP.
+
+Layout of the auth directory (by default gateway-data/mosquitto):
+    passwd            user:$7$<iterations>$<salt>$<hash> (PBKDF2-SHA512, mosquitto 2)
+    acl               one block per user, managed here
+    gateway.password  the gateway user's password (0600), for `edge-gateway run --broker`
+    mosquitto.conf    written by `edgectl broker`; mosquitto.pid while it runs
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import signal
+import sys
+
+from tools.mosquitto import Mosquitto
+
+GATEWAY_USER = "gateway"
+ITERATIONS = 101          # what mosquitto_passwd writes for $7$
+DEFAULT_DIR = os.path.join("gateway-data", "mosquitto")
+
+
+def device_password(secret_hex: str) -> str:
+    """The broker password of a device, derived from its secret: rotating the secret
+    rotates the password, and there is one thing to keep per device, not two."""
+    return hmac.new(bytes.fromhex(secret_hex), b"citynet-edge mqtt password", hashlib.sha256).hexdigest()[:32]
+
+
+def hash_password(password: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
+    """mosquitto's $7$ format, as mosquitto_passwd writes it (without the password
+    ever appearing on a command line)."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return "$7$%d$%s$%s" % (iterations, base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
+
+
+def check_password(password: str, hashed: str) -> bool:
+    try:
+        _, kind, iterations, salt, _ = hashed.split("$")
+    except ValueError:
+        return False
+    if kind != "7":
+        return False
+    return hmac.compare_digest(hash_password(password, base64.b64decode(salt), int(iterations)), hashed)
+
+
+def device_acl(device_id: str) -> list[str]:
+    return ["user %s" % device_id,
+            "topic write dev/%s/#" % device_id,
+            "topic read dev/%s/cmd/#" % device_id]
+
+
+def gateway_acl(user: str = GATEWAY_USER) -> list[str]:
+    return ["user %s" % user, "topic read dev/+/ev", "topic read dev/+/status",
+            "topic write dev/+/cmd/#"]
+
+
+def write_private(path: str, text: str) -> None:
+    """Atomically, mode 0600 from the first byte: these files hold secrets or hashes."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class BrokerAuth:
+    """The password and ACL files of one broker."""
+
+    def __init__(self, directory: str = DEFAULT_DIR) -> None:
+        self.dir = directory
+        self.passwd = os.path.join(directory, "passwd")
+        self.acl = os.path.join(directory, "acl")
+        self.pid_file = os.path.join(directory, "mosquitto.pid")
+
+    def _users(self) -> dict[str, str]:
+        users = {}
+        if os.path.exists(self.passwd):
+            for line in open(self.passwd):
+                user, sep, hashed = line.strip().partition(":")
+                if sep:
+                    users[user] = hashed
+        return users
+
+    def _blocks(self) -> dict[str, list[str]]:
+        """ACL blocks by user; lines before the first `user` line are kept under ''."""
+        blocks: dict[str, list[str]] = {"": []}
+        current = ""
+        if os.path.exists(self.acl):
+            for line in open(self.acl):
+                line = line.rstrip("\n")
+                if line.startswith("user "):
+                    current = line[5:].strip()
+                    blocks[current] = []
+                if line.strip():
+                    blocks[current].append(line)
+        return blocks
+
+    def set_user(self, user: str, password: str, acl: list[str]) -> bool:
+        """Add or update a user; returns True when a file changed (the broker must reload)."""
+        os.makedirs(self.dir, exist_ok=True)
+        users = self._users()
+        changed = False
+        if user not in users or not check_password(password, users[user]):
+            users[user] = hash_password(password)
+            write_private(self.passwd, "".join("%s:%s\n" % kv for kv in users.items()))
+            changed = True
+        blocks = self._blocks()
+        if blocks.get(user) != acl:
+            blocks[user] = acl
+            text = "# managed by edgectl provision: one block per broker user\n"
+            text += "".join("\n".join(lines) + "\n\n" for u, lines in blocks.items()
+                            if lines and not (u == "" and lines[0].startswith("# managed")))
+            write_private(self.acl, text)
+            changed = True
+        return changed
+
+    def add_device(self, device_id: str, secret_hex: str) -> bool:
+        return self.set_user(device_id, device_password(secret_hex), device_acl(device_id))
+
+    def gateway_password(self) -> str:
+        """The gateway user's password, created on first use."""
+        path = os.path.join(self.dir, "gateway.password")
+        if os.path.exists(path):
+            return open(path).read().strip()
+        os.makedirs(self.dir, exist_ok=True)
+        password = secrets.token_hex(16)
+        write_private(path, password + "\n")
+        self.set_user(GATEWAY_USER, password, gateway_acl())
+        return password
+
+    def conf_lines(self) -> str:
+        return ("password_file %s\nacl_file %s\npid_file %s\n"
+                % (os.path.abspath(self.passwd), os.path.abspath(self.acl), os.path.abspath(self.pid_file)))
+
+    def reload(self) -> int | None:
+        """SIGHUP the broker named by mosquitto.pid (one started by `edgectl broker`);
+        returns its pid, or None when there is no such broker running."""
+        try:
+            pid = int(open(self.pid_file).read().strip())
+            os.kill(pid, signal.SIGHUP)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+
+def start_broker(auth: BrokerAuth, port: int | None = None) -> Mosquitto:
+    """A private mosquitto on 127.0.0.1 that refuses anonymous clients and enforces the ACL."""
+    auth.gateway_password()
+    for path in (auth.passwd, auth.acl):
+        if not os.path.exists(path):
+            write_private(path, "")
+    return Mosquitto(auth.dir, port=port, extra=auth.conf_lines(), anonymous=False).start()
+
+
+# ---------------------------------------------------------------- edgectl broker
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--dir", default=DEFAULT_DIR, metavar="DIR",
+                    help="where the password and ACL files live (default: %(default)s; "
+                         "edgectl provision --broker-auth writes to the same place)")
+    ap.add_argument("--port", type=int, default=1883, help="port on 127.0.0.1 (default: 1883)")
+
+
+def run(args: argparse.Namespace) -> int:
+    auth = BrokerAuth(args.dir)
+    try:
+        broker = start_broker(auth, args.port)
+    except RuntimeError as e:
+        print("edgectl broker: %s" % e, file=sys.stderr)
+        return 1
+    print("broker: mosquitto on 127.0.0.1:%d, anonymous clients refused; users and ACL in %s\n"
+          "the gateway connects as user %r with the password in %s:\n"
+          "  edge-gateway run --broker mqtt://%s:$(cat %s)@127.0.0.1:%d\n"
+          "Ctrl-C stops it" % (broker.port, auth.dir, GATEWAY_USER, os.path.join(auth.dir, "gateway.password"),
+                               GATEWAY_USER, os.path.join(auth.dir, "gateway.password"), broker.port),
+          flush=True)
+    try:
+        broker.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+    return 0
