@@ -33,3 +33,13 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield Mosquitto(proc, "127.0.0.1", port)
     finally:
         stop_mosquitto(proc)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--chaos-scale", type=float, default=1.0,
+                     help="stretch every phase of the chaos test by this factor (default 1: about 4 minutes)")
+
+
+@pytest.fixture
+def chaos_scale(request: pytest.FixtureRequest) -> float:
+    return float(request.config.getoption("--chaos-scale"))

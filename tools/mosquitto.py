@@ -58,6 +58,10 @@ class Mosquitto:
             fh.write("listener %d 127.0.0.1\n" % self.port)
             fh.write("allow_anonymous %s\n" % ("true" if self.anonymous else "false"))
             fh.write("persistence true\npersistence_location %s/\n" % self.workdir)
+            if os.geteuid() == 0:
+                # started as root, mosquitto drops to the "mosquitto" user, which cannot
+                # write its persistence file here: queued messages would die with a restart
+                fh.write("user root\n")
             fh.write("max_queued_messages 100000\n")
             fh.write(self.extra)
         self.log = open(os.path.join(self.workdir, "mosquitto.log"), "ab")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from edge.replay import parse_iso
 from tools import runtime
+from tools.faultproxy import FaultProxy
 from tools.mosquitto import Mosquitto, free_port, wait_port
 from tools.vbus import VirtualBus
 
@@ -39,7 +40,7 @@ class Device:
 
 class Site:
     def __init__(self, workdir: str, devices: list[Device], broker: str = "mosquitto",
-                 platform_print: bool = False, quiet: bool = True):
+                 platform_print: bool = False, quiet: bool = True, fault_proxy: bool = False):
         self.workdir = os.path.abspath(workdir)
         self.devices = devices
         self.broker_kind = broker
@@ -51,6 +52,8 @@ class Site:
         self.broker_port = 0
         self.platform_port = free_port()
         self.anchor = 0.0
+        # fault_proxy: the gateway reaches the platform through a FaultProxy (self.proxy)
+        self.proxy: FaultProxy | None = FaultProxy(self.platform_url) if fault_proxy else None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -73,11 +76,18 @@ class Site:
 
     # ------------------------------------------------------------------ parts
     def start_broker(self) -> None:
+        """Start the broker; after stop_broker() it comes back on the same port, with the
+        sessions and queued messages it saved (mosquitto persistence)."""
         if self.broker_kind == "mosquitto":
-            self.mosquitto = Mosquitto(os.path.join(self.workdir, "mosquitto")).start()
+            self.mosquitto = Mosquitto(os.path.join(self.workdir, "mosquitto"), port=self.broker_port or None).start()
             self.broker_port = self.mosquitto.port
-        else:
+        elif not self.broker_port:
             self.broker_port = free_port()
+
+    def stop_broker(self) -> None:
+        if self.mosquitto is None:
+            raise RuntimeError("stop_broker: only a separate mosquitto can be stopped (the embedded broker lives in the gateway)")
+        self.mosquitto.stop()
 
     @property
     def broker_url(self) -> str:
@@ -90,6 +100,8 @@ class Site:
             argv.append("--print")
         self._spawn("platform", argv, show=self.platform_print)
         wait_port(self.platform_port, 20)
+        if self.proxy is not None:
+            self.proxy.start()
 
     def register_devices(self) -> None:
         data = os.path.join(self.workdir, "gateway")
@@ -102,7 +114,8 @@ class Site:
     def start_gateway(self) -> None:
         data = os.path.join(self.workdir, "gateway")
         broker = ("embedded" if self.broker_kind == "embedded" else self.broker_url)
-        argv = self._cli("gateway.cli") + ["run", "--data", data, "--platform", self.platform_url,
+        platform = self.proxy.url if self.proxy is not None else self.platform_url
+        argv = self._cli("gateway.cli") + ["run", "--data", data, "--platform", platform,
                                            "--broker", broker]
         if self.broker_kind == "embedded":
             argv += ["--listen", "127.0.0.1:%d" % self.broker_port]
@@ -156,6 +169,16 @@ class Site:
             env["MICROPYPATH"] = ".frozen:" + mpy
         self._spawn("agent-" + d.device_id, argv, env=env)
 
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send sig to one of our processes ("gateway", "agent-<id>", ...) and reap it."""
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(15)
+
+    def device(self, device_id: str) -> Device:
+        return next(d for d in self.devices if d.device_id == device_id)
+
     def start(self) -> "Site":
         os.makedirs(self.workdir, exist_ok=True)
         try:
@@ -189,6 +212,8 @@ class Site:
         self.buses.clear()
         if self.mosquitto:
             self.mosquitto.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
 
     def __enter__(self) -> "Site":
         return self.start()
