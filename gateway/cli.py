@@ -16,7 +16,9 @@ import edge.profiles
 from gateway.broker import BrokerError, describe_os_error, parse_listen
 from gateway.platform import PlatformServer
 from gateway.registry import FILENAME, Registry, RegistryError
+from gateway.mqtt import VERSIONS
 from gateway.service import EMBEDDED, GatewayConfig, run_gateway
+from gateway.streams import DEFAULT_STREAMS, StreamError, apply_options
 
 log = logging.getLogger("gateway")
 
@@ -39,10 +41,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     broker = args.broker
     if broker != EMBEDDED and not broker.startswith("mqtt://"):
         raise CliError("--broker %r: use 'embedded' or mqtt://host:port" % broker)
+    if args.max_db_mb is not None and args.max_db_mb <= 0:
+        raise CliError("--max-db-mb %s: give a size in MB above 0, or leave it out for no quota"
+                       % args.max_db_mb)
+    if args.upload_timeout <= 0 or args.retention_days < 0:
+        raise CliError("--upload-timeout must be above 0 and --retention-days at least 0")
     cfg = GatewayConfig(data_dir=Path(args.data), platform_url=args.platform, broker=broker,
                         listen=args.listen, gateway_id=args.gateway_id, client_id=args.client_id,
-                        share_group=args.share_group, batch_max=args.batch_max,
-                        batch_age=args.batch_age, status_listen=args.status_listen)
+                        share_group=args.share_group, mqtt_version=args.mqtt_version,
+                        streams=apply_options(DEFAULT_STREAMS, args.stream),
+                        upload_timeout=args.upload_timeout, max_db_mb=args.max_db_mb,
+                        retention_days=args.retention_days, status_listen=args.status_listen)
     return asyncio.run(run_gateway(cfg))
 
 
@@ -122,10 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MQTT client id of the persistent session (default: edge-gateway-<gateway id>)")
     run.add_argument("--share-group", default=None, metavar="GROUP",
                      help="subscribe as $share/GROUP/... so several gateways split the devices")
-    run.add_argument("--batch-max", type=int, default=500, metavar="N",
-                     help="upload at most N events per request (default: 500)")
-    run.add_argument("--batch-age", type=float, default=1.0, metavar="SECONDS",
-                     help="send telemetry once the oldest waiting event is this old (default: 1)")
+    run.add_argument("--mqtt-version", choices=sorted(VERSIONS), default=None,
+                     help="MQTT protocol to the broker (default: 5, or 3.1.1 for the embedded broker)")
+    run.add_argument("--stream", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                     help="change an upload stream (%s); keys: batch_max, batch_age (s), rate"
+                          " (events/s, 0 = no limit), on_full (keep|drop_oldest), kinds (a+b). E.g."
+                          " --stream telemetry:rate=500,batch_max=1000. See docs/delivery.md"
+                          % ", ".join(s.name for s in DEFAULT_STREAMS))
+    run.add_argument("--upload-timeout", type=float, default=10.0, metavar="SECONDS",
+                     help="give up on an upload request after this long and retry it (default: 10)")
+    run.add_argument("--max-db-mb", type=float, default=None, metavar="MB",
+                     help="disk quota of the event store: over it, uploaded events are deleted first,"
+                          " then the oldest pending telemetry; alarms never (default: no quota)")
+    run.add_argument("--retention-days", type=float, default=7.0, metavar="DAYS",
+                     help="delete uploaded events older than this (default: 7; 0 keeps them)")
     run.add_argument("--status-listen", default=None, metavar="HOST:PORT",
                      help="serve counters as JSON on / and Prometheus text on /metrics")
     run.set_defaults(func=cmd_run)
@@ -165,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
-    except (CliError, RegistryError, BrokerError) as e:
+    except (CliError, RegistryError, BrokerError, StreamError) as e:
         print("edge-gateway: error: %s" % e, file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -6,31 +6,33 @@
 #
 # The device id is taken from the topic (the MQTT identity), never from the payload.
 #
-# Threads: paho runs its network loop in its own thread (loop_start), which gives us
-# its reconnect logic for free. Its on_message does nothing but hand the raw message to
-# the event loop with call_soon_threadsafe; everything else (registry lookups, decoding,
-# metrics, batching, acks) happens on the event loop thread, so no state is shared
-# between threads and nothing needs a lock. The SQLite commit runs on the store's
-# DbThread, so while one batch is being fsynced the next one accumulates in the queue:
-# group commit, many messages per transaction when they arrive fast. paho's ack() only
-# appends to its outgoing queue and wakes its thread, so calling it from the loop
-# thread is safe.
+# One thread: the MQTT connection (gateway/mqtt.py) is an asyncio protocol on the event
+# loop, so a read hands every message it completed to the writer in one call, and the
+# writer acks a whole batch in one write after its commit. Nothing is shared between
+# threads except the SQLite commit, which runs on the store's DbThread: while one batch
+# is being fsynced the next one accumulates (group commit, thousands of messages per
+# transaction when they arrive fast).
+#
+# The session is persistent (clean start off, a stable client id; MQTT 5 with a session
+# that never expires), so QoS 1 messages published while the gateway is away or
+# restarting wait for it in the broker, and a message that was delivered but not acked
+# before a crash is delivered again. With MQTT 5 the gateway also sets Receive Maximum
+# to 65535: the broker may keep that many messages in flight to it, whatever its
+# max_inflight_messages, which is what lets a batch grow past 20.
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sqlite3
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.client import ConnectFlags
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.codec import CodecError, decode
 from gateway.broker import BrokerAddress, BrokerError
 from gateway.metrics import Metrics
+from gateway.mqtt import MQTT5, Message, MqttConnection, MqttError, connect
 from gateway.registry import Registry, RegistryError
 from gateway.sqlite import DbThread
 from gateway.store import CommitResult, EventRow, Store
@@ -43,22 +45,15 @@ STATUSES = {b"online": "online", b"offline": "offline"}
 CONNECT_TIMEOUT_S = 10.0
 KEEPALIVE_S = 30
 STORE_RETRY_MAX_S = 30.0
-
-
-@dataclass(frozen=True)
-class Incoming:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
+RECONNECT_MIN_S = 1.0
+RECONNECT_MAX_S = 30.0
 
 
 @dataclass
 class Sorted:
-    """One queue drain, sorted into what to store and what to ack."""
+    """One inbox drain, sorted into what to store and what to ack."""
     events: list[EventRow] = field(default_factory=list)
     statuses: list[tuple[str, str]] = field(default_factory=list)
-    acks: list[tuple[int, int]] = field(default_factory=list)
 
 
 def topic_filters(share_group: str | None) -> list[str]:
@@ -79,7 +74,8 @@ class Ingest:
     def __init__(self, broker: BrokerAddress, client_id: str, registry: Registry, store: Store,
                  db: DbThread, metrics: Metrics,
                  on_commit: Callable[[CommitResult], None] = lambda r: None,
-                 share_group: str | None = None, max_batch: int = 1000) -> None:
+                 share_group: str | None = None, max_batch: int = 5000,
+                 mqtt_version: int = MQTT5) -> None:
         self.broker = broker
         self.client_id = client_id
         self.registry = registry
@@ -89,11 +85,14 @@ class Ingest:
         self.on_commit = on_commit
         self.share_group = share_group
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[Incoming] = asyncio.Queue()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: mqtt.Client | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._ready: asyncio.Future[None] | None = None
+        self.mqtt_version = mqtt_version
+        # (connection it came on, message): acks go back on that connection only
+        self._inbox: deque[tuple[MqttConnection, Message]] = deque()
+        self._arrived = asyncio.Event()
+        self._drained = asyncio.Event()   # set while the inbox is empty and nothing is being committed
+        self._drained.set()
+        self._conn: MqttConnection | None = None
+        self._task: asyncio.Task[None] | None = None
         self._connected = False
         self._stopping = False
 
@@ -101,40 +100,72 @@ class Ingest:
 
     async def start(self) -> asyncio.Task[None]:
         """Connect, subscribe, start the writer. Raises BrokerError with a clear reason."""
-        loop = self._loop = asyncio.get_running_loop()
-        self._ready = loop.create_future()
-        # persistent session (clean_session=False) under a stable client id: QoS 1
-        # messages that arrive while the gateway restarts wait for it in the broker.
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
-        # A username: brokers keep offline messages only for identified sessions (amqtt).
-        client.username_pw_set(self.broker.username or self.client_id, self.broker.password)
-        client.reconnect_delay_set(1, 30)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        self._client = client
         try:
-            # blocking TCP connect (paho's own 5 s timeout), so off the event loop
-            await asyncio.to_thread(client.connect, self.broker.host, self.broker.port, KEEPALIVE_S)
+            await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            self._close()
+            raise BrokerError(self._unreachable("no CONNACK/SUBACK within %.0f s" % CONNECT_TIMEOUT_S)) from None
         except OSError as e:
             raise BrokerError(self._unreachable(str(e))) from e
-        client.loop_start()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._ready), CONNECT_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            self._halt_client()
-            raise BrokerError(self._unreachable("no CONNACK/SUBACK within %.0f s" % CONNECT_TIMEOUT_S)) from None
-        except BrokerError:
-            self._halt_client()
-            raise
-        self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
-        return self._writer
+        except MqttError as e:
+            self._close()
+            raise BrokerError(self._unreachable(str(e))) from e
+        self._task = asyncio.create_task(self._run(), name="ingest")
+        return self._task
+
+    async def _run(self) -> None:
+        await asyncio.gather(self._write_loop(), self._stay_connected())
 
     def _unreachable(self, why: str) -> str:
         return ("cannot connect to the MQTT broker at %s: %s. Start the broker there, pass the"
                 " right --broker URL, or use --broker embedded" % (self.broker.url, why))
+
+    async def _connect(self) -> None:
+        """TCP, CONNECT (persistent session), SUBSCRIBE QoS 1. Raises OSError or MqttError."""
+        conn = self._conn = await connect(self.broker.host, self.broker.port, self.mqtt_version,
+                                          self._on_messages)
+        # A user name: brokers keep offline messages only for identified sessions (amqtt).
+        present = await conn.handshake(self.client_id, self.broker.username or self.client_id,
+                                       self.broker.password, KEEPALIVE_S, clean_start=False)
+        # Subscribing again after every reconnect costs little and covers a broker
+        # that lost the session (restart without persistence).
+        filters = topic_filters(self.share_group)
+        granted = await conn.subscribe(filters, 1)
+        failures = [f for f, g in zip(filters, granted) if g >= 0x80]
+        if failures or len(granted) != len(filters):
+            self.metrics.inc("ingest.subscribe_refused")
+            raise MqttError("the broker refused the subscription to %s (codes %s)"
+                            % (", ".join(failures or filters), granted))
+        self.metrics.inc("ingest.subscriptions")
+        self._connected = True
+        self.metrics.set_state("broker_connected", 1)
+        log.info("connected to MQTT broker %s as %s (MQTT %s, session present: %s)", self.broker.url,
+                 self.client_id, "5" if self.mqtt_version == MQTT5 else "3.1.1", present)
+
+    async def _stay_connected(self) -> None:
+        """After a lost connection: reconnect with backoff, one log line per state change."""
+        while True:
+            assert self._conn is not None
+            why = await self._conn.closed
+            if self._stopping:
+                return
+            self._connected = False
+            self.metrics.set_state("broker_connected", 0)
+            self.metrics.inc("ingest.broker_disconnects")
+            log.warning("lost the MQTT broker %s (%s); reconnecting with backoff", self.broker.url, why)
+            delay = RECONNECT_MIN_S
+            while not self._stopping:
+                try:
+                    await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT_S)
+                    break
+                except (OSError, MqttError, asyncio.TimeoutError) as e:
+                    self._close()
+                    if isinstance(e, MqttError) and "refused" in str(e):
+                        self.metrics.inc("ingest.broker_refused")
+                        log.error("MQTT broker %s: %s; retrying", self.broker.url, e)
+                    log.debug("reconnect to %s failed: %r", self.broker.url, e)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, RECONNECT_MAX_S)
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Commit and ack what was received, then disconnect.
@@ -144,35 +175,29 @@ class Ingest:
         its acks cannot be sent any more, so the broker redelivers it to the next
         session and the store ignores the duplicate.
         """
-        if self._client is None:
+        if self._task is None:
+            self._close()
             return
-        if self._writer is not None and not self._writer.done():
-            try:
-                await asyncio.wait_for(self._queue.join(), drain_timeout)
-            except asyncio.TimeoutError:
-                log.warning("stopping with %d messages not yet committed: the broker will"
-                            " redeliver them", self._queue.qsize())
+        try:
+            await asyncio.wait_for(self._drained.wait(), drain_timeout)
+        except asyncio.TimeoutError:
+            log.warning("stopping with %d messages not yet committed: the broker will"
+                        " redeliver them", len(self._inbox))
         self._stopping = True
-        self._halt_client()
-        if self._writer is not None:
-            if not self._writer.done():
-                try:
-                    await asyncio.wait_for(self._queue.join(), drain_timeout)
-                except asyncio.TimeoutError:
-                    pass   # counted above; unacked messages stay with the broker
-                self._writer.cancel()
-            try:
-                await self._writer
-            except asyncio.CancelledError:
-                pass
+        self._close()
+        try:
+            await asyncio.wait_for(self._drained.wait(), drain_timeout)
+        except asyncio.TimeoutError:
+            pass   # counted above; unacked messages stay with the broker
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
 
-    def _halt_client(self) -> None:
-        client = self._client
-        if client is not None:
-            self._stopping = True
-            client.disconnect()
-            # joins paho's thread: after this no callback can touch the event loop
-            client.loop_stop()
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()
 
     @property
     def connected(self) -> bool:
@@ -180,101 +205,48 @@ class Ingest:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
-
-    # ---- paho callbacks (paho's thread: hand over to the loop, nothing else) --
-
-    def _call(self, fn: Callable[..., object], *args: object) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(fn, *args)
-
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self._call(self._queue.put_nowait, Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
-
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: ConnectFlags,
-                    reason: ReasonCode, props: object) -> None:
-        if reason.is_failure:
-            self._call(self._connect_failed, str(reason))
-            return
-        # Subscribing again after every reconnect costs little and covers a broker
-        # that lost the session (restart without persistence).
-        client.subscribe([(f, 1) for f in topic_filters(self.share_group)])
-        self._call(self._connected_changed, True, flags.session_present)
-
-    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
-                      reasons: list[ReasonCode], props: object) -> None:
-        self._call(self._subscribed, [str(r) for r in reasons if r.is_failure])
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
-                       reason: ReasonCode, props: object) -> None:
-        self._call(self._connected_changed, False, str(reason))
-
-    # ---- the same events on the loop thread -----------------------------------
-
-    def _connect_failed(self, why: str) -> None:
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(BrokerError(self._unreachable("the broker refused: " + why)))
-        else:
-            self.metrics.inc("ingest.broker_refused")
-            log.error("MQTT broker %s refused the connection: %s; retrying", self.broker.url, why)
-
-    def _subscribed(self, failures: list[str]) -> None:
-        if failures:
-            self.metrics.inc("ingest.subscribe_refused")
-            err = BrokerError("the MQTT broker at %s refused the subscription to %s: %s"
-                              % (self.broker.url, ", ".join(topic_filters(self.share_group)),
-                                 ", ".join(failures)))
-            if self._ready is not None and not self._ready.done():
-                self._ready.set_exception(err)
-            else:
-                log.error("%s", err)
-        else:
-            self.metrics.inc("ingest.subscriptions")
-            if self._ready is not None and not self._ready.done():
-                self._ready.set_result(None)
-
-    def _connected_changed(self, up: bool, detail: object) -> None:
-        # one log line per state change, not one per reconnect attempt
-        if up == self._connected:
-            return
-        self._connected = up
-        self.metrics.set_state("broker_connected", int(up))
-        if up:
-            log.info("connected to MQTT broker %s as %s (session present: %s)",
-                     self.broker.url, self.client_id, detail)
-        elif not self._stopping:
-            self.metrics.inc("ingest.broker_disconnects")
-            log.warning("lost the MQTT broker %s (%s); reconnecting with backoff",
-                        self.broker.url, detail)
+        return len(self._inbox)
 
     # ---- writer: verify, commit, ack -------------------------------------------
 
+    def _on_messages(self, conn: MqttConnection, messages: list[Message]) -> None:
+        """From the connection's data_received: every message one read completed."""
+        self._inbox.extend((conn, m) for m in messages)
+        self._drained.clear()
+        self._arrived.set()
+
     async def _write_loop(self) -> None:
+        inbox = self._inbox
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            sorted_ = self._sort(batch)
+            if not inbox:
+                self._drained.set()
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            batch = [inbox.popleft() for _ in range(min(len(inbox), self.max_batch))]
+            sorted_ = self._sort([m for _, m in batch])
             result = await self._commit(sorted_)
-            client = self._client
-            if client is not None:
-                # after the commit, in arrival order (MQTT 3.1.1 4.6: PUBACKs in order)
-                for mid, qos in sorted_.acks:
-                    client.ack(mid, qos)
+            # after the commit, in arrival order (MQTT 3.1.1 4.6: PUBACKs in order), on
+            # the connection each message came on; after a reconnect the broker sends
+            # the unacked ones again and the store ignores them
+            conn, mids = batch[0][0], []
+            for c, m in batch:
+                if c is not conn:
+                    conn.ack(mids)
+                    conn, mids = c, []
+                if m.qos:
+                    mids.append(m.mid)
+            conn.ack(mids)
+            self.metrics.inc("ingest.received", len(batch))
             self.metrics.inc("ingest.stored", result.inserted)
             self.metrics.inc("ingest.duplicates", result.duplicates)
             self.metrics.inc("ingest.status", len(sorted_.statuses))
             self.metrics.inc("ingest.commits")
-            for _ in batch:
-                self._queue.task_done()
             self.on_commit(result)
 
-    def _sort(self, batch: list[Incoming]) -> Sorted:
+    def _sort(self, batch: list[Message]) -> Sorted:
         out = Sorted()
         for m in batch:
-            self.metrics.inc("ingest.received")
-            if m.qos:
-                out.acks.append((m.mid, m.qos))
             parsed = parse_topic(m.topic)
             if parsed is None:
                 self._reject("?", m.topic, "bad_topic", "not dev/<device_id>/ev|status")
@@ -294,15 +266,15 @@ class Ingest:
                     out.statuses.append((device, status))
                 continue
             try:
-                ev = decode(m.payload)
+                ev = decode(m.payload, signer)
             except CodecError as e:
-                self._reject(device, m.topic, "malformed", str(e))
-                continue
-            try:
-                # decoded twice so that a wrong key is told apart from a broken payload
-                decode(m.payload, signer)
-            except CodecError as e:
-                self._reject(device, m.topic, "bad_mac", str(e))
+                # decoded again without the key, to tell a wrong key from a broken payload
+                try:
+                    decode(m.payload)
+                except CodecError:
+                    self._reject(device, m.topic, "malformed", str(e))
+                else:
+                    self._reject(device, m.topic, "bad_mac", str(e))
                 continue
             out.events.append(EventRow.from_decoded(device, ev))
         return out
@@ -327,7 +299,7 @@ class Ingest:
         from sending many more), so a full disk delays events instead of losing them.
         """
         if not s.events and not s.statuses:
-            return CommitResult(0, 0, 0)
+            return CommitResult(0, 0)
         delay = 0.5
         failing_since = None
         while True:

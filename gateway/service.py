@@ -18,10 +18,13 @@ from aiohttp import web
 from gateway.broker import BrokerAddress, EmbeddedBroker, parse_broker_url, parse_listen
 from gateway.ingest import Ingest
 from gateway.metrics import Metrics
+from gateway.mqtt import MQTT311, VERSIONS
+from gateway.quota import Housekeeper, QuotaConfig
 from gateway.registry import Registry
 from gateway.sqlite import DbThread
 from gateway.status import create_status_app
 from gateway.store import CommitResult, Store
+from gateway.streams import DEFAULT_STREAMS, Stream
 from gateway.uplink import Uplink, UplinkConfig
 
 log = logging.getLogger(__name__)
@@ -38,10 +41,13 @@ class GatewayConfig:
     gateway_id: str = socket.gethostname()
     client_id: str | None = None       # MQTT client id; default edge-gateway-<gateway_id>
     share_group: str | None = None     # subscribe as $share/<group>/... to split load
-    batch_max: int = 500
-    batch_age: float = 1.0
+    mqtt_version: str | None = None    # "5" or "3.1.1"; default: 3.1.1 for embedded (amqtt), else 5
+    streams: tuple[Stream, ...] = DEFAULT_STREAMS
+    upload_timeout: float = 10.0       # seconds for one upload request, answer included
     backoff_min: float = 0.5           # upload retry delays, doubling up to backoff_max
     backoff_max: float = 30.0
+    max_db_mb: float | None = None     # disk quota of the event store (gateway/quota.py); None: none
+    retention_days: float = 7.0        # uploaded events are deleted after this; 0: kept forever
     status_listen: str | None = None   # host:port of the status page, None for none
 
 
@@ -56,6 +62,7 @@ class Gateway:
         self.broker_address: BrokerAddress | None = None
         self.ingest: Ingest | None = None
         self.uplink: Uplink | None = None
+        self.housekeeper: Housekeeper | None = None
         self.status_url: str | None = None
         self._status_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -80,21 +87,29 @@ class Gateway:
         if not len(self.registry):
             log.warning("no devices in %s: every event will be rejected until one is added with"
                         " `edge-gateway devices add`", self.registry.path)
-        self.store = await self.db.call(Store.in_dir, cfg.data_dir)
+        self.store = await self.db.call(Store.in_dir, cfg.data_dir, cfg.streams)
         if cfg.broker == EMBEDDED:
             self.broker = EmbeddedBroker(cfg.listen)
             self.broker_address = await self.broker.start()
         else:
             self.broker_address = parse_broker_url(cfg.broker)
-        self.uplink = Uplink(UplinkConfig(cfg.platform_url, cfg.gateway_id, cfg.batch_max,
-                                          cfg.batch_age, backoff_min=cfg.backoff_min,
+        # amqtt 0.12 speaks MQTT 3.1.1 only
+        version = VERSIONS[cfg.mqtt_version] if cfg.mqtt_version else (
+            MQTT311 if cfg.broker == EMBEDDED else VERSIONS["5"])
+        self.uplink = Uplink(UplinkConfig(cfg.platform_url, cfg.gateway_id, cfg.streams,
+                                          timeout=cfg.upload_timeout, backoff_min=cfg.backoff_min,
                                           backoff_max=cfg.backoff_max),
                              self.store, self.db, self.metrics)
+        quota = QuotaConfig(None if cfg.max_db_mb is None else int(cfg.max_db_mb * 1e6),
+                            cfg.retention_days * 86400.0)
+        self.housekeeper = Housekeeper(quota, self.store, self.db, self.metrics)
         self.ingest = Ingest(self.broker_address, cfg.client_id or "edge-gateway-" + cfg.gateway_id,
                              self.registry, self.store, self.db, self.metrics,
-                             on_commit=self._committed, share_group=cfg.share_group)
+                             on_commit=self._committed, share_group=cfg.share_group,
+                             mqtt_version=version)
         self._watch(await self.ingest.start())
         self._watch(asyncio.create_task(self.uplink.run(), name="uplink"))
+        self._watch(asyncio.create_task(self.housekeeper.run(), name="housekeeping"))
         if cfg.status_listen:
             await self._start_status(cfg.status_listen)
         log.info("gateway %s running: data %s, broker %s, platform %s", cfg.gateway_id,
@@ -102,7 +117,8 @@ class Gateway:
 
     async def _start_status(self, listen: str) -> None:
         host, port = parse_listen(listen, 8081)
-        self._status_runner = web.AppRunner(create_status_app(self.metrics, self.store_counts),
+        self._status_runner = web.AppRunner(create_status_app(self.metrics, self.store_counts,
+                                                                  self.stream_counts),
                                             access_log=None)
         await self._status_runner.setup()
         await web.TCPSite(self._status_runner, host, port).start()
@@ -126,11 +142,17 @@ class Gateway:
 
     def _committed(self, result: CommitResult) -> None:
         if result.inserted and self.uplink is not None:
-            self.uplink.notify()
+            self.uplink.notify(result)
+        if result.inserted and self.housekeeper is not None:
+            self.housekeeper.note_inserted(result.inserted)
 
     async def store_counts(self) -> dict[str, int]:
         assert self.store is not None
         return await self.db.call(self.store.counts)
+
+    async def stream_counts(self) -> dict[str, dict[str, int]]:
+        assert self.store is not None
+        return await self.db.call(self.store.stream_counts)
 
     async def stop(self) -> None:
         """Stop in dependency order: take no more messages, commit and ack what came,
@@ -159,7 +181,8 @@ class Gateway:
         if self.store is not None:
             counts = await self.db.call(self.store.counts)
             log.info("gateway stopped; store: %(stored)d events, %(uploaded)d uploaded,"
-                     " %(rejected)d rejected, %(pending)d pending (sent after the next start)", counts)
+                     " %(rejected)d rejected, %(pending)d pending (sent after the next start),"
+                     " %(dropped)d dropped by the quota", counts)
             await self.db.call(self.store.close)
             self.store = None
         self.db.close()

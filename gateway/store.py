@@ -1,6 +1,8 @@
 # The gateway's durable store: every verified event, committed before its MQTT ack,
-# de-duplicated by (device, boot, seq), and the upload queue the uplink drains.
-# Blocking sqlite3 calls: run them on one DbThread (gateway/sqlite.py).
+# de-duplicated by (device, boot, seq), and the upload queue the uplink drains, one
+# queue per stream (gateway/streams.py). Also what the disk quota and the retention
+# period take away (gateway/quota.py decides when). Blocking sqlite3 calls: run them
+# on one DbThread (gateway/sqlite.py).
 from __future__ import annotations
 
 import json
@@ -10,11 +12,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from gateway.sqlite import connect, transaction
+from gateway.streams import DEFAULT_STREAMS, Stream, rank_of_kind
 
 FILENAME = "events.sqlite"
-
-# Upload priority by event kind (edge.codes): alarms and reports jump the telemetry queue.
-PRIORITY = {"alarm": 0, "report": 0, "telemetry": 1}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS events (
     code INTEGER NOT NULL,
     type TEXT NOT NULL,
     kind TEXT NOT NULL,
-    prio INTEGER NOT NULL,           -- PRIORITY[kind]: the upload order
+    prio INTEGER NOT NULL,           -- the stream's rank (streams.py): 0 is uploaded first
     action TEXT NOT NULL,
     t INTEGER NOT NULL,              -- unix seconds, or seconds since boot when clock_set = 0
     clock_set INTEGER NOT NULL,
@@ -35,10 +35,16 @@ CREATE TABLE IF NOT EXISTS events (
     reject_reason TEXT,
     PRIMARY KEY (device, boot, seq)
 );
--- The upload queue: only pending rows, in (priority, arrival) order, so finding the
--- next batch stays cheap however much history the table holds.
+-- The upload queues: only pending rows, in (stream, arrival) order, so finding a
+-- stream's next batch stays cheap however much history the table holds.
 CREATE INDEX IF NOT EXISTS events_pending ON events (prio)
     WHERE uploaded_at IS NULL AND rejected_at IS NULL;
+-- Pending events the disk quota threw away, per stream: counted for good, not just logged.
+CREATE TABLE IF NOT EXISTS dropped (
+    stream TEXT PRIMARY KEY,
+    events INTEGER NOT NULL,
+    last_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS device_status (
     device TEXT PRIMARY KEY,
     status TEXT NOT NULL,            -- online / offline (retained + LWT from the device)
@@ -91,18 +97,26 @@ class PendingEvent:
 class CommitResult:
     inserted: int
     duplicates: int
-    alarms: int                      # inserted events with priority 0
+    by_rank: tuple[int, ...] = ()    # events of the batch per stream rank, new or duplicate
+
+
+INSERT_EVENT = ("INSERT OR IGNORE INTO events (device, boot, seq, code, type, kind, prio, action,"
+                " t, clock_set, values_json, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+PENDING = "uploaded_at IS NULL AND rejected_at IS NULL"
+SETTLED = "(uploaded_at IS NOT NULL OR rejected_at IS NOT NULL)"
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, streams: Sequence[Stream] = DEFAULT_STREAMS) -> None:
         self.path = Path(path)
+        self.streams = tuple(streams)
+        self._rank = rank_of_kind(self.streams)
         self.conn = connect(self.path)
         self.conn.executescript(SCHEMA)
 
     @classmethod
-    def in_dir(cls, data_dir: str | Path) -> "Store":
-        return cls(Path(data_dir) / FILENAME)
+    def in_dir(cls, data_dir: str | Path, streams: Sequence[Stream] = DEFAULT_STREAMS) -> "Store":
+        return cls(Path(data_dir) / FILENAME, streams)
 
     def close(self) -> None:
         self.conn.close()
@@ -111,35 +125,35 @@ class Store:
                statuses: Sequence[tuple[str, str]] = (), now: float | None = None) -> CommitResult:
         """Insert events and status changes in ONE transaction; duplicates are ignored.
 
-        Returns how many were new and how many were already stored: a redelivered
-        MQTT message or a device resending after a lost PUBACK is a duplicate.
+        Returns how many were new and how many were already stored: a
+        redelivered MQTT message or a device resending after a lost PUBACK is a duplicate.
         """
         now = time.time() if now is None else now
-        inserted = alarms = 0
+        last = len(self.streams) - 1
+        per_rank = [0] * len(self.streams)
+        rows = []
+        for e in events:
+            rank = self._rank.get(e.kind, last)
+            per_rank[rank] += 1
+            rows.append((e.device, e.boot, e.seq, e.code, e.type, e.kind, rank, e.action, e.t,
+                         int(e.clock_set), json.dumps(e.values, separators=(",", ":")), now))
         with transaction(self.conn) as c:
-            for e in events:
-                prio = PRIORITY.get(e.kind, 1)
-                cur = c.execute(
-                    "INSERT OR IGNORE INTO events (device, boot, seq, code, type, kind, prio,"
-                    " action, t, clock_set, values_json, received_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (e.device, e.boot, e.seq, e.code, e.type, e.kind, prio, e.action, e.t,
-                     int(e.clock_set), json.dumps(e.values, separators=(",", ":")), now))
-                if cur.rowcount:
-                    inserted += 1
-                    alarms += prio == 0
-            for device, status in statuses:
-                c.execute("INSERT INTO device_status (device, status, at) VALUES (?,?,?)"
-                          " ON CONFLICT (device) DO UPDATE SET status = excluded.status, at = excluded.at",
-                          (device, status, now))
-        return CommitResult(inserted, len(events) - inserted, alarms)
+            # executemany: one prepared statement for the whole batch, in arrival order;
+            # total_changes tells how many rows were new (INSERT OR IGNORE skips duplicates)
+            before = c.total_changes
+            c.executemany(INSERT_EVENT, rows)
+            inserted = c.total_changes - before
+            if statuses:
+                c.executemany("INSERT INTO device_status (device, status, at) VALUES (?,?,?)"
+                              " ON CONFLICT (device) DO UPDATE SET status = excluded.status,"
+                              " at = excluded.at", [(d, st, now) for d, st in statuses])
+        return CommitResult(inserted, len(events) - inserted, tuple(per_rank))
 
-    def next_batch(self, limit: int) -> list[PendingEvent]:
-        """The next events to upload: alarms and reports first, then by arrival."""
+    def next_batch(self, rank: int, limit: int) -> list[PendingEvent]:
+        """The next events of one stream to upload, oldest first."""
         rows = self.conn.execute(
             "SELECT rowid, received_at, " + ROW_COLUMNS + " FROM events"
-            " WHERE uploaded_at IS NULL AND rejected_at IS NULL"
-            " ORDER BY prio, rowid LIMIT ?", (limit,)).fetchall()
+            " WHERE prio = ? AND " + PENDING + " ORDER BY rowid LIMIT ?", (rank, limit)).fetchall()
         return [PendingEvent(r[0], _event_row(r[2:]), r[1]) for r in rows]
 
     def _mark(self, rowids: Iterable[int], sql: str, params: tuple[Any, ...]) -> int:
@@ -161,16 +175,27 @@ class Store:
         return self._mark(rowids, "UPDATE events SET rejected_at = ?, reject_reason = ?"
                           " WHERE rowid IN (%s)", (now, reason))
 
-    def pending_count(self) -> int:
-        return int(self.conn.execute("SELECT count(*) FROM events"
-                                     " WHERE uploaded_at IS NULL AND rejected_at IS NULL").fetchone()[0])
+    def pending_count(self, rank: int | None = None) -> int:
+        if rank is None:
+            return int(self.conn.execute("SELECT count(*) FROM events WHERE " + PENDING).fetchone()[0])
+        return int(self.conn.execute("SELECT count(*) FROM events WHERE prio = ? AND " + PENDING,
+                                     (rank,)).fetchone()[0])
 
     def counts(self) -> dict[str, int]:
         """Totals for the status page and the tests."""
         r = self.conn.execute(
             "SELECT count(*), count(uploaded_at), count(rejected_at) FROM events").fetchone()
+        dropped = self.conn.execute("SELECT coalesce(sum(events), 0) FROM dropped").fetchone()[0]
         return {"stored": r[0], "uploaded": r[1], "rejected": r[2],
-                "pending": r[0] - r[1] - r[2]}
+                "pending": r[0] - r[1] - r[2], "dropped": int(dropped)}
+
+    def stream_counts(self) -> dict[str, dict[str, int]]:
+        """Per stream: events waiting for upload, and dropped by the quota since the start."""
+        pending = dict(self.conn.execute("SELECT prio, count(*) FROM events WHERE " + PENDING
+                                         + " GROUP BY prio").fetchall())
+        dropped = dict(self.conn.execute("SELECT stream, events FROM dropped").fetchall())
+        return {s.name: {"pending": int(pending.get(rank, 0)), "dropped": int(dropped.get(s.name, 0))}
+                for rank, s in enumerate(self.streams)}
 
     def events(self, device: str | None = None) -> list[EventRow]:
         """All stored events in arrival order (tests, debugging)."""
@@ -185,7 +210,39 @@ class Store:
     def device_status(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT device, status FROM device_status").fetchall())
 
-    def prune_uploaded(self, older_than: float) -> int:
-        """Delete events uploaded before a unix time; the platform holds them now."""
+    # ---- what the quota and the retention period take away (gateway/quota.py) ----------
+
+    def used_bytes(self) -> int:
+        """Bytes in use in the database: pages minus the free list. Deleting rows frees
+        pages for reuse without shrinking the file, so this, not the file size, is what a
+        quota can act on."""
+        page_size, pages, free = (self.conn.execute("PRAGMA " + p).fetchone()[0]
+                                  for p in ("page_size", "page_count", "freelist_count"))
+        return int(page_size * (pages - free))
+
+    def row_count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def prune_settled(self, older_than: float | None = None, limit: int | None = None) -> int:
+        """Delete uploaded (or rejected) events, oldest first: the platform holds them, or
+        refused them for good. older_than: only those settled before this unix time."""
+        where = SETTLED
+        args: tuple[Any, ...] = ()
+        if older_than is not None:
+            where = "(uploaded_at < ? OR rejected_at < ?)"
+            args = (older_than, older_than)
         with transaction(self.conn) as c:
-            return c.execute("DELETE FROM events WHERE uploaded_at < ?", (older_than,)).rowcount
+            return c.execute("DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE "
+                             + where + " ORDER BY rowid LIMIT ?)", args + (limit or -1,)).rowcount
+
+    def drop_pending(self, rank: int, limit: int, now: float | None = None) -> int:
+        """Delete a stream's oldest pending events, and count them in table dropped."""
+        now = time.time() if now is None else now
+        with transaction(self.conn) as c:
+            n = c.execute("DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE prio = ? AND "
+                          + PENDING + " ORDER BY rowid LIMIT ?)", (rank, limit)).rowcount
+            if n:
+                c.execute("INSERT INTO dropped (stream, events, last_at) VALUES (?,?,?) ON CONFLICT (stream)"
+                          " DO UPDATE SET events = events + excluded.events, last_at = excluded.last_at",
+                          (self.streams[rank].name, n, now))
+        return n

@@ -1,9 +1,12 @@
-# Uplink: drain the store's upload queue to the district platform over HTTP.
+# Uplink: drain the store's upload queues to the district platform over HTTP.
 #
 # POST {platform}/v1/events  {"gateway": id, "events": [...]}  (docs/platform-api.yaml)
 #
-# Alarms and reports go first and at once; telemetry waits until a batch is full
-# (batch_max events) or its oldest event is batch_age old. Every event has a stable id
+# One lane per stream (gateway/streams.py), each with its own request loop on a shared
+# connection pool: an alarm never waits behind a telemetry batch on the wire, and a
+# telemetry backlog after an outage drains at the stream's rate limit while alarms go
+# at once. A lane sends when its batch is full (batch_max) or its oldest event is
+# batch_age old (0 for alarms: at once). Every event has a stable id
 # (<device>:<boot>:<seq>) and the platform stores by id, so a retry after a lost
 # response cannot create a duplicate; the Idempotency-Key header (a hash of the ids)
 # lets a platform or a proxy recognise a repeated request as a whole.
@@ -24,7 +27,8 @@ import aiohttp
 
 from gateway.metrics import Metrics
 from gateway.sqlite import DbThread
-from gateway.store import PRIORITY, EventRow, PendingEvent, Store
+from gateway.store import CommitResult, EventRow, PendingEvent, Store
+from gateway.streams import DEFAULT_STREAMS, Stream
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,7 @@ CONFIG_STATUSES = {401, 403, 404, 405}
 class UplinkConfig:
     platform_url: str
     gateway_id: str
-    batch_max: int = 500
-    batch_age: float = 1.0
+    streams: tuple[Stream, ...] = DEFAULT_STREAMS
     timeout: float = 10.0
     backoff_min: float = 0.5
     backoff_max: float = 30.0
@@ -65,6 +68,66 @@ def idempotency_key(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
 
 
+class Lane:
+    """The upload loop of one stream."""
+
+    def __init__(self, uplink: "Uplink", rank: int, stream: Stream) -> None:
+        self.uplink = uplink
+        self.rank = rank
+        self.stream = stream
+        self.wake = asyncio.Event()
+        self.idle = asyncio.Event()          # set while no request of this lane is on the wire
+        self.idle.set()
+
+    async def run(self, http: aiohttp.ClientSession) -> None:
+        up, s = self.uplink, self.stream
+        loop = asyncio.get_running_loop()
+        backoff = up.cfg.backoff_min
+        next_at = 0.0                        # rate limit: loop time before which no batch goes
+        while True:
+            # cleared before the query: a notify() that lands after it wakes the wait below
+            self.wake.clear()
+            batch = await up.db.call(up.store.next_batch, self.rank, s.batch_max)
+            if not batch:
+                await self.wake.wait()
+                continue
+            hold = self._hold_for(batch)
+            if hold > 0:
+                await _wait(self.wake, hold)
+                continue
+            if next_at > loop.time():
+                # paced: sleep, then read the batch again (the quota may have dropped rows)
+                await asyncio.sleep(next_at - loop.time())
+                continue
+            self.idle.clear()
+            try:
+                outcome = await up.deliver(http, batch, s.name)
+            finally:
+                self.idle.set()
+            if outcome is Outcome.RETRY:
+                # jitter: gateways that lost the platform together do not return in step
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, up.cfg.backoff_max)
+                continue
+            backoff = up.cfg.backoff_min
+            if s.rate:
+                next_at = max(next_at, loop.time()) + len(batch) / s.rate
+
+    def _hold_for(self, batch: list[PendingEvent]) -> float:
+        """Seconds to wait for a fuller batch; 0 to send now."""
+        if len(batch) >= self.stream.batch_max or self.stream.batch_age <= 0:
+            return 0.0
+        oldest = min(p.received_at for p in batch)
+        return self.stream.batch_age - (time.time() - oldest)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        pass   # the batch is due
+
+
 class Uplink:
     def __init__(self, cfg: UplinkConfig, store: Store, db: DbThread, metrics: Metrics) -> None:
         self.cfg = cfg
@@ -72,72 +135,38 @@ class Uplink:
         self.store = store
         self.db = db
         self.metrics = metrics
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()     # set while no request is on the wire
-        self._idle.set()
+        self.lanes = [Lane(self, rank, s) for rank, s in enumerate(cfg.streams)]
         self._failing_since: float | None = None
         self._failures = 0
         self.metrics.set_state("platform_ok", 1)
 
-    def notify(self) -> None:
+    def notify(self, result: CommitResult | None = None) -> None:
         """New events are in the store (ingest calls this after each commit)."""
-        self._wake.set()
+        for lane in self.lanes:
+            if result is None or (lane.rank < len(result.by_rank) and result.by_rank[lane.rank]):
+                lane.wake.set()
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout)
         async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": USER_AGENT}) as http:
-            backoff = self.cfg.backoff_min
-            while True:
-                # cleared before the query: a notify() that lands after it wakes the wait below
-                self._wake.clear()
-                batch = await self.db.call(self.store.next_batch, self.cfg.batch_max)
-                if not batch:
-                    await self._wake.wait()
-                    continue
-                hold = self._hold_for(batch)
-                if hold > 0:
-                    await self._wait_wake(hold)
-                    continue
-                self._idle.clear()
-                try:
-                    outcome = await self._deliver(http, batch)
-                finally:
-                    self._idle.set()
-                if outcome is Outcome.RETRY:
-                    # jitter: gateways that lost the platform together do not return in step
-                    await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-                    backoff = min(backoff * 2, self.cfg.backoff_max)
-                else:
-                    backoff = self.cfg.backoff_min
+            await asyncio.gather(*(lane.run(http) for lane in self.lanes))
 
     async def finish_request(self, timeout: float) -> None:
-        """Before a stop: let a request on the wire get its answer, so what the platform
+        """Before a stop: let requests on the wire get their answer, so what the platform
         took is marked uploaded and not sent again after the restart."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(asyncio.gather(*(lane.idle.wait() for lane in self.lanes)), timeout)
         except asyncio.TimeoutError:
             log.info("stopping during an upload; its events will be sent again after the restart")
 
-    def _hold_for(self, batch: list[PendingEvent]) -> float:
-        """Seconds to wait before sending this batch; 0 to send now."""
-        # next_batch orders by priority: an alarm, if any, is first
-        if PRIORITY.get(batch[0].row.kind, 1) == 0 or len(batch) >= self.cfg.batch_max:
-            return 0.0
-        oldest = min(p.received_at for p in batch)
-        return self.cfg.batch_age - (time.time() - oldest)
-
-    async def _wait_wake(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass   # the batch is due
-
-    async def _deliver(self, http: aiohttp.ClientSession, batch: list[PendingEvent]) -> Outcome:
+    async def deliver(self, http: aiohttp.ClientSession, batch: list[PendingEvent],
+                      stream: str) -> Outcome:
         """POST a batch; on a content error split it to isolate the bad events."""
         status, text = await self._post(http, batch)
         if status is not None and 200 <= status < 300:
             await self.db.call(self.store.mark_uploaded, [p.rowid for p in batch])
             self.metrics.inc("uplink.events", len(batch))
+            self.metrics.inc("uplink.events." + stream, len(batch))
             self.metrics.inc("uplink.batches")
             self._reachable()
             return Outcome.DONE
@@ -154,7 +183,7 @@ class Uplink:
         if len(batch) > 1:
             half = len(batch) // 2
             for part in (batch[:half], batch[half:]):
-                if await self._deliver(http, part) is Outcome.RETRY:
+                if await self.deliver(http, part, stream) is Outcome.RETRY:
                     return Outcome.RETRY
             return Outcome.DONE
         reason = "HTTP %d %s" % (status, text[:300])

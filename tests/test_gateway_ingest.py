@@ -193,8 +193,11 @@ def test_status_page_shows_the_counters(tmp_path: Path, mosquitto: Any) -> None:
                 text = await r.text()
         assert status["counters"]["ingest.rejected.malformed"] == 1
         assert status["states"]["broker_connected"] == 1
-        assert status["store"] == {"stored": 0, "uploaded": 0, "rejected": 0, "pending": 0}
+        assert status["store"] == {"stored": 0, "uploaded": 0, "rejected": 0, "pending": 0, "dropped": 0}
+        assert status["streams"] == {"alarms": {"pending": 0, "dropped": 0},
+                                     "telemetry": {"pending": 0, "dropped": 0}}
         assert "edge_gateway_ingest_rejected_malformed 1\n" in text
+        assert 'edge_gateway_stream_dropped{stream="telemetry"} 0\n' in text
     run_with_gateway(tmp_path, mosquitto.url, body, status_listen="127.0.0.1:0")
 
 

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway.platform import PlatformServer
 from gateway.service import Gateway, GatewayConfig
+from gateway.streams import DEFAULT_STREAMS, Stream, apply_options
 from rig import Publisher, free_port, signed_event
 from test_gateway_ingest import DEVICE, SECRET, make_registry
 
@@ -24,6 +25,8 @@ class Faults:
     def __init__(self) -> None:
         self.fail_next = 0               # answer 500 to this many POSTs without storing
         self.lose_next = 0               # store, then answer 500: the response is "lost"
+        self.hang_next = 0               # store, then hang past the gateway's upload timeout
+        self.hang_s = 0.0
         self.reject_ids: set[str] = set()  # answer 400 to any batch holding one of these
         self.posts: list[dict[str, Any]] = []
 
@@ -33,8 +36,14 @@ class Faults:
             return await handler(request)
         body = await request.json()
         ids = [e["id"] for e in body["events"]]
-        self.posts.append({"ids": ids, "encoding": request.headers.get("Content-Encoding"),
-                           "key": request.headers.get("Idempotency-Key")})
+        post = {"ids": ids, "encoding": request.headers.get("Content-Encoding"),
+                "key": request.headers.get("Idempotency-Key"), "status": None}
+        self.posts.append(post)
+        response = await self._answer(request, handler, ids)
+        post["status"] = response.status
+        return response
+
+    async def _answer(self, request: web.Request, handler: Handler, ids: list[str]) -> web.StreamResponse:
         if self.fail_next:
             self.fail_next -= 1
             return web.json_response({"error": "injected failure"}, status=500)
@@ -44,7 +53,15 @@ class Faults:
         if self.lose_next:
             self.lose_next -= 1
             return web.json_response({"error": "injected lost response"}, status=502)
+        if self.hang_next:
+            self.hang_next -= 1
+            await asyncio.sleep(self.hang_s)
         return response
+
+
+def streams(*options: str) -> tuple[Stream, ...]:
+    """The default streams with some fields changed, as --stream does."""
+    return apply_options(DEFAULT_STREAMS, options)
 
 
 def run(tmp_path: Path, broker_url: str, body: Callable[[Gateway, PlatformServer, Publisher, Faults],
@@ -96,8 +113,9 @@ def test_events_arrive_at_the_platform(tmp_path: Path, mosquitto: Any) -> None:
         assert alarm_ev["gateway"] == "gw-test" and alarm_ev["clock_set"] is True
         assert all(post["key"] for post in faults.posts)
         await gw.metrics.wait_until(lambda: gw.metrics.get("uplink.events") == 3, WAIT_S)
-        assert await gw.store_counts() == {"stored": 3, "uploaded": 3, "rejected": 0, "pending": 0}
-    run(tmp_path, mosquitto.url, body, batch_age=0.2)
+        assert await gw.store_counts() == {"stored": 3, "uploaded": 3, "rejected": 0, "pending": 0,
+                                           "dropped": 0}
+    run(tmp_path, mosquitto.url, body, streams=streams("telemetry:batch_age=0.2"))
 
 
 def test_platform_failing_then_ok_delivers_everything_once(tmp_path: Path, mosquitto: Any) -> None:
@@ -111,26 +129,35 @@ def test_platform_failing_then_ok_delivers_everything_once(tmp_path: Path, mosqu
         assert pm.get("platform.duplicates") > 0          # the retries after a lost response
         assert gw.metrics.get("uplink.failures") == 5
         assert sorted(e["seq"] for e in await platform_events(p)) == list(range(41))
-    run(tmp_path, mosquitto.url, body, batch_max=10)
+    run(tmp_path, mosquitto.url, body, streams=streams("telemetry:batch_max=10"))
 
 
-def test_alarm_jumps_a_telemetry_backlog(tmp_path: Path, mosquitto: Any) -> None:
+def test_alarm_is_not_stuck_behind_a_draining_backlog(tmp_path: Path, mosquitto: Any) -> None:
+    """After an outage the telemetry backlog drains at its rate limit, in batches; an
+    alarm raised meanwhile reaches the platform before the backlog is through."""
     async def body(gw: Gateway, p: PlatformServer, pub: Publisher, faults: Faults) -> None:
         faults.fail_next = 10 ** 6      # platform down while the backlog builds
         await asyncio.to_thread(pub.publish_many, [telemetry(i) for i in range(200)])
-        await asyncio.to_thread(pub.publish_many, [alarm(200)])
-        await gw.metrics.wait_until(lambda: gw.metrics.get("ingest.stored") == 201, WAIT_S)
+        await gw.metrics.wait_until(lambda: gw.metrics.get("ingest.stored") == 200, WAIT_S)
         faults.fail_next = 0
         pm = p.platform.metrics
+        await pm.wait_until(lambda: pm.get("platform.accepted") >= 50, WAIT_S)
+        await asyncio.to_thread(pub.publish_many, [alarm(200)])
+        await pm.wait_until(lambda: bool(alarms_at(faults)), WAIT_S)
+        # 200 events at 50/s take 4 s to drain; the alarm, one round trip in its own lane
+        assert pm.get("platform.accepted") < 200
         await pm.wait_until(lambda: pm.get("platform.accepted") == 201, WAIT_S)
-        events = await platform_events(p)
-        assert events[0]["type"] == "elevator.entrapment"
-        assert [e["seq"] for e in events[1:]] == list(range(200))
-        delivered = [post for post in faults.posts if post["ids"]][-3:]
-        assert delivered[0]["ids"][0] == "elev-001:1:200"
-        # a 100-event batch is over the gzip threshold
-        assert delivered[0]["encoding"] == "gzip"
-    run(tmp_path, mosquitto.url, body, batch_max=100)
+        stored = await platform_events(p)
+        assert [e["seq"] for e in stored if e["type"] == "telemetry.elevator"] == list(range(200))
+        delivered = [post for post in faults.posts if post["ids"]][-10:]
+        assert max(len(post["ids"]) for post in delivered) == 50
+        # a 50-event batch is over the gzip threshold: compressed
+        assert {post["encoding"] for post in delivered if len(post["ids"]) == 50} == {"gzip"}
+    run(tmp_path, mosquitto.url, body, streams=streams("telemetry:batch_max=50,rate=50"))
+
+
+def alarms_at(faults: Faults) -> list[str]:
+    return [i for post in faults.posts if post["status"] == 200 for i in post["ids"] if i.endswith(":200")]
 
 
 def test_a_rejected_event_does_not_block_the_queue(tmp_path: Path, mosquitto: Any) -> None:
@@ -140,8 +167,9 @@ def test_a_rejected_event_does_not_block_the_queue(tmp_path: Path, mosquitto: An
         m = gw.metrics
         await m.wait_until(lambda: m.get("uplink.events") == 11 and m.get("uplink.rejected") == 1, WAIT_S)
         assert sorted(e["seq"] for e in await platform_events(p)) == [i for i in range(12) if i != 5]
-        assert await gw.store_counts() == {"stored": 12, "uploaded": 11, "rejected": 1, "pending": 0}
-    run(tmp_path, mosquitto.url, body, batch_age=0.2)
+        assert await gw.store_counts() == {"stored": 12, "uploaded": 11, "rejected": 1, "pending": 0,
+                                           "dropped": 0}
+    run(tmp_path, mosquitto.url, body, streams=streams("telemetry:batch_age=0.2"))
 
 
 def test_unreachable_platform_logs_once_and_loses_nothing(tmp_path: Path, mosquitto: Any,
@@ -167,3 +195,19 @@ def test_unreachable_platform_logs_once_and_loses_nothing(tmp_path: Path, mosqui
     lines = [r.getMessage() for r in caplog.records if r.name == "gateway.uplink"]
     assert len([m for m in lines if "unavailable" in m]) == 1, lines
     assert len([m for m in lines if "reachable again" in m]) == 1, lines
+
+
+def test_platform_hanging_past_the_timeout_stores_each_event_once(tmp_path: Path, mosquitto: Any) -> None:
+    """The platform stores a batch but answers after the gateway gave up: the gateway
+    sends it again, and the platform's event ids turn the repeat into duplicates."""
+    async def body(gw: Gateway, p: PlatformServer, pub: Publisher, faults: Faults) -> None:
+        faults.hang_next, faults.hang_s = 2, 1.5       # the upload timeout is 0.5 s
+        await asyncio.to_thread(pub.publish_many, [alarm(0)] + [telemetry(i) for i in range(1, 30)])
+        await gw.metrics.wait_until(lambda: gw.metrics.get("uplink.events") == 30, WAIT_S)
+        pm = p.platform.metrics
+        assert gw.metrics.get("uplink.failures") >= 1
+        assert pm.get("platform.accepted") == 30 and pm.get("platform.duplicates") >= 1
+        assert sorted(e["seq"] for e in await platform_events(p)) == list(range(30))
+        assert await gw.store_counts() == {"stored": 30, "uploaded": 30, "rejected": 0, "pending": 0,
+                                           "dropped": 0}
+    run(tmp_path, mosquitto.url, body, upload_timeout=0.5, streams=streams("telemetry:batch_age=0.2"))
