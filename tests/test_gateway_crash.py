@@ -1,0 +1,156 @@
+"""The gateway as a process, killed with SIGKILL mid-stream and restarted, between a real
+mosquitto and a real platform receiver: everything mosquitto acknowledged to the
+publisher reaches the platform, each event stored there once."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from gateway.cli import main as gateway_cli
+from rig import Publisher, free_port, signed_event, start_mosquitto, stop_mosquitto
+
+SECRET = "5a" * 32
+DEVICES = ["elev-%03d" % i for i in range(1, 4)]
+EVENTS_PER_DEVICE = 600
+DEADLINE_S = 60.0
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError("%s exited with %s" % (proc.args, proc.returncode)) from None
+            if time.monotonic() > deadline:
+                raise AssertionError("nothing listens on port %d after %.0f s" % (port, timeout)) from None
+            time.sleep(0.05)
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.load(r)
+
+
+class Processes:
+    """The platform and gateway processes of one test, stopped by their PIDs."""
+
+    def __init__(self, tmp_path: Path, broker_url: str) -> None:
+        self.tmp = tmp_path
+        self.broker_url = broker_url
+        self.platform_port = free_port()
+        self.platform: subprocess.Popen[bytes] | None = None
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self.status_port = 0
+        self.log = open(tmp_path / "processes.log", "ab")
+
+    @property
+    def platform_url(self) -> str:
+        return "http://127.0.0.1:%d" % self.platform_port
+
+    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], stdout=self.log,
+                                stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+    def start_platform(self) -> None:
+        self.platform = self._spawn("platform", "--listen", "127.0.0.1:%d" % self.platform_port,
+                                    "--db", str(self.tmp / "platform.sqlite"))
+        wait_port(self.platform_port, self.platform)
+
+    def start_gateway(self) -> None:
+        self.status_port = free_port()
+        self.gateway = self._spawn(
+            "run", "--data", str(self.tmp / "gw"), "--broker", self.broker_url, "--platform",
+            self.platform_url, "--gateway-id", "gw-crash", "--status-listen",
+            "127.0.0.1:%d" % self.status_port, "--stream", "telemetry:batch_age=0.1,batch_max=100")
+        wait_port(self.status_port, self.gateway)
+
+    def kill_gateway(self) -> None:
+        assert self.gateway is not None
+        self.gateway.send_signal(signal.SIGKILL)
+        self.gateway.wait(10)
+
+    def stop(self) -> None:
+        for proc in (self.gateway, self.platform):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        self.log.close()
+
+    def stored_by_gateway(self) -> int:
+        return int(get_json("http://127.0.0.1:%d/" % self.status_port)["counters"].get("ingest.stored", 0))
+
+
+def publish_all(port: int, acked: list[str], failures: list[BaseException]) -> None:
+    """Each device's events, interleaved, at about 1,000/s; an id goes in acked once
+    mosquitto has sent its PUBACK (the device would then delete it from its outbox)."""
+    try:
+        pub = Publisher("127.0.0.1", port, client_id="crash-publisher")
+        try:
+            for seq in range(EVENTS_PER_DEVICE):
+                for device in DEVICES:
+                    kind = ("elevator.entrapment", "raise") if seq % 50 == 0 else ("telemetry.elevator", "report")
+                    pub.publish("dev/%s/ev" % device, signed_event(SECRET, kind[0], seq, {"floor": seq % 9},
+                                                                   action=kind[1]))
+                    acked.append("%s:1:%d" % (device, seq))
+                time.sleep(0.005)
+        finally:
+            pub.close()
+    except BaseException as e:
+        failures.append(e)
+
+
+def test_sigkill_at_any_moment_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    for device in DEVICES:
+        assert gateway_cli(["devices", "add", device, "--profile", "elevator", "--secret", SECRET,
+                            "--data", str(tmp_path / "gw")]) == 0
+    broker, port = start_mosquitto(tmp_path, extra_conf="max_queued_messages 0\n")
+    procs = Processes(tmp_path, "mqtt://127.0.0.1:%d" % port)
+    rng = random.Random(7)
+    try:
+        procs.start_platform()
+        procs.start_gateway()             # creates the persistent session before anything is sent
+        acked: list[str] = []
+        failures: list[BaseException] = []
+        publisher = threading.Thread(target=publish_all, args=(port, acked, failures), daemon=True)
+        publisher.start()
+        total = len(DEVICES) * EVENTS_PER_DEVICE
+        for round_ in range(4):
+            # kill at a random point: mid-batch, mid-commit, mid-upload
+            time.sleep(rng.uniform(0.1, 0.6))
+            procs.kill_gateway()
+            time.sleep(rng.uniform(0.0, 0.3))   # events keep coming: mosquitto queues them
+            procs.start_gateway()
+        publisher.join(DEADLINE_S)
+        assert not publisher.is_alive() and not failures, failures
+        assert len(acked) == total
+        deadline = time.monotonic() + DEADLINE_S
+        while get_json(procs.platform_url + "/v1/counts")["total"] < total:
+            assert time.monotonic() < deadline, "platform has %s of %d events" % (
+                get_json(procs.platform_url + "/v1/counts"), total)
+            time.sleep(0.2)
+        events = get_json(procs.platform_url + "/v1/events?limit=100000")["events"]
+        ids = [e["id"] for e in events]
+        assert len(ids) == len(set(ids)) == total
+        assert set(ids) == set(acked)
+        counts = get_json(procs.platform_url + "/v1/counts")["devices"]
+        assert counts == {d: {"elevator.entrapment": 12, "telemetry.elevator": 588} for d in DEVICES}
+    finally:
+        procs.stop()
+        stop_mosquitto(broker)
