@@ -202,22 +202,3 @@ def parse_response(request, frame):
     if frame[2:6] != request[2:6]:
         raise FrameError("write echo differs from request")
     return ((frame[2] << 8) | frame[3], (frame[4] << 8) | frame[5])
-
-
-# The slave side, for simulators, fault injection and round-trip tests.
-
-def read_response(slave, fc, values):
-    body = bytearray((slave, fc, 2 * len(values)))
-    for v in values:
-        body.append((v >> 8) & 0xFF)
-        body.append(v & 0xFF)
-    return seal(body)
-
-
-def write_response(request):
-    """The echo a slave sends for FC 06 or 16: the first six bytes of the request."""
-    return seal(bytearray(request[:6]))
-
-
-def exception_response(slave, fc, code):
-    return seal(bytearray((slave, fc | 0x80, code)))

@@ -1,5 +1,6 @@
-# Profile register tables <-> 16-bit words: decode a block read into a reading, and
-# encode a reading into words (the simulator). Pure; the table format is edge/profiles.
+# Profile register tables -> readings: decode a block of 16-bit words read from the bus.
+# Pure; the table format is edge/profiles. The inverse (a reading as words, for the
+# simulator) is edge/slave.py, so a board does not carry it.
 #
 # A table is a sequence of (field, address, type, scale): value = raw * scale, with
 # type u16, i16, u32, i32 or f32. 32-bit types span two registers in the device's
@@ -10,7 +11,7 @@ import struct
 
 ORDERS = ("ABCD", "BADC", "CDAB", "DCBA")
 WORDS = {"u16": 1, "i16": 1, "u32": 2, "i32": 2, "f32": 2}
-_PACK32 = {"u32": ">I", "i32": ">i", "f32": ">f"}
+PACK32 = {"u32": ">I", "i32": ">i", "f32": ">f"}
 F32_DIGITS = 7          # float32 carries ~7 significant decimal digits; more is noise
 
 _decimals_cache = {}
@@ -48,7 +49,7 @@ def _round_sig(x, digits):
     return round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))
 
 
-def _check_order(order):
+def check_order(order):
     if order not in ORDERS:
         raise ValueError("byte order %r is not one of %s" % (order, ", ".join(ORDERS)))
 
@@ -61,16 +62,9 @@ def _to_abcd(w0, w1, order):
     return out
 
 
-def _from_abcd(b, order):
-    wire = bytearray(4)
-    for i in range(4):
-        wire[i] = b[ord(order[i]) - 65]
-    return (wire[0] << 8) | wire[1], (wire[2] << 8) | wire[3]
-
-
 def decode(table, words, order="ABCD", first=None):
     """Reading dict from words read starting at `first` (default: the table's lowest address)."""
-    _check_order(order)
+    check_order(order)
     if first is None:
         first = span(table)[0]
     out = {}
@@ -82,42 +76,10 @@ def decode(table, words, order="ABCD", first=None):
         elif typ == "i16":
             raw = w - 0x10000 if w & 0x8000 else w
         else:
-            raw = struct.unpack(_PACK32[typ], _to_abcd(w, words[i + 1], order))[0]
+            raw = struct.unpack(PACK32[typ], _to_abcd(w, words[i + 1], order))[0]
         if typ == "f32":
             out[field] = _round_sig(raw * scale if scale != 1 else raw, F32_DIGITS)
         else:
             d = decimals(scale)
             out[field] = int(raw * scale) if d == 0 else round(raw * scale, d)
     return out
-
-
-def encode(table, reading, order="ABCD"):
-    """Words for the table's block; fields missing or None are left as 0."""
-    _check_order(order)
-    first, count = span(table)
-    words = [0] * count
-    for field, addr, typ, scale in table:
-        v = reading.get(field)
-        if v is None:
-            continue
-        i = addr - first
-        if typ == "f32":
-            b = struct.pack(">f", v / scale if scale != 1 else v)
-            words[i], words[i + 1] = _from_abcd(b, order)
-            continue
-        raw = int(round(v / scale))
-        if typ == "u16":
-            ok = 0 <= raw <= 0xFFFF
-        elif typ == "i16":
-            ok = -0x8000 <= raw <= 0x7FFF
-        elif typ == "u32":
-            ok = 0 <= raw <= 0xFFFFFFFF
-        else:
-            ok = -0x80000000 <= raw <= 0x7FFFFFFF
-        if not ok:
-            raise ValueError("%s = %r does not fit %s at scale %r" % (field, v, typ, scale))
-        if WORDS[typ] == 1:
-            words[i] = raw & 0xFFFF
-        else:
-            words[i], words[i + 1] = _from_abcd(struct.pack(_PACK32[typ], raw), order)
-    return words

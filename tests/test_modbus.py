@@ -13,6 +13,7 @@ from pymodbus.pdu.register_message import (ReadHoldingRegistersRequest, ReadInpu
 
 from edge import codes, modbus
 from edge.modbus import CrcError, FrameError, ModbusError, ModbusException, ModbusTimeout
+from edge.slave import exception_response, read_response, write_response
 from tools import runtime
 
 slaves = st.integers(1, 247)
@@ -104,7 +105,7 @@ def test_error_classes_and_kinds_match_comm_fault_event():
 @pytest.mark.parametrize("code", range(1, 12))
 def test_every_exception_code(code):
     req = modbus.read_request(7, 4, 10, 2)
-    reply = modbus.exception_response(7, 4, code)
+    reply = exception_response(7, 4, code)
     assert reply[:3] == bytes((7, 0x84, code))
     with pytest.raises(ModbusException) as info:
         modbus.parse_response(req, reply)
@@ -125,7 +126,7 @@ def test_exception_names_follow_the_spec():
 def test_read_round_trip(slave, fc, addr, values):
     addr = min(addr, 0x10000 - len(values))
     req = modbus.read_request(slave, fc, addr, len(values))
-    reply = modbus.read_response(slave, fc, values)
+    reply = read_response(slave, fc, values)
     assert len(reply) == modbus.expected_length(req)
     assert modbus.parse_response(req, reply) == values
 
@@ -133,17 +134,17 @@ def test_read_round_trip(slave, fc, addr, values):
 @given(slaves, u16, u16, st.lists(u16, min_size=1, max_size=modbus.MAX_WRITE))
 def test_write_round_trip(slave, addr, value, values):
     req = modbus.write_single_request(slave, addr, value)
-    assert modbus.parse_response(req, modbus.write_response(req)) == (addr, value)
+    assert modbus.parse_response(req, write_response(req)) == (addr, value)
     addr = min(addr, 0x10000 - len(values))
     req = modbus.write_multiple_request(slave, addr, values)
-    assert modbus.parse_response(req, modbus.write_response(req)) == (addr, len(values))
+    assert modbus.parse_response(req, write_response(req)) == (addr, len(values))
 
 
 @settings(max_examples=300)
 @given(slaves, register_lists, st.data())
 def test_any_single_byte_corruption_is_detected(slave, values, data):
     req = modbus.read_request(slave, 3, 0, len(values))
-    reply = bytearray(modbus.read_response(slave, 3, values))
+    reply = bytearray(read_response(slave, 3, values))
     i = data.draw(st.integers(0, len(reply) - 1))
     reply[i] ^= data.draw(st.integers(1, 255))
     with pytest.raises(CrcError):
@@ -154,7 +155,7 @@ def test_any_single_byte_corruption_is_detected(slave, values, data):
 @pytest.mark.parametrize("flip", [0x01, 0x80, 0xFF])
 def test_corrupted_exception_reply_is_never_taken_for_an_answer(i, flip):
     req = modbus.read_request(1, 3, 0, 2)
-    reply = bytearray(modbus.exception_response(1, 3, 2))
+    reply = bytearray(exception_response(1, 3, 2))
     reply[i] ^= flip
     with pytest.raises((CrcError, FrameError)):
         modbus.parse_response(req, bytes(reply))
@@ -162,7 +163,7 @@ def test_corrupted_exception_reply_is_never_taken_for_an_answer(i, flip):
 
 def test_truncated_frames():
     req = modbus.read_request(1, 3, 0, 8)
-    reply = modbus.read_response(1, 3, list(range(8)))
+    reply = read_response(1, 3, list(range(8)))
     with pytest.raises(ModbusTimeout):
         modbus.parse_response(req, b"")
     for n in range(1, len(reply)):
@@ -185,7 +186,7 @@ def test_well_sealed_but_wrong_frames(reply, match):
 def test_write_echo_must_match():
     req = modbus.write_single_request(1, 5, 99)
     with pytest.raises(FrameError, match="echo"):
-        modbus.parse_response(req, modbus.write_response(modbus.write_single_request(1, 5, 98)))
+        modbus.parse_response(req, write_response(modbus.write_single_request(1, 5, 98)))
 
 
 @settings(max_examples=300)
@@ -197,18 +198,18 @@ def test_garbage_never_passes_or_crashes(garbage, count):
     except ModbusError:
         return
     # only a frame that is valid in every respect may pass
-    assert garbage == modbus.read_response(1, 3, values)
+    assert garbage == read_response(1, 3, values)
 
 
 MP_VECTORS = """
-from edge import modbus
+from edge import modbus, slave
 assert modbus.crc16(b"123456789") == 0x4B37
 assert modbus.read_request(1, 3, 0x2600, 4) == bytes.fromhex("0103260000044f41")
 try:
-    modbus.parse_response(modbus.read_request(1, 3, 0, 2), modbus.exception_response(1, 3, 11))
+    modbus.parse_response(modbus.read_request(1, 3, 0, 2), slave.exception_response(1, 3, 11))
 except modbus.ModbusException as e:
     print(e.kind, e.code, e.name)
-print(modbus.parse_response(modbus.read_request(1, 3, 0, 2), modbus.read_response(1, 3, [1, 65535])))
+print(modbus.parse_response(modbus.read_request(1, 3, 0, 2), slave.read_response(1, 3, [1, 65535])))
 """
 
 

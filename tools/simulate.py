@@ -37,7 +37,7 @@ from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from edge import modbus, regmap
+from edge import modbus, regmap, slave
 from edge.hal.cpython import is_pty
 
 FAULTS = ("silence", "bad_crc", "garbage", "short", "wrong_slave", "exception")
@@ -97,7 +97,7 @@ class TracePlayer:
         if row is not None:
             self.t = row["t"]
             if not self.silent:
-                self.words = regmap.encode(self.table, self.values, self.order)
+                self.words = slave.encode(self.table, self.values, self.order)
                 self.version += 1
 
     def _apply(self, row: dict) -> None:
@@ -150,7 +150,7 @@ def corrupt(fault: str | None, reply: bytes) -> bytes:
     if fault == "wrong_slave":
         return modbus.seal(bytes((reply[0] % 247 + 1,)) + reply[1:-2])
     if fault == "exception":
-        return modbus.exception_response(reply[0], reply[1] & 0x7F, 4)
+        return slave.exception_response(reply[0], reply[1] & 0x7F, 4)
     raise ValueError(f"unknown fault {fault!r}")
 
 
