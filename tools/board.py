@@ -125,7 +125,11 @@ class Mpremote:
             timeout: float = 300) -> int:
         """Copy (local, board path) pairs in one connection, directories made first.
         mpremote skips a file whose hash already matches; returns how many were copied."""
-        dirs = sorted({os.path.dirname(dest) for _, dest in files if os.path.dirname(dest)})
+        dirs = set()
+        for _, dest in files:
+            parts = dest.split("/")[:-1]
+            dirs.update("/".join(parts[:i + 1]) for i in range(len(parts)))
+        dirs = sorted(dirs)
         mkdirs = ("import os\nfor d in %r:\n try: os.mkdir(d)\n except OSError: pass" % (dirs,))
         cmds = ["exec", mkdirs]
         for src, dest in files:

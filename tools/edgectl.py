@@ -15,6 +15,10 @@ COMMANDS = {
     "replay": ("tools.replay", "run the on-device alarm pipeline over recorded traces"),
     "demo": ("tools.demo", "run a small simulated site end to end (what `make demo` runs)"),
     "bench": ("tools.bench", "measure the agent's cost per sample, its heap, bytes per event, publish rate"),
+    "provision": ("tools.provision", "give a board its identity and config, deploy the agent, self-test it, start it"),
+    "board": ("tools.board", "start, reset or stop a virtual board (MicroPython behind a pty) to try things on"),
+    "logs": ("tools.logs", "follow what a board prints on its serial console"),
+    "broker": ("tools.acl", "run mosquitto with the device passwords and ACL that provision writes"),
 }
 
 

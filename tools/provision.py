@@ -1,0 +1,571 @@
+"""`edgectl provision`: give a board its identity and configuration, put the agent on it,
+prove that it reads its sensor and reaches the broker, and start it.
+
+Steps, each reported as it ends (a progress bar while it runs on a terminal, --json for
+scripts): identity, config, gateway, broker, build, deploy, self-test, start. Running it
+again on the same board keeps the board's identity and settings and changes only what
+the flags say; --rotate gives it a new secret. Secrets are never printed and every file
+holding one is written with mode 0600.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+from edge import config as schema
+from tools import acl, board as boards, runtime
+from tools.report import Reporter, StepFailed
+
+STEPS = 8
+PROFILES = schema.PROFILES
+# config path -> the flag that sets it, so a schema error names what the installer typed
+FLAGS = {
+    "device_id": "--device-id", "profile": "--profile", "bus.port": "--bus-port", "bus.baud": "--baud",
+    "bus.parity": "--parity", "bus.stop": "--stop-bits", "bus.slave": "--slave",
+    "bus.word_order": "--word-order", "bus.timeout_ms": "--timeout-ms", "bus.retries": "--retries",
+    "broker.host": "--broker", "broker.port": "--broker",
+}
+# what the self-test's Modbus error kinds mean on site
+BUS_ADVICE = {
+    "timeout": "no answer from slave {slave} on {port} at {line}: check the A/B wiring, the slave id "
+               "(edgectl scan) and the baud rate",
+    "crc": "replies from slave {slave} on {port} fail their CRC at {line}: check the baud rate and parity, "
+           "the 120 ohm termination at both ends and the cable shield",
+    "frame": "malformed replies on {port} at {line}: two devices may share slave id {slave}, or the baud "
+             "rate is wrong; check with edgectl scan",
+    "exception": "slave {slave} on {port} refused the read ({detail}): it is probably not a {profile} "
+                 "device, or its register map differs; check --profile and the slave id",
+    "open": "the board cannot open its sensor port {port} ({detail}): check --bus-port",
+}
+
+
+class ProvisionError(Exception):
+    """Bad input, found before anything is changed: exit status 2."""
+
+
+def _kv(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError("%r is not NAME=VALUE" % text)
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    if key == "floors" and isinstance(value, str) and "," in value:
+        parsed = [int(x) for x in value.split(",")]
+    return key, parsed
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.formatter_class = argparse.RawDescriptionHelpFormatter
+    ap.epilog = ("examples:\n"
+                 "  edgectl provision --board virtual --device-id elev-demo --profile elevator \\\n"
+                 "      --site rated_speed=1.0 --site floors=-1,12\n"
+                 "      (starts a virtual board with a simulated elevator in ./virtual-board)\n"
+                 "  edgectl provision --board esp32-devkitc --port /dev/ttyUSB0 --device-id elev-b7-1 \\\n"
+                 "      --profile elevator --slave 3 --baud 19200 --broker 192.168.1.10 \\\n"
+                 "      --site rated_speed=1.75 --site floors=-2,18\n"
+                 "  edgectl provision --board esp32-devkitc --port /dev/ttyUSB0   (again: keeps identity and settings)\n"
+                 "what each error means: docs/install.md")
+    g = ap.add_argument_group("board")
+    g.add_argument("--board", required=True, choices=boards.known_boards(), help="the board (boards/*.json)")
+    g.add_argument("--port", help="the board's serial console, e.g. /dev/ttyUSB0; for --board virtual, "
+                                  "omit it to start a virtual board in --virtual-dir")
+    g.add_argument("--virtual-dir", default=boards.DEFAULT_VIRTUAL_DIR,
+                   help="where the virtual board lives (default: %(default)s)")
+    g.add_argument("--root", default="/", help="raspberry-pi only: install under this root (default: /)")
+    g = ap.add_argument_group("identity")
+    g.add_argument("--device-id", help="the device's id (a fresh board needs one; a provisioned board keeps its own)")
+    g.add_argument("--rotate", action="store_true", help="give the device a new secret (and broker password)")
+    g = ap.add_argument_group("sensor")
+    g.add_argument("--profile", choices=PROFILES, help="what the sensor is")
+    g.add_argument("--bus-port", help="the sensor's serial port as the board sees it")
+    g.add_argument("--baud", type=int, help="baud rate (default 9600)")
+    g.add_argument("--parity", choices=("N", "E", "O"), help="parity (default E)")
+    g.add_argument("--stop-bits", type=int, choices=(1, 2), help="stop bits (default 1)")
+    g.add_argument("--slave", type=int, help="Modbus slave id, 1..247 (default 1)")
+    g.add_argument("--word-order", choices=("ABCD", "BADC", "CDAB", "DCBA"),
+                   help="order of the bytes of 32-bit values (default ABCD)")
+    g.add_argument("--timeout-ms", type=int, help="reply timeout (default 300)")
+    g.add_argument("--retries", type=int, help="retries per poll (default 2)")
+    g.add_argument("--site", type=_kv, action="append", default=[], metavar="NAME=VALUE",
+                   help="installation facts, e.g. rated_speed=1.75, floors=-2,18, occupants=1")
+    g.add_argument("--param", type=_kv, action="append", default=[], metavar="NAME=VALUE",
+                   help="threshold override, e.g. door_open_moving_s=3 (names: docs/filters.md)")
+    g = ap.add_argument_group("gateway")
+    g.add_argument("--broker", metavar="HOST[:PORT]",
+                   help="the broker as the board reaches it (virtual board default: 127.0.0.1:1883)")
+    g.add_argument("--gateway-data", default="gateway-data",
+                   help="the gateway's data directory: devices.json (default: %(default)s)")
+    g.add_argument("--broker-auth", metavar="DIR",
+                   help="mosquitto password and ACL files (default: GATEWAY_DATA/mosquitto)")
+    g = ap.add_argument_group("output")
+    g.add_argument("--build-dir", default="build", help="where the compiled agent goes (default: %(default)s)")
+    g.add_argument("--json", action="store_true", help="one JSON object per step, and a summary, on stdout")
+
+
+# ---------------------------------------------------------------- targets
+class Target:
+    """Where the agent goes: a MicroPython board over mpremote, or this machine (a Pi)."""
+    name = ""
+
+    def read_config(self) -> dict | None: ...
+    def deploy(self, files: list[tuple[str, str]], progress) -> int: ...
+    def selftest(self) -> dict: ...
+    def start(self) -> str: ...
+
+
+class MpremoteTarget(Target):
+    def __init__(self, port: str, spec: dict) -> None:
+        self.port = port
+        self.spec = spec
+        self.mp = boards.Mpremote(port)
+        self.name = port
+
+    def read_config(self) -> dict | None:
+        text = self.mp.cat("config.json")
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+
+    def deploy(self, files, progress) -> int:
+        return self.mp.put(files, progress)
+
+    def selftest(self) -> dict:
+        out = self.mp.exec("import edge.selftest as t; t.main()", timeout=45)
+        return _selftest_line(out)
+
+    def start(self) -> str:
+        virtual = boards.info_for_console(self.port) if self.spec["port"] == "unix" else None
+        if virtual:
+            boards.reset_virtual(virtual)
+            return "virtual board power-cycled; main.py starts the agent"
+        self.mp.run(["reset"], timeout=20)
+        return "board reset; main.py starts the agent"
+
+
+class LocalTarget(Target):
+    """A Raspberry Pi provisioning itself: the agent under CPython, run by systemd."""
+
+    def __init__(self, root: str, spec: dict) -> None:
+        self.root = root
+        self.spec = spec
+        self.name = "this machine"
+        self.etc = os.path.join(root, "etc/citynet-edge")
+        self.opt = os.path.join(root, "opt/citynet-edge")
+        self.unit = os.path.join(root, "etc/systemd/system", spec["service"])
+
+    def read_config(self) -> dict | None:
+        try:
+            return json.load(open(os.path.join(self.etc, "config.json")))
+        except (OSError, ValueError):
+            return None
+
+    def deploy(self, files, progress) -> int:
+        copied = 0
+        for i, (src, dest) in enumerate(files):
+            if dest == "config.json":
+                path = os.path.join(self.etc, dest)
+            elif dest.endswith(".service"):
+                path = self.unit
+            else:
+                path = os.path.join(self.opt, dest)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if not (os.path.exists(path) and open(path, "rb").read() == open(src, "rb").read()):
+                shutil.copyfile(src, path + ".tmp")
+                os.chmod(path + ".tmp", 0o600 if dest == "config.json" else 0o644)
+                os.replace(path + ".tmp", path)
+                copied += 1
+            progress(i + 1, len(files))
+        return copied
+
+    def selftest(self) -> dict:
+        import subprocess
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(self.opt, "lib"), self.opt]))
+        proc = subprocess.run([sys.executable, "-m", "edge.selftest", os.path.join(self.etc, "config.json")],
+                              capture_output=True, text=True, env=env, cwd=self.opt, timeout=45)
+        return _selftest_line(proc.stdout + proc.stderr)
+
+    def start(self) -> str:
+        if self.root == "/" and shutil.which("systemctl"):
+            import subprocess
+            subprocess.run(["systemctl", "daemon-reload"], check=True)
+            subprocess.run(["systemctl", "enable", "--now", self.spec["service"]], check=True)
+            subprocess.run(["systemctl", "restart", self.spec["service"]], check=True)
+            return "systemd unit %s enabled and (re)started" % self.spec["service"]
+        return "installed under %s; start it with: systemctl enable --now %s" % (self.root, self.spec["service"])
+
+
+def _selftest_line(output: str) -> dict:
+    for line in output.splitlines():
+        if line.startswith("SELFTEST "):
+            return json.loads(line[len("SELFTEST "):])
+    tail = [line for line in output.strip().splitlines() if line.strip()][-3:]
+    raise StepFailed("the self-test did not run on the board: %s" % (" | ".join(tail) or "no output"))
+
+
+# ---------------------------------------------------------------- steps
+def choose_identity(args, existing: dict | None, registry) -> tuple[str, str, str]:
+    """(device_id, secret, how): the board's own identity unless told otherwise."""
+    board_id = (existing or {}).get("device_id")
+    device_id = args.device_id or board_id
+    if not device_id:
+        raise ProvisionError("this board has no identity yet: give it one with --device-id NAME "
+                             "(letters, digits, '-', '_' or '.', e.g. elev-b7-1)")
+    if board_id and device_id != board_id and not args.rotate:
+        raise ProvisionError("the board on %s is already %s; to make it %s instead, add --rotate "
+                             "(it then gets a new secret)" % (args.port, board_id, device_id))
+    if args.rotate:
+        return device_id, acl.secrets.token_hex(32), "new secret (rotated)"
+    if board_id == device_id and existing.get("secret"):
+        return device_id, existing["secret"], "kept from the board"
+    known = registry.get(device_id)
+    if known is not None:
+        return device_id, known.secret, "kept from the gateway registry"
+    return device_id, acl.secrets.token_hex(32), "new"
+
+
+def build_config(args, existing: dict | None, device_id: str, secret: str, spec: dict, bus_port: str | None) -> dict:
+    keep = {k: v for k, v in (existing or {}).items() if k not in ("device_id", "secret")}
+    cfg = copy.deepcopy(keep)
+    cfg["device_id"] = device_id
+    cfg["secret"] = secret
+    if args.profile:
+        cfg["profile"] = args.profile
+    bus = cfg.setdefault("bus", {})
+    for key, flag in (("baud", "baud"), ("parity", "parity"), ("stop", "stop_bits"), ("slave", "slave"),
+                      ("word_order", "word_order"), ("timeout_ms", "timeout_ms"), ("retries", "retries")):
+        if getattr(args, flag) is not None:
+            bus[key] = getattr(args, flag)
+    if bus_port:
+        bus["port"] = bus_port
+    # a board's wired UART (pins, DE/RE) goes in where the schema has a place for it
+    for key, value in spec.get("uart", {}).items():
+        if "bus." + key in schema.SCHEMA:
+            bus.setdefault(key, value)
+    if "port" not in bus and spec.get("default_port"):
+        bus["port"] = spec["default_port"]
+    if "port" not in bus and "uart_id" in spec.get("uart", {}):
+        bus["port"] = "uart%d" % spec["uart"]["uart_id"]
+    broker = cfg.setdefault("broker", {})
+    if args.broker:
+        host, _, port = args.broker.partition(":")
+        broker["host"] = host
+        if port:
+            broker["port"] = int(port) if port.isdigit() else port
+    elif "host" not in broker and spec["port"] == "unix":
+        broker["host"] = "127.0.0.1"
+    broker["user"] = device_id
+    broker["password"] = acl.device_password(secret)
+    for key, value in args.site:
+        cfg.setdefault("site", {})[key] = value
+    for key, value in args.param:
+        cfg.setdefault("params", {})[key] = value
+    return cfg
+
+
+def validate(cfg: dict) -> dict:
+    checked = schema.validate(copy.deepcopy(cfg))
+    from edge.pipeline import load_module, merge_params
+    from edge.detect import common
+    det = load_module("edge.detect." + checked["profile"])
+    try:
+        merge_params([common.PARAMS] + ([det.PARAMS] if det else []), checked.get("params"))
+    except ValueError as e:
+        raise schema.ConfigError("config." + str(e)) from None
+    return checked
+
+
+def explain_config_error(e: Exception) -> str:
+    text = str(e)
+    path = text.split(":")[0].replace("config.", "")
+    flag = FLAGS.get(path) or ("--site" if path.startswith("site.") else "--param" if path.startswith("params.") else "")
+    if "bus.port" in text and "missing" in text:
+        return text + " (give --bus-port: the sensor's serial port as the board sees it)"
+    return "%s%s" % (flag + ": " if flag else "", text)
+
+
+def build_agent(spec: dict, board_name: str, build_dir: str, step) -> tuple[str, int]:
+    """The agent as shipped: .mpy under build/<board>/lib and a freeze manifest.py; for
+    CPython (a Pi) the sources themselves."""
+    out = os.path.join(build_dir, board_name)
+    lib = os.path.join(out, "lib")
+    sources = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(runtime.ROOT, "edge"))
+               for f in fs if f.endswith(".py")]
+    sources.append(os.path.join(runtime.LIB, "umqtt", "simple.py"))
+    newest = max(os.path.getmtime(s) for s in sources)
+    stamp = os.path.join(out, ".built")
+    if not (os.path.exists(stamp) and os.path.getmtime(stamp) >= newest and os.path.isdir(lib)):
+        shutil.rmtree(lib, ignore_errors=True)
+        errors: list[BaseException] = []
+        work = _copy_sources if spec["port"] == "cpython" else _compile
+        worker = threading.Thread(target=lambda: work(lib, errors))
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.1)
+            step.progress(sum(len(fs) for _, _, fs in os.walk(lib)), len(sources), "modules")
+        if errors:
+            raise StepFailed("mpy-cross failed: %s" % errors[0])
+        open(stamp, "w").close()
+    manifest = spec.get("manifest")
+    if manifest:
+        with open(os.path.join(runtime.ROOT, "boards", manifest)) as fh:
+            text = fh.read().replace('base_path=".."', 'base_path="%s"' % runtime.ROOT)
+        with open(os.path.join(out, "manifest.py"), "w") as fh:
+            fh.write(text)
+    return out, len(sources)
+
+
+def _compile(lib: str, errors: list) -> None:
+    try:
+        runtime.compile_agent(lib)
+    except Exception as e:   # reported by the caller, in the build step
+        errors.append(e)
+
+
+def _copy_sources(lib: str, errors: list) -> None:
+    for base, pkg in ((runtime.ROOT, "edge"), (runtime.LIB, "umqtt")):
+        shutil.copytree(os.path.join(base, pkg), os.path.join(lib, pkg),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+
+
+def main_py(spec: dict) -> str:
+    state = spec.get("flash", {}).get("state_dir", "state")
+    return ("# The agent's entry point on a %s board, written by edgectl provision.\n"
+            "from edge import agent\n"
+            "agent.main(['main.py', 'config.json', %r])\n" % (spec["board"], state))
+
+
+def judge(report: dict, cfg: dict) -> tuple[list[str], list[str]]:
+    """The self-test's result as (what worked, what is wrong and what to do)."""
+    good, bad = [], []
+    if not report["config"]["ok"]:
+        return good, ["the board rejected its config: %s" % report["config"]["detail"]]
+    b = cfg["bus"]
+    line = "%d %d%s%d" % (b["baud"], 8, b["parity"], b["stop"])
+    bus = report["bus"]
+    if bus["ok"]:
+        reading = ", ".join("%s=%s" % kv for kv in sorted(bus["reading"].items()))
+        good.append("slave %d answered on %s (%s)" % (b["slave"], b["port"], reading))
+    else:
+        advice = BUS_ADVICE.get(bus["error"], "the sensor read failed on {port}: {detail}")
+        bad.append(advice.format(slave=b["slave"], port=b["port"], line=line, profile=cfg["profile"],
+                                 detail=bus.get("detail", "")))
+    br = report["broker"]
+    where = "%s:%d" % (cfg["broker"]["host"], cfg["broker"]["port"])
+    if br["ok"]:
+        good.append("connected to the broker at %s as %s, topics dev/%s/# allowed" % (
+            where, cfg["device_id"], cfg["device_id"]))
+    elif br["error"] == "unreachable":
+        bad.append("the board cannot reach the broker at %s (%s): check --broker, the network between the "
+                   "board and the gateway, and that the broker runs" % (where, br.get("detail", "")))
+    elif br["error"] == "refused":
+        bad.append("the broker at %s refused %s's user name or password (CONNACK %s): the broker has not "
+                   "read the new password file; reload it (systemctl reload mosquitto, or kill -HUP its "
+                   "pid) and run provision again" % (where, cfg["device_id"], br.get("code")))
+    else:
+        bad.append("the broker at %s let %s in but its ACL denies dev/%s/cmd/#: reload the broker so it "
+                   "reads the new ACL file" % (where, cfg["device_id"], cfg["device_id"]))
+    return good, bad
+
+
+# ---------------------------------------------------------------- run
+def run(args: argparse.Namespace) -> int:
+    rep = Reporter(json_mode=args.json, total=STEPS)
+    try:
+        return provision(args, rep)
+    except ProvisionError as e:
+        rep.summary(False, "edgectl provision: %s" % e, error=str(e))
+        return 2
+    except (StepFailed, boards.BoardError) as e:
+        rep.summary(False, "edgectl provision: stopped: %s" % e, error=str(e))
+        return 1
+
+
+def provision(args: argparse.Namespace, rep: Reporter) -> int:
+    from gateway.registry import Registry, RegistryError
+    spec = boards.load_board(args.board)
+    bus_port = args.bus_port
+    if spec["port"] == "cpython":
+        target: Target = LocalTarget(args.root, spec)
+    else:
+        if not args.port:
+            if args.board != "virtual":
+                raise ProvisionError("give the board's serial port with --port (e.g. /dev/ttyUSB0; "
+                                     "ls /dev/ttyUSB* /dev/ttyACM* lists them)")
+            if not boards.info(args.virtual_dir):
+                rep.note("starting a virtual board with a simulated %s in %s (stop it with: edgectl board "
+                         "stop --dir %s)" % (args.profile or "elevator", args.virtual_dir, args.virtual_dir))
+            vb = boards.start_virtual(args.virtual_dir, sensor=args.profile or "elevator")
+            args.port = vb["console"]
+            bus_port = bus_port or vb.get("bus")
+        target = MpremoteTarget(args.port, spec)
+    try:
+        registry = Registry.in_dir(args.gateway_data)
+    except RegistryError as e:
+        raise ProvisionError(str(e)) from None
+    auth = acl.BrokerAuth(args.broker_auth or os.path.join(args.gateway_data, "mosquitto"))
+
+    with rep.step("identity", "reading the board's identity") as st:
+        existing = target.read_config()
+        device_id, secret, how = choose_identity(args, existing, registry)
+        st.done("%s (%s)" % (device_id, how), device_id=device_id, identity=how.split(" (")[0])
+
+    with rep.step("config", "checking the configuration") as st:
+        cfg = build_config(args, existing, device_id, secret, spec, bus_port)
+        try:
+            cfg = validate(cfg)
+        except schema.ConfigError as e:
+            raise StepFailed(explain_config_error(e)) from None
+        b = cfg["bus"]
+        st.done("%s, slave %d on %s at %d %d%s%d, word order %s; broker %s:%d" % (
+            cfg["profile"], b["slave"], b["port"], b["baud"], 8, b["parity"], b["stop"], b["word_order"],
+            cfg["broker"]["host"], cfg["broker"]["port"]), profile=cfg["profile"])
+
+    with rep.step("gateway", "registering with the gateway") as st:
+        try:
+            known = registry.get(device_id)
+            registry.add(device_id, cfg["profile"], secret, replace=True, board=args.board)
+            registry.save()
+        except RegistryError as e:
+            raise StepFailed(str(e)) from None
+        st.done("%s %s in %s (mode 0600)" % ("updated" if known else "added", device_id, registry.path),
+                registry=str(registry.path))
+
+    with rep.step("broker", "writing broker credentials") as st:
+        changed = auth.add_device(device_id, secret)
+        pid = auth.reload() if changed else None
+        how = ("broker reloaded (pid %d)" % pid if pid else
+               "unchanged" if not changed else
+               "reload the broker to apply: systemctl reload mosquitto (or kill -HUP its pid)")
+        st.done("user %s may publish dev/%s/# and subscribe dev/%s/cmd/# (%s); %s" % (
+            device_id, device_id, device_id, auth.dir, how), reloaded=bool(pid), changed=changed)
+
+    with rep.step("build", "compiling the agent") as st:
+        out, modules = build_agent(spec, args.board, args.build_dir, st)
+        st.done("%d modules as .mpy in %s%s" % (modules, out, ", manifest.py for a frozen firmware"
+                                                  if spec.get("manifest") else ""), build=out)
+
+    with rep.step("deploy", "copying to the board") as st:
+        files = _files(out, spec, cfg, st)
+        try:
+            copied = target.deploy(files[0], st.progress)
+        finally:
+            shutil.rmtree(files[1], ignore_errors=True)
+        st.done("%d files on %s, %d changed (config.json holds the secret)" % (len(files[0]), target.name, copied),
+                files=len(files[0]), changed=copied)
+
+    failure = None
+    try:
+        with rep.step("self-test", "one sensor read and one broker connection on the board") as st:
+            report = target.selftest()
+            good, bad = judge(report, cfg)
+            if bad:
+                raise StepFailed("; ".join(bad), selftest=report)
+            st.done("; ".join(good), selftest=report)
+    except StepFailed as e:
+        # the agent is started all the same: it keeps retrying and reports what fails
+        failure = e
+
+    with rep.step("start", "starting the agent") as st:
+        watch = OnlineWatch(cfg, auth)
+        try:
+            how = target.start()
+            st.done(how + "; " + watch.wait(30, st), online=watch.online)
+        finally:
+            watch.close()
+
+    follow = "edgectl logs --port %s" % args.port if args.port else "journalctl -fu %s" % spec.get("service")
+    if failure:
+        rep.summary(False, "provisioned %s, but the self-test failed (see above); fix it and run the same "
+                           "command again: the identity is kept" % device_id, device_id=device_id)
+        return 1
+    rep.summary(True, "provisioned %s (%s) on %s: the agent is running; follow it with: %s"
+                % (device_id, cfg["profile"], target.name, follow), device_id=device_id, port=args.port)
+    return 0
+
+
+class OnlineWatch:
+    """Watch dev/<id>/status as the gateway user, from before the reset, for the live
+    "online" the agent publishes once the broker has let it in with its own credentials."""
+
+    def __init__(self, cfg: dict, auth: acl.BrokerAuth) -> None:
+        self.device_id = cfg["device_id"]
+        self.online = False
+        self.client = None
+        self.why = ""
+        self.event = threading.Event()
+        self.t0 = time.monotonic()   # made just before the reset
+        if not os.path.exists(os.path.join(auth.dir, "gateway.password")):
+            self.why = "no gateway password in %s to watch the broker with" % auth.dir
+            return
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgectl-provision-%s" % os.getpid())
+        c.username_pw_set(acl.GATEWAY_USER, auth.gateway_password())
+        subscribed = threading.Event()
+        c.on_subscribe = lambda *a: subscribed.set()
+        c.on_message = self._message
+        try:
+            c.connect(cfg["broker"]["host"], cfg["broker"]["port"], 30)
+        except OSError as e:
+            self.why = "cannot watch the broker from here (%s)" % e
+            return
+        c.subscribe("dev/%s/status" % self.device_id, 1)
+        c.loop_start()
+        self.client = c
+        subscribed.wait(5)
+
+    def _message(self, client, userdata, msg) -> None:
+        # a retained message is the past; a live one is this boot
+        if not msg.retain and msg.payload == b"online":
+            self.online = True
+            self.event.set()
+
+    def wait(self, timeout: float, step) -> str:
+        if self.client is None:
+            return "not confirmed: " + self.why
+        while not self.event.wait(0.2):
+            waited = time.monotonic() - self.t0
+            if waited > timeout:
+                raise StepFailed("the agent did not come online at the broker within %.0f s: follow its "
+                                 "output with edgectl logs to see why" % timeout)
+            step.progress(int(waited), int(timeout), "s waiting for the agent to connect")
+        return "%s is online at the broker (%.1f s after the reset)" % (self.device_id, time.monotonic() - self.t0)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.loop_stop()
+            self.client.disconnect()
+
+
+def _files(out: str, spec: dict, cfg: dict, st) -> tuple[list[tuple[str, str]], str]:
+    """(local, board path) pairs; the config goes through a private temp dir (0700)."""
+    tmp = tempfile.mkdtemp(prefix="provision-")
+    cfg_path = os.path.join(tmp, "config.json")
+    acl.write_private(cfg_path, json.dumps(cfg, indent=1))
+    files = []
+    lib = os.path.join(out, "lib")
+    for d, _, fs in os.walk(lib):
+        for f in sorted(fs):
+            src = os.path.join(d, f)
+            files.append((src, "lib/" + os.path.relpath(src, lib)))
+    if spec["port"] == "cpython":
+        files.append((os.path.join(runtime.ROOT, "boards", spec["service"]), spec["service"]))
+    else:
+        main = os.path.join(tmp, "main.py")
+        with open(main, "w") as fh:
+            fh.write(main_py(spec))
+        files.append((main, "main.py"))
+    files.append((cfg_path, "config.json"))
+    return files, tmp
