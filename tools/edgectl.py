@@ -17,6 +17,9 @@ COMMANDS = {
     "bench": ("tools.bench", "measure the agent's cost per sample, its heap, bytes per event, publish rate"),
     "provision": ("tools.provision", "give a board its identity and config, deploy the agent, self-test it, start it"),
     "board": ("tools.board", "start, reset or stop a virtual board (MicroPython behind a pty) to try things on"),
+    "flash": ("tools.flash", "write MicroPython firmware into an ESP32 board with esptool"),
+    "scan": ("tools.scan", "find the Modbus slave ids that answer on a bus (from this machine's RS-485 adapter)"),
+    "read": ("tools.bustools", "read one Modbus device once and print its decoded readings"),
     "logs": ("tools.logs", "follow what a board prints on its serial console"),
     "broker": ("tools.acl", "run mosquitto with the device passwords and ACL that provision writes"),
 }
