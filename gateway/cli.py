@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MQTT protocol to the broker (default: 5, or 3.1.1 for the embedded broker)")
     run.add_argument("--stream", action="append", default=[], metavar="NAME:KEY=VALUE,...",
                      help="change an upload stream (%s); keys: batch_max, batch_age (s), rate"
-                          " (events/s, 0 = no limit), on_full (keep|drop_oldest), kinds (a+b). E.g."
+                          " (events/s, 0 = no limit), retry_max (s), on_full (keep|drop_oldest), kinds (a+b). E.g."
                           " --stream telemetry:rate=500,batch_max=1000. See docs/delivery.md"
                           % ", ".join(s.name for s in DEFAULT_STREAMS))
     run.add_argument("--upload-timeout", type=float, default=10.0, metavar="SECONDS",

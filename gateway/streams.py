@@ -27,6 +27,7 @@ class Stream:
     batch_age: float = 1.0              # seconds the oldest event may wait for a fuller batch; 0: at once
     rate: float = 0.0                   # upload at most this many events/s (a backlog drains at it); 0: no limit
     on_full: str = KEEP                 # what the disk quota may do to this stream's pending rows
+    retry_max: float = 30.0             # longest wait between attempts while the platform fails
 
     def check(self) -> "Stream":
         where = "stream %r" % self.name
@@ -38,8 +39,8 @@ class Stream:
                               % (where, ", ".join(KINDS), ", ".join(sorted(self.kinds)) or "none"))
         if not 1 <= self.batch_max <= 5000:
             raise StreamError("%s: batch_max must be 1 to 5000 (the platform takes 5000 per request)" % where)
-        if self.batch_age < 0 or self.rate < 0:
-            raise StreamError("%s: batch_age and rate must be >= 0" % where)
+        if self.batch_age < 0 or self.rate < 0 or self.retry_max <= 0:
+            raise StreamError("%s: batch_age and rate must be >= 0, retry_max > 0" % where)
         if self.on_full not in FULL_POLICIES:
             raise StreamError("%s: on_full must be one of %s" % (where, ", ".join(FULL_POLICIES)))
         return self
@@ -47,12 +48,14 @@ class Stream:
 
 # Order is priority: a lower index is uploaded first and is the last to lose anything.
 # Alarms and reports go at once in their own lane, so a telemetry backlog never delays
-# them; telemetry drains at a bounded rate after an outage so the platform (and the
-# alarm lane sharing its connection) is not flooded.
+# them; while the platform fails their lane retries at least every 5 s, so the first
+# alarm after an outage is not held by a 30 s backoff. Telemetry drains at a bounded
+# rate after an outage so the platform (and the alarm lane beside it) is not flooded.
 DEFAULT_STREAMS: tuple[Stream, ...] = (
-    Stream("alarms", frozenset({"alarm", "report"}), batch_max=100, batch_age=0.0, rate=0.0, on_full=KEEP),
+    Stream("alarms", frozenset({"alarm", "report"}), batch_max=100, batch_age=0.0, rate=0.0,
+           on_full=KEEP, retry_max=5.0),
     Stream("telemetry", frozenset({"telemetry"}), batch_max=500, batch_age=1.0, rate=2000.0,
-           on_full=DROP_OLDEST),
+           on_full=DROP_OLDEST, retry_max=30.0),
 )
 
 
@@ -80,7 +83,7 @@ def rank_of_kind(streams: Sequence[Stream]) -> dict[str, int]:
     return {k: rank for rank, s in enumerate(streams) for k in s.kinds}
 
 
-KEYS = ("batch_max", "batch_age", "rate", "on_full", "kinds")
+KEYS = ("batch_max", "batch_age", "rate", "retry_max", "on_full", "kinds")
 
 
 def _value(opt: str, key: str, value: str) -> object:
@@ -99,7 +102,7 @@ def _value(opt: str, key: str, value: str) -> object:
 def apply_options(streams: Sequence[Stream], options: Iterable[str]) -> tuple[Stream, ...]:
     """Apply '--stream NAME:key=value,...' options to the named streams.
 
-    Keys: batch_max, batch_age, rate, on_full, kinds (joined with '+').
+    Keys: batch_max, batch_age, rate, retry_max, on_full, kinds (joined with '+').
     """
     by_name = {s.name: s for s in streams}
     for opt in options:

@@ -106,8 +106,17 @@ class Lane:
                 self.idle.set()
             if outcome is Outcome.RETRY:
                 # jitter: gateways that lost the platform together do not return in step
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-                backoff = min(backoff * 2, up.cfg.backoff_max)
+                delay = backoff * random.uniform(0.8, 1.2)
+                backoff = min(backoff * 2, up.cfg.backoff_max, s.retry_max)
+                if s.batch_age > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    # a stream sent at once (alarms) also tries at once when a new event
+                    # comes, so the first alarm after an outage does not sit out the
+                    # backoff; never sooner than backoff_min after the last attempt
+                    await asyncio.sleep(min(delay, up.cfg.backoff_min))
+                    self.wake.clear()
+                    await _wait(self.wake, delay - up.cfg.backoff_min)
                 continue
             backoff = up.cfg.backoff_min
             if s.rate:

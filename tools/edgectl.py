@@ -15,6 +15,7 @@ COMMANDS = {
     "replay": ("tools.replay", "run the on-device alarm pipeline over recorded traces"),
     "demo": ("tools.demo", "run a small simulated site end to end (what `make demo` runs)"),
     "bench": ("tools.bench", "measure the agent's cost per sample, its heap, bytes per event, publish rate"),
+    "bench-delivery": ("tools.bench_delivery", "measure the gateway: durable ingest rate, alarm latency, backlog drain"),
     "provision": ("tools.provision", "give a board its identity and config, deploy the agent, self-test it, start it"),
     "board": ("tools.board", "start, reset or stop a virtual board (MicroPython behind a pty) to try things on"),
     "flash": ("tools.flash", "write MicroPython firmware into an ESP32 board with esptool"),

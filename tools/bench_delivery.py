@@ -1,0 +1,409 @@
+"""edgectl bench-delivery: what the gateway delivers, and how fast, on this machine.
+
+(a) durable ingest: mosquitto holds N signed events for the gateway's persistent
+    session (published while the gateway is away); the gateway starts, and we time until
+    every event is committed to SQLite (synchronous=FULL). Events/s, median of runs. The
+    platform is unreachable meanwhile, so the figure is ingest alone.
+(b) alarm latency: the gateway and the platform receiver as processes, telemetry flowing
+    at --telemetry-rate events/s from --devices devices, an alarm every --alarm-every s;
+    latency from the publish call to the platform's insert of the alarm (its received_at).
+(c) backlog drain: the platform is down while one hour of a site's events (devices x
+    3600 / --period) reaches the gateway; then it comes back. Drain rate of the backlog
+    (bounded by the telemetry stream's rate), and the latency of alarms raised meanwhile.
+
+Figures are medians (and p99) because this machine is shared and noisy. Everything runs
+on loopback, stops by itself, and stops only the processes it started.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge import codec
+from edge.codes import ACTIONS, code_of
+from gateway.registry import Registry
+from gateway.service import Gateway, GatewayConfig
+from tools.mosquitto import Mosquitto, free_port, wait_port
+
+SECRET = "42" * 32
+T0 = 1_700_000_000
+# mosquitto lines the gateway needs (docs/delivery.md): keep every queued message of an
+# offline persistent session, however many, and keep them across a broker restart.
+BROKER_CONF = "max_queued_messages 0\nmax_queued_bytes 0\nautosave_interval 60\n"
+WINDOW = 10_000          # QoS 1 publishes in flight per publisher (paho's packet ids wrap at 65535)
+WAIT_S = 120.0
+
+
+# ---- a site: devices, their events ------------------------------------------------------
+
+def devices(n: int) -> list[tuple[str, str]]:
+    """Half elevators, half water meters: (device id, profile)."""
+    return [("elev-%03d" % i, "elevator") if i % 2 == 0 else ("wm-%03d" % i, "water_meter") for i in range(n)]
+
+
+TELEMETRY = {"elevator": ("telemetry.elevator", {"mode": 1, "floor": 3, "speed": 1.5, "door": 0}),
+             "water_meter": ("telemetry.water_meter", {"total": 1234.567, "flow": 0.25, "battery": 3.6})}
+ALARM = {"elevator": ("elevator.entrapment", {"floor": 7, "duration_s": 61}),
+         "water_meter": ("water.leak", {"duration_s": 3600, "flow": 0.12})}
+
+
+def event(device: tuple[str, str], seq: int, alarm: bool = False, t: int = T0) -> tuple[str, bytes]:
+    name, values = (ALARM if alarm else TELEMETRY)[device[1]]
+    code = code_of(name)
+    payload = codec.encode(codec.Signer(bytes.fromhex(SECRET)), code, ACTIONS.index("raise" if alarm else "report"),
+                           1, seq, t, codec.values_of(code, values))
+    return "dev/%s/ev" % device[0], payload
+
+
+def register(data: Path, site: list[tuple[str, str]]) -> None:
+    reg = Registry.in_dir(data)
+    for device_id, profile in site:
+        reg.add(device_id, profile, SECRET, replace=True)
+    reg.save()
+
+
+# ---- publishing -------------------------------------------------------------------------
+
+def publisher(port: int, client_id: str) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    client.max_inflight_messages_set(1000)
+    connected = threading.Event()
+    client.on_connect = lambda *a: connected.set()
+    client.connect("127.0.0.1", port, 30)
+    client.loop_start()
+    if not connected.wait(10):
+        raise RuntimeError("publisher: no CONNACK from mosquitto on port %d" % port)
+    return client
+
+
+def _publish_part(port: int, part: int, messages: list[tuple[str, bytes]]) -> None:
+    client = publisher(port, "bench-pub-%d-%d" % (os.getpid(), part))
+    try:
+        for i in range(0, len(messages), WINDOW):
+            infos = [client.publish(topic, payload, qos=1) for topic, payload in messages[i:i + WINDOW]]
+            for info in infos:
+                info.wait_for_publish(WAIT_S)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def publish_all(port: int, messages: list[tuple[str, bytes]], processes: int = 2) -> float:
+    """Publish with QoS 1 from several processes (paho is CPU-bound); returns events/s."""
+    t = time.monotonic()
+    parts = [messages[i::processes] for i in range(processes)]
+    procs = [multiprocessing.get_context("fork").Process(target=_publish_part, args=(port, i, part))
+             for i, part in enumerate(parts)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(WAIT_S)
+        if p.exitcode != 0:
+            raise RuntimeError("a publisher process failed (exit %s)" % p.exitcode)
+    return len(messages) / (time.monotonic() - t)
+
+
+class Paced:
+    """A thread publishing make(i) at `rate` per second until stopped; records send times."""
+
+    def __init__(self, port: int, name: str, rate: float, make: Callable[[int], tuple[str, bytes, str]]) -> None:
+        self.client = publisher(port, name)
+        self.rate, self.make = rate, make
+        self.sent: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "Paced":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        tick = 0.01 if self.rate >= 100 else 1.0 / self.rate
+        per_tick = max(1, round(self.rate * tick))
+        i, next_at = 0, time.monotonic()
+        while not self._stop.is_set():
+            for _ in range(per_tick):
+                topic, payload, event_id = self.make(i)
+                self.sent[event_id] = time.time()
+                self.client.publish(topic, payload, qos=1)
+                i += 1
+            next_at += tick
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# ---- processes: platform receiver and gateway --------------------------------------------
+
+class Proc:
+    """`edge-gateway platform|run` as a child process, stopped by its PID."""
+
+    def __init__(self, work: Path, name: str, args: list[str], ready_port: int) -> None:
+        self.log = open(work / (name + ".log"), "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        try:
+            wait_port(ready_port, 30)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError("%s did not come up; see %s" % (name, self.log.name)) from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+def start_platform(work: Path, port: int) -> Proc:
+    return Proc(work, "platform", ["platform", "--listen", "127.0.0.1:%d" % port, "--db",
+                                   str(work / "platform.sqlite")], port)
+
+
+def start_gateway(work: Path, broker: Mosquitto, platform_port: int, status_port: int,
+                  extra: list[str]) -> Proc:
+    return Proc(work, "gateway", ["run", "--data", str(work / "gw"), "--broker", broker.url,
+                                  "--platform", "http://127.0.0.1:%d" % platform_port, "--gateway-id",
+                                  "bench", "--status-listen", "127.0.0.1:%d" % status_port, *extra],
+                status_port)
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.load(r)
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out after %.0f s waiting for %s" % (timeout, what))
+        time.sleep(0.1)
+
+
+def platform_events(port: int, type_: str | None = None) -> list[dict[str, Any]]:
+    query = "?limit=100000" + ("&type=" + type_ if type_ else "")
+    return list(get_json("http://127.0.0.1:%d/v1/events%s" % (port, query))["events"])
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "no samples"
+    ms = sorted(v * 1000 for v in values)
+    p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
+    return "median %.0f ms, p99 %.0f ms, max %.0f ms (%d alarms)" % (statistics.median(ms), p99, ms[-1], len(ms))
+
+
+def latencies(sent: dict[str, float], stored: list[dict[str, Any]]) -> list[float]:
+    at = {e["id"]: e["received_at"] for e in stored}
+    return [at[i] - t for i, t in sent.items() if i in at]
+
+
+# ---- (a) durable ingest ----------------------------------------------------------------------
+
+def bench_ingest(work: Path, broker: Mosquitto, n: int, n_devices: int, runs: int) -> None:
+    site = devices(n_devices)
+    messages = [event(site[i % n_devices], i // n_devices) for i in range(n)]
+    rates = []
+    for run in range(runs):
+        data = work / ("ingest-%d" % run)
+        register(data, site)
+        cfg = GatewayConfig(data_dir=data, platform_url="http://127.0.0.1:%d" % free_port(),
+                            broker=broker.url, gateway_id="bench-ingest-%d" % run)
+
+        async def first_start() -> None:
+            async with Gateway(cfg):      # creates the persistent session, then goes away
+                pass
+        asyncio.run(first_start())
+        pub_rate = publish_all(broker.port, messages)
+
+        async def ingest() -> float:
+            t = time.monotonic()
+            async with Gateway(cfg) as gw:
+                await gw.metrics.wait_until(lambda: gw.metrics.get("ingest.stored") >= n, WAIT_S)
+                elapsed = time.monotonic() - t
+                batches = gw.metrics.get("ingest.commits")
+            print("  run %d: %d events committed in %.2f s = %.0f events/s (%d transactions;"
+                  " preloaded at %.0f/s)" % (run + 1, n, elapsed, n / elapsed, batches, pub_rate))
+            return n / elapsed
+        rates.append(asyncio.run(ingest()))
+        shutil.rmtree(data, ignore_errors=True)
+    print("(a) durable ingest from mosquitto: median %.0f events/s over %d runs of %d events"
+          " (min %.0f, max %.0f)" % (statistics.median(rates), runs, n, min(rates), max(rates)))
+
+
+# ---- (b) alarm latency under background telemetry --------------------------------------------
+
+def bench_latency(work: Path, broker: Mosquitto, n_devices: int, rate: float, seconds: float,
+                  alarm_every: float) -> None:
+    site = devices(n_devices)
+    register(work / "gw", site)
+    platform_port, status_port = free_port(), free_port()
+    platform = start_platform(work, platform_port)
+    gateway = start_gateway(work, broker, platform_port, status_port, [])
+    seqs = [0] * n_devices
+
+    def tele(i: int) -> tuple[str, bytes, str]:
+        d = i % n_devices
+        seqs[d] += 1
+        topic, payload = event(site[d], seqs[d])
+        return topic, payload, "%s:1:%d" % (site[d][0], seqs[d])
+
+    def alarm(i: int) -> tuple[str, bytes, str]:
+        d = (i * 7) % n_devices
+        seq = 10_000_000 + i                 # apart from the telemetry's numbers
+        topic, payload = event(site[d], seq, alarm=True)
+        return topic, payload, "%s:1:%d" % (site[d][0], seq)
+    try:
+        background = Paced(broker.port, "bench-telemetry", rate, tele).start()
+        time.sleep(2.0)                      # let the telemetry reach a steady state
+        alarms = Paced(broker.port, "bench-alarms", 1.0 / alarm_every, alarm).start()
+        time.sleep(seconds)
+        alarms.stop()
+        background.stop()
+        sent_total = len(alarms.sent) + len(background.sent)
+        wait_for("the platform to store every event",
+                 lambda: get_json("http://127.0.0.1:%d/v1/counts" % platform_port)["total"] >= sent_total)
+        stored = platform_events(platform_port)
+        alarm_lat = latencies(alarms.sent, stored)
+        tele_lat = latencies(background.sent, stored)
+        print("(b) alarm latency, publish -> platform insert, with %.0f telemetry events/s from %d devices"
+              " for %.0f s: %s" % (rate, n_devices, seconds, percentiles(alarm_lat)))
+        print("    telemetry (batched, up to 1 s by design): median %.0f ms; %d events, each stored once: %s"
+              % (statistics.median(tele_lat) * 1000, len(tele_lat),
+                 len({e["id"] for e in stored}) == len(stored) == sent_total))
+    finally:
+        gateway.stop()
+        platform.stop()
+
+
+# ---- (c) backlog drain after a platform outage ------------------------------------------------
+
+def bench_drain(work: Path, broker: Mosquitto, n_devices: int, period: float, alarm_every: float) -> None:
+    site = devices(n_devices)
+    register(work / "gw", site)
+    platform_port, status_port = free_port(), free_port()
+    gateway = start_gateway(work, broker, platform_port, status_port, [])
+    status = "http://127.0.0.1:%d/" % status_port
+    per_device = int(3600 / period)
+    # one hour of the site: every device every `period` s, one alarm per device in the hour
+    backlog = [event(site[d], k, alarm=(k == per_device // 2), t=T0 + int(k * period))
+               for k in range(per_device) for d in range(n_devices)]
+    platform = None
+    try:
+        print("(c) platform down; %d devices x 1 event/%.0f s x 3600 s = %d events reach the gateway ..."
+              % (n_devices, period, len(backlog)))
+        publish_all(broker.port, backlog)
+        wait_for("the gateway to store the backlog",
+                 lambda: get_json(status)["counters"].get("ingest.stored", 0) >= len(backlog))
+
+        def alarm(i: int) -> tuple[str, bytes, str]:
+            d, seq = (i * 7) % n_devices, 10_000_000 + i
+            topic, payload = event(site[d], seq, alarm=True)
+            return topic, payload, "%s:1:%d" % (site[d][0], seq)
+        seqs = [per_device] * n_devices
+
+        def live(i: int) -> tuple[str, bytes, str]:
+            d = i % n_devices
+            seqs[d] += 1
+            topic, payload = event(site[d], seqs[d])
+            return topic, payload, "%s:1:%d" % (site[d][0], seqs[d])
+        # the site goes on living while the backlog drains
+        background = Paced(broker.port, "bench-live", n_devices / period, live).start()
+        alarms = Paced(broker.port, "bench-alarms", 1.0 / alarm_every, alarm).start()
+        back_at = time.time()
+        platform = start_platform(work, platform_port)
+        backlog_ids = {"%s:1:%d" % (site[d][0], k) for k in range(per_device) for d in range(n_devices)}
+        wait_for("the backlog to drain", lambda: get_json(status)["store"]["pending"] == 0
+                 and get_json("http://127.0.0.1:%d/v1/counts" % platform_port)["total"] >= len(backlog))
+        alarms.stop()
+        background.stop()
+        wait_for("the live events", lambda: get_json("http://127.0.0.1:%d/v1/counts" % platform_port)["total"]
+                 >= len(backlog) + len(alarms.sent) + len(background.sent))
+        stored = platform_events(platform_port)
+        times = sorted(e["received_at"] for e in stored if e["id"] in backlog_ids)
+        first, last = times[0], times[-1]
+        print("    platform back: first backlog event stored after %.1f s (the upload lanes' retry"
+              " backoff), the last after %.1f s" % (first - back_at, last - back_at))
+        print("    backlog drain: %d events in %.1f s = %.0f events/s (telemetry stream limit: 2000/s)"
+              % (len(times), last - first, len(times) / max(last - first, 1e-9)))
+        during = {i: t for i, t in alarms.sent.items() if first <= t <= last}
+        print("    alarms raised during the drain: %s" % percentiles(latencies(during, stored)))
+        print("    alarms raised from the platform's return on (their lane may be in retry backoff): %s"
+              % percentiles(latencies({i: t for i, t in alarms.sent.items() if t >= back_at}, stored)))
+        ids = [e["id"] for e in stored]
+        print("    every event stored once: %s" % (len(ids) == len(set(ids))))
+    finally:
+        if platform is not None:
+            platform.stop()
+        gateway.stop()
+
+
+# ---- edgectl plumbing ------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", choices=("ingest", "latency", "drain"), action="append",
+                   help="run only these parts (default: all three)")
+    p.add_argument("--events", type=int, default=100_000, help="(a) events per ingest run (default 100000)")
+    p.add_argument("--runs", type=int, default=3, help="(a) ingest runs, median reported (default 3)")
+    p.add_argument("--devices", type=int, default=100, help="devices of the site (default 100)")
+    p.add_argument("--telemetry-rate", type=float, default=1000.0,
+                   help="(b) background telemetry events/s (default 1000)")
+    p.add_argument("--seconds", type=float, default=20.0, help="(b) measuring time (default 20)")
+    p.add_argument("--alarm-every", type=float, default=0.2, help="(b, c) seconds between alarms (default 0.2)")
+    p.add_argument("--period", type=float, default=10.0,
+                   help="(c) seconds between a device's events: the hour's backlog is devices x 3600/period")
+    p.add_argument("--workdir", default=None, help="keep logs and databases here (default: a temp dir, removed)")
+
+
+def run(args: argparse.Namespace) -> int:
+    parts = args.only or ["ingest", "latency", "drain"]
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-delivery-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print("bench-delivery on %d cores, work in %s" % (os.cpu_count() or 0, work))
+    try:
+        for part in parts:
+            sub = work / part
+            sub.mkdir(exist_ok=True)
+            with Mosquitto(str(sub / "mosquitto"), extra=BROKER_CONF) as broker:
+                if part == "ingest":
+                    bench_ingest(sub, broker, args.events, args.devices, args.runs)
+                elif part == "latency":
+                    bench_latency(sub, broker, args.devices, args.telemetry_rate, args.seconds, args.alarm_every)
+                else:
+                    bench_drain(sub, broker, args.devices, args.period, args.alarm_every)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    sys.exit(run(ap.parse_args()))
