@@ -4,7 +4,7 @@
 #
 #   POST /v1/events   {"gateway": id, "events": [...]} -> {"accepted": n, "duplicates": m}
 #   GET  /v1/events?device=&type=&since=&limit=
-#   GET  /v1/counts
+#   GET  /v1/counts?device=
 #   GET  /healthz
 from __future__ import annotations
 
@@ -164,11 +164,14 @@ class PlatformDB:
                  "action": r[5], "t": r[6], "clock_set": bool(r[7]), "values": json.loads(r[8]),
                  "gateway": r[9], "received_at": r[10]} for r in rows]
 
-    def counts(self) -> dict[str, Any]:
+    def counts(self, device: str | None = None) -> dict[str, Any]:
+        """Stored events per device and type: what a gateway's delivery is checked against."""
         devices: dict[str, dict[str, int]] = {}
         total = 0
+        where, args = ("WHERE device = ? ", (device,)) if device else ("", ())
         for device, type_, n in self.conn.execute(
-                "SELECT device, type, count(*) FROM events GROUP BY device, type ORDER BY device, type"):
+                "SELECT device, type, count(*) FROM events " + where
+                + "GROUP BY device, type ORDER BY device, type", args):
             devices.setdefault(device, {})[type_] = n
             total += n
         return {"total": total, "devices": devices}
@@ -233,7 +236,7 @@ class Platform:
         return web.json_response({"events": events, "count": len(events)})
 
     async def get_counts(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.thread.call(self.db.counts))
+        return web.json_response(await self.thread.call(self.db.counts, request.query.get("device") or None))
 
     async def healthz(self, request: web.Request) -> web.Response:
         await self.thread.call(self.db.conn.execute, "SELECT 1")

@@ -134,3 +134,17 @@ def test_console_scripts_end_to_end_with_graceful_stop(tmp_path: Path) -> None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(10)
     assert platform.returncode == 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--stream", "telemetry:rate=fast"], "--stream 'telemetry:rate=fast': rate='fast' is not a number"),
+    (["--stream", "video:rate=1"], "unknown stream 'video'; streams: alarms, telemetry"),
+    (["--stream", "telemetry:colour=red"], "unknown key 'colour'; keys: batch_max"),
+    (["--stream", "alarms:kinds=alarm"], "no stream takes kind report"),
+    (["--stream", "alarms:on_full=drop"], "stream 'alarms': on_full must be one of keep, drop_oldest"),
+    (["--max-db-mb", "0"], "--max-db-mb 0.0: give a size in MB above 0"),
+])
+def test_run_rejects_bad_stream_and_quota_options(tmp_path: Path, capsys: Any, args: list[str],
+                                                  message: str) -> None:
+    assert main(["run", "--data", str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err

@@ -129,6 +129,8 @@ def test_counts_and_queries(tmp_path: Path) -> None:
             assert await r.json() == {"total": 4, "devices": {
                 "elev-001": {"elevator.entrapment": 1, "telemetry.elevator": 2},
                 "wm-7": {"telemetry.water_meter": 1}}}
+        async with http.get("/v1/counts", params={"device": "wm-7"}) as r:
+            assert await r.json() == {"total": 1, "devices": {"wm-7": {"telemetry.water_meter": 1}}}
         cases = [({"device": "elev-001"}, ["elev-001:1:1", "elev-001:1:2", "elev-001:1:3"]),
                  ({"type": "telemetry.water_meter"}, ["wm-7:1:1"]),
                  ({"since": "150"}, ["elev-001:1:2", "elev-001:1:3", "wm-7:1:1"]),
