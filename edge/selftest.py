@@ -4,7 +4,10 @@
 # which the installer's laptop turns into plain words. Never prints the secret.
 #   mpremote resume exec "import edge.selftest as t; t.main()"
 import json
+import select
 import sys
+
+from edge.clock import ticks_add, ticks_diff, ticks_ms
 
 
 def check_config(path):
@@ -51,20 +54,31 @@ def check_broker(cfg):
         return {"ok": False, "error": "refused", "code": e.args[0] if e.args else 0}
     except (OSError, IndexError) as e:
         return {"ok": False, "error": "unreachable", "detail": str(e)}
-    # mosquitto answers 0x80 in SUBACK to a subscription its ACL denies
-    c.set_callback(lambda topic, msg: None)
+    # a round trip through the broker proves both ACL lines: the device may write under
+    # dev/<id>/ and read dev/<id>/cmd/ (mosquitto grants any subscription and filters later)
+    topic = ("dev/%s/cmd/selftest" % dev).encode()
+    got = []
+    c.set_callback(lambda t, msg: got.append(msg))
     try:
-        c.subscribe(("dev/%s/cmd/selftest" % dev).encode(), 1)
-        acl = True
-    except MQTTException:
-        acl = False
+        c.subscribe(topic, 0)
+        c.publish(topic, b"selftest", False, 0)
+        poller = select.poll()
+        poller.register(c.sock, select.POLLIN)
+        deadline = ticks_add(ticks_ms(), 3000)
+        while not got:
+            left = ticks_diff(deadline, ticks_ms())
+            if left <= 0 or not poller.poll(left):
+                break
+            c.wait_msg()
+    except (OSError, MQTTException, IndexError) as e:
+        return {"ok": False, "error": "unreachable", "detail": "connection lost: %r" % (e,)}
     finally:
         try:
             c.disconnect()
         except OSError:
             pass
-    if not acl:
-        return {"ok": False, "error": "acl", "detail": "subscription to dev/%s/cmd/# denied" % dev}
+    if not got:
+        return {"ok": False, "error": "acl", "detail": "dev/%s/cmd/selftest did not come back" % dev}
     return {"ok": True}
 
 

@@ -28,6 +28,15 @@ from tools import runtime
 
 BOARDS_DIR = os.path.join(runtime.ROOT, "boards")
 DEFAULT_VIRTUAL_DIR = "virtual-board"
+# after Ctrl-C has stopped the agent, its modules, and asyncio's queue of its tasks, still
+# fill the heap: drop them, so that copying files (mpremote hashes each one on the board)
+# and the self-test have room. (mpremote without `resume` would soft-reset instead, which
+# the unix port cannot do.)
+UNLOAD = ("import sys, gc\n"
+          "globals().pop('main', None)\n"
+          "for m in list(sys.modules):\n"
+          " del sys.modules[m]\n"
+          "gc.collect()\n")
 # what a freshly flashed board does at power-up: run main.py if there is one, then the REPL
 BOOT = """# the virtual board's boot ROM, written by tools/board.py
 import os, sys
@@ -130,7 +139,7 @@ class Mpremote:
             parts = dest.split("/")[:-1]
             dirs.update("/".join(parts[:i + 1]) for i in range(len(parts)))
         dirs = sorted(dirs)
-        mkdirs = ("import os\nfor d in %r:\n try: os.mkdir(d)\n except OSError: pass" % (dirs,))
+        mkdirs = UNLOAD + ("import os\nfor d in %r:\n try: os.mkdir(d)\n except OSError: pass" % (dirs,))
         cmds = ["exec", mkdirs]
         for src, dest in files:
             cmds += ["+", "fs", "cp", src, ":" + dest]

@@ -142,7 +142,7 @@ class MpremoteTarget(Target):
         return self.mp.put(files, progress)
 
     def selftest(self) -> dict:
-        out = self.mp.exec("import edge.selftest as t; t.main()", timeout=45)
+        out = self.mp.exec(boards.UNLOAD + "import edge.selftest as t; t.main()", timeout=45)
         return _selftest_line(out)
 
     def start(self) -> str:
