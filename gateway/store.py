@@ -156,24 +156,22 @@ class Store:
             " WHERE prio = ? AND " + PENDING + " ORDER BY rowid LIMIT ?", (rank, limit)).fetchall()
         return [PendingEvent(r[0], _event_row(r[2:]), r[1]) for r in rows]
 
-    def _mark(self, rowids: Iterable[int], sql: str, params: tuple[Any, ...]) -> int:
-        ids = list(rowids)
-        n = 0
+    def _mark(self, rows: Iterable[EventRow], set_sql: str, params: tuple[Any, ...]) -> int:
+        # by primary key, not rowid: the quota may delete rows while their batch is on the
+        # wire, and SQLite may then give a deleted row's rowid to a new event
         with transaction(self.conn) as c:
-            # chunks: SQLite limits the number of host parameters per statement
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                n += c.execute(sql % ",".join("?" * len(chunk)), params + tuple(chunk)).rowcount
-        return n
+            before = c.total_changes
+            c.executemany("UPDATE events SET " + set_sql + " WHERE device = ? AND boot = ? AND seq = ?",
+                          [params + (r.device, r.boot, r.seq) for r in rows])
+            return c.total_changes - before
 
-    def mark_uploaded(self, rowids: Iterable[int], now: float | None = None) -> int:
+    def mark_uploaded(self, rows: Iterable[EventRow], now: float | None = None) -> int:
         now = time.time() if now is None else now
-        return self._mark(rowids, "UPDATE events SET uploaded_at = ? WHERE rowid IN (%s)", (now,))
+        return self._mark(rows, "uploaded_at = ?", (now,))
 
-    def mark_rejected(self, rowids: Iterable[int], reason: str, now: float | None = None) -> int:
+    def mark_rejected(self, rows: Iterable[EventRow], reason: str, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        return self._mark(rowids, "UPDATE events SET rejected_at = ?, reject_reason = ?"
-                          " WHERE rowid IN (%s)", (now, reason))
+        return self._mark(rows, "rejected_at = ?, reject_reason = ?", (now, reason))
 
     def pending_count(self, rank: int | None = None) -> int:
         if rank is None:

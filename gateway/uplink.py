@@ -173,7 +173,7 @@ class Uplink:
         """POST a batch; on a content error split it to isolate the bad events."""
         status, text = await self._post(http, batch)
         if status is not None and 200 <= status < 300:
-            await self.db.call(self.store.mark_uploaded, [p.rowid for p in batch])
+            await self.db.call(self.store.mark_uploaded, [p.row for p in batch])
             self.metrics.inc("uplink.events", len(batch))
             self.metrics.inc("uplink.events." + stream, len(batch))
             self.metrics.inc("uplink.batches")
@@ -196,7 +196,7 @@ class Uplink:
                     return Outcome.RETRY
             return Outcome.DONE
         reason = "HTTP %d %s" % (status, text[:300])
-        await self.db.call(self.store.mark_rejected, [batch[0].rowid], reason)
+        await self.db.call(self.store.mark_rejected, [batch[0].row], reason)
         self.metrics.inc("uplink.rejected")
         log.error("platform rejected event %s: %s; kept in the store as rejected, not retried",
                   batch[0].row.id, reason)

@@ -8,8 +8,11 @@ from typing import Any
 
 from gateway.metrics import Metrics
 from gateway.quota import Housekeeper, QuotaConfig, enforce
+from gateway.service import Gateway, GatewayConfig
 from gateway.sqlite import DbThread
 from gateway.store import EventRow, Store
+from rig import Publisher, signed_event
+from test_gateway_ingest import DEVICE, SECRET, make_registry
 
 TELEMETRY = {"floor": 3, "speed": 1.25, "mode": 1, "door": 0}
 
@@ -29,8 +32,7 @@ def filled(tmp_path: Path, telemetry: int = 3000, alarms: int = 200, uploaded: i
     store = Store.in_dir(tmp_path)
     store.commit([tele(i) for i in range(telemetry)], now=1000.0)
     store.commit([alarm(telemetry + i) for i in range(alarms)], now=2000.0)
-    rowids = [r[0] for r in store.conn.execute("SELECT rowid FROM events ORDER BY rowid LIMIT ?", (uploaded,))]
-    store.mark_uploaded(rowids, now=3000.0)
+    store.mark_uploaded([tele(i) for i in range(uploaded)], now=3000.0)
     return store
 
 
@@ -73,8 +75,7 @@ def test_only_alarms_left_they_are_kept_over_the_quota(tmp_path: Path) -> None:
 
 def test_retention_deletes_only_events_uploaded_before_the_cut(tmp_path: Path) -> None:
     store = filled(tmp_path, telemetry=10, alarms=0, uploaded=4)
-    rowids = [r[0] for r in store.conn.execute("SELECT rowid FROM events ORDER BY rowid LIMIT 2 OFFSET 4")]
-    store.mark_uploaded(rowids, now=9000.0)        # uploaded later
+    store.mark_uploaded([tele(4), tele(5)], now=9000.0)        # uploaded later
     assert store.prune_settled(older_than=5000.0) == 4
     assert seqs(store, "telemetry") == list(range(4, 10))
     assert store.counts()["pending"] == 4
@@ -100,3 +101,32 @@ def test_housekeeper_counts_drops_and_warns_when_only_alarms_are_left(tmp_path: 
     assert len(errors) == 1 and "STORE OVER QUOTA" in errors[0] and "Still accepting" in errors[0]
     assert any("DROPPED 500 pending telemetry events" in r.getMessage() for r in caplog.records)
     assert seqs(store, "alarm") == list(range(500, 600))
+
+
+def test_running_gateway_over_quota_drops_telemetry_keeps_alarms(tmp_path: Path, mosquitto: Any) -> None:
+    """Platform down, a small quota: the gateway drops old telemetry, keeps every alarm,
+    and says so on its status page."""
+    make_registry(tmp_path / "gw")
+
+    async def main() -> None:
+        cfg = GatewayConfig(data_dir=tmp_path / "gw", platform_url="http://127.0.0.1:9", broker=mosquitto.url,
+                            gateway_id="gw-quota", max_db_mb=0.3)
+        async with Gateway(cfg) as gw:
+            pub = await asyncio.to_thread(Publisher, mosquitto.host, mosquitto.port)
+            messages = [("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", i, TELEMETRY))
+                        for i in range(6000)]
+            messages[::500] = [("dev/%s/ev" % DEVICE, signed_event(SECRET, "elevator.entrapment", i,
+                                                                   {"floor": 7}, action="raise"))
+                               for i in range(0, 6000, 500)]
+            await asyncio.to_thread(pub.publish_many, messages)
+            await asyncio.to_thread(pub.close)
+            m = gw.metrics
+            await m.wait_until(lambda: m.get("ingest.stored") == 6000 and m.get("quota.dropped.telemetry") > 0, 10)
+            streams = await gw.stream_counts()
+            assert streams["alarms"] == {"pending": 12, "dropped": 0}
+            assert streams["telemetry"]["dropped"] == m.get("quota.dropped.telemetry")
+            assert m.states["quota_exceeded"] == 0
+            assert gw.store is not None
+            alarms = [r.seq for r in await gw.db.call(gw.store.events) if r.kind == "alarm"]
+            assert alarms == list(range(0, 6000, 500))
+    asyncio.run(main())
