@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import struct
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 # packet types (high nibble of the first byte)
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
@@ -250,7 +252,7 @@ class MqttConnection(asyncio.Protocol):
         self._next_mid = mid % 65535 + 1
         return mid
 
-    async def _await(self, fut: "asyncio.Future[object]") -> object:
+    async def _await(self, fut: "asyncio.Future[T]") -> T:
         """The answer, or MqttError if the connection closes first."""
         done, _ = await asyncio.wait([fut, self.closed], return_when=asyncio.FIRST_COMPLETED)
         if fut in done:
