@@ -95,7 +95,17 @@ class Mpremote:
         return [mpremote(), "connect", self.port, "resume", *cmds]
 
     def run(self, cmds: list[str], timeout: float = 60, on_line: Callable[[str], None] | None = None) -> str:
-        """Run mpremote, feeding each line of its output to on_line; its output, or BoardError."""
+        """Run mpremote, feeding each line of its output to on_line; its output, or BoardError.
+        A board busy stopping its agent may miss the first Ctrl-A: that is tried once more."""
+        try:
+            return self._run(cmds, timeout, on_line)
+        except BoardError as e:
+            if "MicroPython prompt" not in str(e):
+                raise
+            time.sleep(1)
+            return self._run(cmds, timeout, on_line)
+
+    def _run(self, cmds: list[str], timeout: float, on_line: Callable[[str], None] | None) -> str:
         proc = subprocess.Popen(self.argv(*cmds), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, text=True, errors="replace")
         timer = threading.Timer(timeout, proc.kill)

@@ -1,0 +1,140 @@
+"""edgectl provision end to end, every part real: a virtual board (the MicroPython unix port
+behind a pty, reached with `mpremote ... resume`) with a pymodbus slave on its bus,
+mosquitto with password and ACL files, the gateway logged in as its own user, and the
+reference platform receiver."""
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from gateway.registry import Registry
+from tools import acl, board as boards, runtime
+from tools.site import Site
+
+STEPS = ("identity", "config", "gateway", "broker", "build", "deploy", "self-test", "start")
+
+
+class AuthSite(Site):
+    """A site whose mosquitto refuses anonymous clients; the gateway logs in as its user.
+    No devices of its own: edgectl provision brings them."""
+
+    def __init__(self, workdir):
+        super().__init__(workdir, [])
+        self.auth = acl.BrokerAuth(os.path.join(self.workdir, "gateway", "mosquitto"))
+
+    def start_broker(self):
+        self.mosquitto = acl.start_broker(self.auth)
+        self.broker_port = self.mosquitto.port
+
+    @property
+    def broker_url(self):
+        return "mqtt://%s:%s@127.0.0.1:%d" % (acl.GATEWAY_USER, self.auth.gateway_password(), self.broker_port)
+
+
+def edgectl(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "tools.edgectl", *args], capture_output=True, text=True,
+                          cwd=runtime.ROOT, timeout=timeout)
+
+
+@pytest.fixture
+def site(tmp_path):
+    s = AuthSite(str(tmp_path / "site")).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def virtual_board(tmp_path):
+    d = str(tmp_path / "vb")
+    board = boards.start_virtual(d, sensor="elevator", slave=2)
+    try:
+        yield board
+    finally:
+        boards.stop_virtual(d)
+
+
+def test_provision_a_virtual_board_end_to_end(tmp_path, site, virtual_board):
+    gw_data = os.path.join(site.workdir, "gateway")
+    common = ["provision", "--board", "virtual", "--port", virtual_board["console"],
+              "--broker", "127.0.0.1:%d" % site.broker_port, "--gateway-data", gw_data,
+              "--build-dir", str(tmp_path / "build")]
+
+    # a first try with the wrong slave id: every step runs, the self-test says what to check
+    first = edgectl(*common, "--device-id", "elev-prov", "--profile", "elevator", "--bus-port",
+                    virtual_board["bus"], "--slave", "5", "--site", "rated_speed=1.0", "--site", "floors=-1,12")
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "no answer from slave 5 on %s at 9600 8E1: check the A/B wiring" % virtual_board["bus"] in first.stderr
+    for step in ("identity", "config", "gateway", "broker", "build", "deploy", "start"):
+        assert "] %-10s" % step in first.stdout, (step, first.stdout)
+    secret = Registry.in_dir(gw_data).get("elev-prov").secret
+
+    # the installer fixes the slave id, nothing else: identity and settings are kept
+    second = edgectl(*common, "--slave", "2")
+    assert second.returncode == 0, second.stdout + second.stderr
+    out = second.stdout
+    assert "elev-prov (kept from the board)" in out
+    assert "slave 2 answered on %s" % virtual_board["bus"] in out
+    assert "elev-prov is online at the broker" in out
+    assert [line.split("]")[1].split()[0] for line in out.splitlines() if line.startswith("[")] == list(STEPS)
+    assert Registry.in_dir(gw_data).get("elev-prov").secret == secret
+    events = site.wait_for(lambda ev: {"device.boot", "telemetry.elevator"} <= {
+        e["type"] for e in ev if e["device"] == "elev-prov"}, timeout=60)
+    assert {"device.boot", "telemetry.elevator"} <= {e["type"] for e in events if e["device"] == "elev-prov"}
+
+    # secrets: never printed, files that hold them are 0600
+    for text in (first.stdout, first.stderr, second.stdout, second.stderr):
+        assert secret not in text and acl.device_password(secret) not in text
+    for path in (os.path.join(gw_data, "devices.json"), site.auth.passwd, site.auth.acl):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    board_cfg = json.load(open(os.path.join(virtual_board["flash"], "config.json")))
+    assert board_cfg["bus"]["slave"] == 2 and board_cfg["site"]["floors"] == [-1, 12]
+
+
+
+def test_rotate_gives_a_new_secret_everywhere_and_reports_json(tmp_path, site, virtual_board):
+    gw_data = os.path.join(site.workdir, "gateway")
+    common = ["provision", "--board", "virtual", "--port", virtual_board["console"],
+              "--broker", "127.0.0.1:%d" % site.broker_port, "--gateway-data", gw_data,
+              "--build-dir", str(tmp_path / "build"), "--json"]
+    first = edgectl(*common, "--device-id", "elev-rot", "--profile", "elevator", "--bus-port", virtual_board["bus"],
+                    "--slave", "2", "--site", "rated_speed=1.0", "--site", "floors=-1,12")
+    assert first.returncode == 0, first.stdout + first.stderr
+    secret = Registry.in_dir(gw_data).get("elev-rot").secret
+    rotated = edgectl(*common, "--rotate")
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    records = [json.loads(line) for line in rotated.stdout.splitlines()]
+    assert [r["step"] for r in records[:-1]] == list(STEPS)
+    assert all(r["status"] == "ok" for r in records[:-1]), records
+    assert records[0]["identity"] == "new secret" and records[3]["changed"] and records[3]["reloaded"]
+    # the start step saw the board come online with its new broker password
+    assert records[-2]["online"] is True
+    assert records[-1]["result"] == "ok" and records[-1]["device_id"] == "elev-rot"
+    new = Registry.in_dir(gw_data).get("elev-rot").secret
+    assert new != secret and new not in rotated.stdout + rotated.stderr
+    assert json.load(open(os.path.join(virtual_board["flash"], "config.json")))["secret"] == new
+    assert acl.check_password(acl.device_password(new), dict(
+        line.strip().split(":", 1) for line in open(site.auth.passwd))["elev-rot"])
+
+
+def test_bad_input_is_refused_before_anything_changes(tmp_path, virtual_board):
+    gw_data = str(tmp_path / "gw")
+    common = ["provision", "--board", "virtual", "--port", virtual_board["console"], "--gateway-data", gw_data,
+              "--build-dir", str(tmp_path / "build")]
+    fresh = edgectl(*common, "--profile", "elevator")
+    assert fresh.returncode == 2
+    assert "this board has no identity yet: give it one with --device-id" in fresh.stderr
+    bad = edgectl(*common, "--device-id", "e1", "--profile", "elevator", "--bus-port", "/dev/null",
+                  "--baud", "9601", "--site", "rated_speed=1", "--site", "floors=0,3")
+    assert bad.returncode == 1
+    assert "--baud: config.bus.baud: 9601 is not one of 1200, 2400" in bad.stderr
+    unknown = edgectl(*common, "--device-id", "e1", "--profile", "elevator", "--bus-port", "/dev/null",
+                      "--param", "no_such_threshold=3", "--site", "rated_speed=1", "--site", "floors=0,3")
+    assert "--param: config.params.no_such_threshold: unknown parameter; known:" in unknown.stderr
+    missing = edgectl(*common, "--device-id", "e1", "--profile", "elevator", "--bus-port", "/dev/null")
+    assert "config.site.rated_speed: required field is missing" in missing.stderr
+    assert not os.path.exists(os.path.join(gw_data, "devices.json")), "a refused config registered the device"
