@@ -166,6 +166,27 @@ class Mpremote:
         return done[0] - done[1]
 
 
+# ---------------------------------------------------------------- mip
+def package_json() -> dict:
+    """What `mpremote mip install github:OWNER/REPO` reads from package.json at the repo
+    root: every agent module, by a URL relative to the package.json, and umqtt.simple from
+    micropython-lib. Kept in step with edge/ by tests/test_provision.py."""
+    files = sorted(os.path.relpath(os.path.join(d, f), runtime.ROOT)
+                   for d, _, fs in os.walk(os.path.join(runtime.ROOT, "edge")) for f in fs if f.endswith(".py"))
+    import configparser
+    meta = configparser.ConfigParser()
+    meta.read(os.path.join(runtime.ROOT, "setup.cfg"))
+    return {"version": meta["metadata"]["version"], "urls": [[f, f] for f in files],
+            "deps": [["umqtt.simple", "latest"]]}
+
+
+def format_package_json(pkg: dict) -> str:
+    """One file a line, so a diff shows which module came or went."""
+    urls = ",\n".join("  " + json.dumps(u) for u in pkg["urls"])
+    return '{\n "version": %s,\n "urls": [\n%s\n ],\n "deps": %s\n}\n' % (
+        json.dumps(pkg["version"]), urls, json.dumps(pkg["deps"]))
+
+
 # ---------------------------------------------------------------- the virtual board
 def info(directory: str) -> dict | None:
     """The running virtual board in directory, or None."""
@@ -369,6 +390,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                        ("status", "show the virtual board's console and bus")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--dir", default=DEFAULT_VIRTUAL_DIR, help="the board's directory (default: %(default)s)")
+    pkg = sub.add_parser("package-json", help="rewrite package.json (mip) from the modules under edge/")
+    pkg.add_argument("--dir", default=runtime.ROOT, help=argparse.SUPPRESS)
     serve = sub.add_parser("serve", help="run a virtual board in the foreground (what start runs)")
     serve.add_argument("dir")
     serve.add_argument("--sensor", choices=("elevator", "water_meter"))
@@ -388,6 +411,12 @@ def describe(board: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.action == "package-json":
+            path = os.path.join(runtime.ROOT, "package.json")
+            with open(path, "w") as fh:
+                fh.write(format_package_json(package_json()))
+            print("wrote %s" % path)
+            return 0
         if args.action == "serve":
             return Supervisor(args.dir, args.sensor, args.slave, args.baud, args.heap).serve()
         if args.action == "start":
