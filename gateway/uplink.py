@@ -100,6 +100,7 @@ class Lane:
                 await asyncio.sleep(next_at - loop.time())
                 continue
             self.idle.clear()
+            started = loop.time()
             try:
                 outcome = await up.deliver(http, batch, s.name)
             finally:
@@ -120,7 +121,8 @@ class Lane:
                 continue
             backoff = up.cfg.backoff_min
             if s.rate:
-                next_at = max(next_at, loop.time()) + len(batch) / s.rate
+                # from the send, not the answer: the request's own time counts against the pace
+                next_at = max(next_at, started) + len(batch) / s.rate
 
     def _hold_for(self, batch: list[PendingEvent]) -> float:
         """Seconds to wait for a fuller batch; 0 to send now."""
