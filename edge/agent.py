@@ -1,19 +1,21 @@
 # The edge agent: poll the sensor at its profile's period, run the pipeline, sign the
-# events and send them at QoS 1. Two asyncio tasks: polling never waits for the
-# network, and sending never delays a poll by more than one publish.
-#   micropython -m edge.agent config.json     (unix port, ESP32 main.py does the same)
+# events, store them in the flash outbox, send them at QoS 1, in one loop that sleeps
+# until the nearest deadline. Polling never waits for the network: between two polls the
+# loop does at most one network exchange at a time, each with its own deadline. A
+# watchdog is fed only while polls keep coming. (One loop instead of asyncio tasks: every
+# network call blocks with a deadline anyway, and asyncio costs 7 KB of a board's heap.)
+#   micropython -m edge.agent config.json state/   (an ESP32's main.py does the same)
 import sys
 import time
 
-from edge import codec, regmap
-from edge.clock import ticks_ms, ticks_add, ticks_diff, sleep_ms
-from edge.codes import CODES, REPORT, code_of
+from edge import event, regmap
+from edge.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms
+from edge.codes import ACTIONS, CODES, REPORT, code_of
 from edge.modbus import ModbusError
 from edge.pipeline import Pipeline, load_module
 
 VERSION = 1
 FAULT_REPORT_S = 60       # while a bus keeps failing, one comm_fault report a minute
-OUTBOX_MAX = 64           # events kept in RAM while the broker is away (a flash outbox is issue 4)
 
 
 def log(*args):
@@ -22,8 +24,11 @@ def log(*args):
 
 
 class Agent:
-    def __init__(self, cfg, master, link, store, now=time.time):
-        self.cfg = cfg
+    def __init__(self, cfg, master, link, store, outbox, now=time.time):
+        # what the loop needs from the config; the rest is garbage once built
+        self.device_id = cfg["device_id"]
+        self.profile = cfg["profile"]
+        self.bus = cfg["bus"]
         clock = cfg.get("clock") or {}
         self.speed = clock.get("speed", 1)
         if clock:
@@ -32,21 +37,21 @@ class Agent:
         self.prof = load_module("edge.profiles." + cfg["profile"])
         self.master = master
         self.link = link
+        self.outbox = outbox
         self.now = now
-        self.signer = codec.Signer(bytes.fromhex(cfg["secret"]))
+        self.signer = event.Signer(bytes.fromhex(cfg["secret"]))
         site = dict(cfg.get("site") or {})
         site["utc_offset_s"] = cfg.get("utc_offset_s", 28800)
         self.pipeline = Pipeline(cfg["profile"], site, cfg.get("params"), store, cfg.get("telemetry", True))
         self.first, self.count = regmap.span(self.prof.REGISTERS)
+        self.period_ms = int(self.prof.PERIOD_S * 1000 / self.speed)
         self.boot = self._next_boot(store)
         self.seq = 0
-        self.outbox = []          # (is_telemetry, payload)
-        self.dropped = [0, 0]     # telemetry, alarms dropped since the last report
         self.faults = 0           # failed polls in the current streak
         self.fault_reported = None
         self.fault_kind = 0
         self.polls = 0
-        self.wake = None
+        self.polled_at = ticks_ms()
 
     @staticmethod
     def _next_boot(store):
@@ -58,7 +63,7 @@ class Agent:
     # ---------------------------------------------------------------- polling
     def read(self):
         """One poll: the decoded reading, or None when the device did not answer well."""
-        bus = self.cfg["bus"]
+        bus = self.bus
         try:
             words = self.master.read_registers(bus["slave"], self.prof.FUNCTION, self.first, self.count)
         except ModbusError as e:
@@ -74,146 +79,126 @@ class Agent:
         if self.faults == 1 or e.kind != self.fault_kind or t - self.fault_reported >= FAULT_REPORT_S:
             self.fault_reported = t
             self.fault_kind = e.kind
-            detail = getattr(e, "code", 0)
             log("bus fault: %s (%d failed polls)" % (e, self.faults))
-            self.emit(t, code_of("device.comm_fault"), REPORT, (e.kind, detail, self.faults))
+            self.emit(t, code_of("device.comm_fault"), REPORT, (e.kind, getattr(e, "code", 0), self.faults))
 
     def poll_once(self):
         r = self.read()
         self.polls += 1
         for t, code, action, values in self.pipeline.step(self.now(), r):
             self.emit(t, code, action, values)
-
-    async def poll_loop(self):
-        period_ms = int(self.prof.PERIOD_S * 1000 / self.speed)
-        due = ticks_ms()
-        while True:
-            self.poll_once()
-            due = ticks_add(due, period_ms)
-            wait = ticks_diff(due, ticks_ms())
-            if wait < 0:          # a slow bus: skip missed slots rather than bunch polls
-                due = ticks_ms()
-                wait = 0
-            await sleep_ms(wait)
+        self.polled_at = ticks_ms()
 
     # ---------------------------------------------------------------- events
     def emit(self, t, code, action, values):
+        """Sign an event and store it in the outbox: from here on it survives a reboot."""
         self.seq += 1
-        payload = codec.encode(self.signer, code, action, self.boot, self.seq, t, values)
+        payload = event.encode(self.signer, code, action, self.boot, self.seq, t, values)
         name, kind, _ = CODES[code]
         if kind != "telemetry":
-            log("event %s %s seq=%d %s" % (("report", "raise", "clear")[action], name, self.seq, list(values)))
-        self._queue(kind == "telemetry", payload)
-
-    def _queue(self, telemetry, payload):
-        if len(self.outbox) >= OUTBOX_MAX:
-            # full: drop the oldest telemetry first; an alarm goes only if nothing else can
-            for i in range(len(self.outbox)):
-                if self.outbox[i][0]:
-                    del self.outbox[i]
-                    self.dropped[0] += 1
-                    break
-            else:
-                del self.outbox[0]
-                self.dropped[1] += 1
-        self.outbox.append((telemetry, payload))
-        if self.wake is not None:
-            self.wake.set()
+            log("event %s %s seq=%d %s" % (ACTIONS[action], name, self.seq, list(values)))
+        self.outbox.append(kind != "telemetry", payload)
+        self._report_drops()
 
     def _report_drops(self):
-        if self.dropped[0] or self.dropped[1]:
-            d = self.dropped
-            self.dropped = [0, 0]
-            log("outbox overflowed: dropped %d telemetry, %d alarms" % (d[0], d[1]))
-            self.emit(self.now(), code_of("device.outbox_drop"), REPORT, (d[0], d[1]))
+        d = self.outbox.dropped
+        if d[0] or d[1]:
+            self.outbox.dropped = [0, 0]
+            log("outbox full: dropped %d telemetry, %d alarms" % (d[0], d[1]))
+            self.emit(self.now(), code_of("device.outbox_drop"), REPORT, d)
 
-    async def send_loop(self):
-        import asyncio
-        self.wake = asyncio.Event()
-        while True:
-            if not self.outbox:
-                self.wake.clear()
-                await self.wake.wait()
-            if not self.link.up:
-                wait = self.link.wait_ms()
-                if wait:
-                    await sleep_ms(wait)
-                    continue
-                try:
-                    self.link.connect()
-                except OSError:
-                    continue
-                self._report_drops()
-            try:
-                self.link.publish(self.outbox[0][1])
-            except OSError:
-                continue
-            self.outbox.pop(0)
-            await sleep_ms(0)   # let a due poll run between publishes
+    def send_one(self):
+        """One network step: connect, publish the next event, or ping an idle link.
+        Oldest first, alarms before telemetry; an event leaves the outbox only once the
+        broker has acknowledged it. Returns how long the network has nothing to do (ms,
+        0: call again at once)."""
+        link = self.link
+        if not link.up:
+            wait = link.wait_ms()   # backing off after a failure
+            if not wait:
+                self._net(link.connect)
+            return wait
+        head = self.outbox.peek()
+        self._report_drops()
+        if head is None:
+            wait = link.ping_in_ms()
+            if not wait:
+                self._net(link.ping)
+            return wait
+        q, payload = head
+        # a resend after a failure or a reboot may have arrived before: DUP says so
+        if self._net(link.publish, payload, None, False, q.dup):
+            q.ack()
+        else:
+            q.dup = True
+        return 0
 
-    async def run(self):
-        import asyncio
-        log("agent %s: profile %s, boot %d, bus %s at %d baud, slave %d" % (
-            self.cfg["device_id"], self.cfg["profile"], self.boot, self.cfg["bus"]["port"],
-            self.cfg["bus"]["baud"], self.cfg["bus"]["slave"]))
-        self.emit(self.now(), code_of("device.boot"), REPORT, (VERSION,))
-        await asyncio.gather(self.poll_loop(), self.send_loop())
-
-
-def build(cfg, state_dir):
-    """The agent with this runtime's hardware: UART, Modbus master, MQTT link, flash."""
-    from edge import hal
-    from edge.bus import Master
-    from edge.link import Link
-    from edge.state import FileStore
-    bus = cfg["bus"]
-    uart = hal.open_uart(bus)
-    master = Master(uart, bus["baud"], bus["timeout_ms"], bus["retries"])
-    link = Link(cfg["broker"], cfg["device_id"], log)
-    return Agent(cfg, master, link, FileStore(state_dir), hal.now)
-
-
-def load_config(path):
-    """Validate the config, then unload the validator: its schema table is ~9 KB of RAM
-    that a running agent never needs again."""
-    import gc
-    import edge
-    from edge import config
-    try:
-        return config.load(path), None
-    except config.ConfigError as e:
-        return None, str(e)
-    finally:
-        del config
-        sys.modules.pop("edge.config", None)
+    @staticmethod
+    def _net(call, *args):
+        """A blocking link call (each has its own deadline); False if the link went down."""
         try:
-            delattr(edge, "config")
-        except AttributeError:
-            pass
-        gc.collect()
+            call(*args)
+            return True
+        except OSError:
+            return False
+
+    def healthy(self):
+        """A poll finished within two periods, plus the bus's and the network's deadlines."""
+        return ticks_diff(ticks_ms(), self.polled_at) <= 2 * self.period_ms + 3 * self.link.timeout_ms
+
+    def run(self, wdt=None):
+        bus = self.bus
+        log("agent %s: profile %s, boot %d, bus %s at %d baud, slave %d, outbox %d unsent" % (
+            self.device_id, self.profile, self.boot, bus["port"], bus["baud"], bus["slave"], self.outbox.count))
+        self.emit(self.now(), code_of("device.boot"), REPORT, (VERSION,))
+        due = ticks_ms()
+        fed = True
+        while True:
+            wait = ticks_diff(due, ticks_ms())
+            if wait <= 0:
+                self.poll_once()
+                due = ticks_add(due, self.period_ms)
+                if ticks_diff(due, ticks_ms()) < 0:   # a slow bus: skip missed slots rather than bunch polls
+                    due = ticks_ms()
+                wait = 0
+            idle = self.send_one()
+            if wdt is not None:
+                ok = self.healthy()
+                if ok:
+                    wdt.feed()
+                elif fed:
+                    log("watchdog: not fed, last poll %d ms ago" % ticks_diff(ticks_ms(), self.polled_at))
+                fed = ok
+                idle = min(idle, wdt.timeout_ms // 4)
+            if idle and wait:
+                sleep_ms(min(idle, wait))
 
 
 def main(argv):
-    import asyncio
-    path = argv[1] if len(argv) > 1 else "config.json"
-    if path in ("-h", "--help"):
-        print("usage: agent.py [CONFIG_JSON] [STATE_DIR]\n"
-              "Runs the edge agent: polls the sensor, filters alarms, publishes events.")
-        return 0
-    cfg, error = load_config(path)
-    if error:
-        print("config error: %s" % error)
-        return 2
-    state_dir = argv[2] if len(argv) > 2 else "state"
+    """Start the agent from a config file and run it until stopped; returns the exit
+    status. Start-up (edge/boot.py, with the config schema) is unloaded before the
+    pipeline is built, so none of it takes RAM while the agent runs."""
+    import gc
+    import edge.boot
+    cfg, parts = edge.boot.start(argv, log)
+    edge.boot.unload("edge.boot")
+    gc.collect()   # also the start-up garbage, so the pipeline lands in one piece
+    if cfg is None:
+        return parts
+    agent = Agent(cfg, *parts)
+    wdt = None
+    if cfg["watchdog_ms"]:
+        from edge import hal
+        # started only now that start-up succeeded: an ESP32 watchdog cannot be stopped
+        wdt = hal.Watchdog(cfg["watchdog_ms"])
+    del cfg, parts
     try:
-        agent = build(cfg, state_dir)
-    except OSError as e:
-        print("cannot open the sensor bus %s: %s; check the port and its permissions" % (cfg["bus"]["port"], e))
-        return 3
-    try:
-        asyncio.run(agent.run())
+        agent.run(wdt)
     except KeyboardInterrupt:
         pass
+    finally:
+        agent.outbox.commit()   # a clean stop resends nothing
+        agent.link.close()
     return 0
 
 

@@ -1,15 +1,7 @@
 # Modbus RTU master on one RS-485 bus: frames from edge.modbus, bytes through a HAL UART
 # (edge/hal), a deadline on every wait, retries, and a count of every kind of failure.
-import time
-
 from edge import modbus
-from edge.clock import ticks_diff, ticks_ms
-
-try:
-    from time import sleep_ms
-except ImportError:  # CPython
-    def sleep_ms(ms):
-        time.sleep(ms / 1000)
+from edge.clock import sleep_ms, ticks_diff, ticks_ms
 
 
 class Master:

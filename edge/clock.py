@@ -1,11 +1,13 @@
 # Millisecond ticks that wrap safely on MicroPython and fall back to time.monotonic on
-# CPython: every deadline in the agent is computed with these.
+# CPython: every deadline in the agent is computed with these, and every wait is a
+# sleep_ms to the nearest one.
 import time
 
 try:
     ticks_ms = time.ticks_ms
     ticks_add = time.ticks_add
     ticks_diff = time.ticks_diff
+    sleep_ms = time.sleep_ms
 except AttributeError:  # CPython
     def ticks_ms():
         return int(time.monotonic() * 1000)
@@ -16,11 +18,5 @@ except AttributeError:  # CPython
     def ticks_diff(a, b):
         return a - b
 
-
-def sleep_ms(ms):
-    """An awaitable pause of ms milliseconds under either runtime's asyncio."""
-    import asyncio
-    try:
-        return asyncio.sleep_ms(ms)
-    except AttributeError:
-        return asyncio.sleep(ms / 1000)
+    def sleep_ms(ms):
+        time.sleep(ms / 1000)

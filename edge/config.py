@@ -65,6 +65,10 @@ SCHEMA = {
     "site.occupants": ("int", 1, lambda v: 1 <= v <= 20, "1..20"),
     "utc_offset_s": ("int", 28800, lambda v: -50400 <= v <= 50400, "-50400..50400 (China: 28800)"),
     "telemetry": ("bool", True, None, None),
+    # events kept on flash while the broker is away (docs/outbox.md); watchdog_ms 0: none
+    "outbox.kb": ("int", 64, lambda v: 8 <= v <= 4096, "8..4096 (KiB of flash)"),
+    "outbox.segment_kb": ("int", 4, lambda v: 1 <= v <= 64, "1..64 (KiB per segment file)"),
+    "watchdog_ms": ("int", 0, lambda v: v == 0 or 5000 <= v <= 600000, "0 (none) or 5000..600000"),
     "params": ("dict", None, None, None),
     # demos and tests only: run the device clock `speed` times faster than real time,
     # reading `origin` (unix s) at real time `anchor`, so an accelerated simulated
@@ -76,7 +80,7 @@ SCHEMA = {
 # installation facts a profile cannot run without
 PROFILE_REQUIRES = {"elevator": ("site.rated_speed", "site.floors")}
 KINDS = {"str": (str,), "int": (int,), "num": (int, float), "bool": (bool,), "dict": (dict,)}
-KNOWN_SECTIONS = ("bus", "broker", "site", "clock")
+KNOWN_SECTIONS = ("bus", "broker", "site", "clock", "outbox")
 
 
 def _get(cfg, path):

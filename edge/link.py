@@ -35,6 +35,10 @@ class Link:
         self.failures = 0
         self.retry_at = None     # ticks_ms before which we do not try again
         self.timeout_ms = timeout_ms   # deadline for the TCP connect, CONNACK, PUBACK, PINGRESP
+        # ping after half the keepalive without traffic: the broker drops a session
+        # after 1.5 keepalives of silence, and a dead broker is found before an alarm
+        self.ping_ms = broker.get("keepalive", 60) * 500
+        self.used = ticks_ms()         # last acknowledged packet
         self.log = log
 
     @property
@@ -46,6 +50,11 @@ class Link:
         if self.retry_at is None:
             return 0
         left = ticks_diff(self.retry_at, ticks_ms())
+        return left if left > 0 else 0
+
+    def ping_in_ms(self):
+        """How long until an idle link should ping (0: now)."""
+        left = self.ping_ms - ticks_diff(ticks_ms(), self.used)
         return left if left > 0 else 0
 
     def connect(self):
@@ -117,6 +126,7 @@ class Link:
             while True:
                 op, body = self._expect(0x40, "PUBACK")
                 if len(body) == 2 and body[0] << 8 | body[1] == pid:
+                    self.used = ticks_ms()
                     return
                 # an older PUBACK (its publish timed out before): read and ignored
         except Exception as e:
@@ -129,6 +139,7 @@ class Link:
         try:
             self._send(0xC0, b"")
             self._expect(0xD0, "PINGRESP")
+            self.used = ticks_ms()
         except Exception as e:
             self._down("ping failed: %r" % (e,))
             raise LinkDown(str(e))

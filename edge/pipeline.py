@@ -86,9 +86,9 @@ class Pipeline:
         tables = [common.PARAMS]
         if det is not None:
             tables.append(det.PARAMS)
-        self.params = merge_params(tables, overrides)
-        self.comm = common.CommLoss(self.params)
-        self.detector = det.Detector(site, self.params, store) if det is not None else None
+        params = merge_params(tables, overrides)
+        self.comm = common.CommLoss(params)
+        self.detector = det.Detector(site, params, store) if det is not None else None
         self.telemetry = None
         prof = load_module("edge.profiles." + profile) if telemetry else None
         if prof is not None:

@@ -3,6 +3,16 @@
 import os
 
 
+def sync(f):
+    """Make a write durable before going on: CPython buffers in the process and the OS;
+    MicroPython's flush() commits the file (fsync on the unix port, a littlefs sync)."""
+    f.flush()
+    try:
+        os.fsync(f.fileno())
+    except (AttributeError, OSError):
+        pass
+
+
 class FileStore:
     def __init__(self, root):
         self.root = root
@@ -25,11 +35,7 @@ class FileStore:
         tmp = self._path(name) + ".tmp"
         with open(tmp, "wb") as f:
             f.write(data)
-            try:
-                f.flush()
-                os.fsync(f.fileno())
-            except (AttributeError, OSError):
-                pass  # MicroPython: close() commits to flash
+            sync(f)
         os.rename(tmp, self._path(name))
 
 

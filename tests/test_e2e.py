@@ -29,8 +29,8 @@ def test_scripted_entrapment_and_continuous_flow_reach_the_platform(tmp_path):
     elev = scenarios.write(str(tmp_path / "elev.jsonl.gz"), *scenarios.elevator(seconds=900, entrapment_at=60))
     water = scenarios.write(str(tmp_path / "water.jsonl.gz"), *scenarios.water_meter(seconds=86400, flow_from=1800))
     # both agents run as shipped to a board: .mpy bytecode, heap capped (see edgectl bench)
-    devices = [Device("elev-e2e", "elevator", elev, speed=4, heap="128k"),
-               Device("wm-e2e", "water_meter", water, speed=400, heap="128k")]
+    devices = [Device("elev-e2e", "elevator", elev, speed=4, heap="96k"),
+               Device("wm-e2e", "water_meter", water, speed=400, heap="96k")]
     with Site(str(tmp_path / "site"), devices) as site:
         events = site.wait_for(lambda ev: _alarms(ev, "elev-e2e", "elevator.entrapment")
                                and _alarms(ev, "wm-e2e", "water.continuous_flow"), timeout=120)

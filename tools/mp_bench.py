@@ -1,16 +1,23 @@
-# Pipeline benchmark, run under the MicroPython unix port by `edgectl bench`:
-#   micropython -X heapsize=96k -m tools.mp_bench PROFILE TRACE.jsonl[.gz]
-# Times one sample's full on-device path (register words -> reading -> filters and
-# detectors -> signed events) and tracks the live heap. Prints one JSON line.
+# Agent benchmark, run under the MicroPython unix port by `edgectl bench`:
+#   micropython -X heapsize=96k -m tools.mp_bench PROFILE WORDS_TRACE STATE_DIR
+# Runs the real agent (edge.agent.Agent with its flash outbox in STATE_DIR) over a trace
+# of register words: a master that answers from the trace, a broker that acknowledges
+# at once, the trace's time as the clock. Times each poll's whole path (words -> reading
+# -> filters and detectors -> signed events -> flash -> sent) and, apart, the outbox's
+# share per event; tracks the live heap. The words come encoded (edgectl bench does it),
+# so no simulator code is on the measured heap. Prints one JSON line.
+#   WORDS_TRACE: a JSON header line {"profile", "site", "start"}, then "t w0 w1 ..." per
+#   poll ("t -" for a poll that failed)
 import gc
+import json
 import sys
 
-from edge import agent, codec, regmap    # the whole agent's code counts against the heap
-from edge.bus import Master
-from edge.link import Link
+from edge import agent, hal       # the agent's own code counts, though bus and broker are faked
+from edge.bus import Master  # noqa: F401
 from edge.clock import ticks_diff
-from edge.pipeline import Pipeline, load_module
-from edge.replay import Trace
+from edge.link import Link
+from edge.modbus import ModbusTimeout
+from edge.outbox import Outbox
 from edge.state import MemoryStore
 
 try:
@@ -22,28 +29,74 @@ except ImportError:
         return int(time.perf_counter() * 1e6)
 
 
+class TraceMaster:
+    """A bus whose slave answers each poll with the next line of the trace."""
+
+    def __init__(self, src, start):
+        self.src = src
+        self.start = start
+        self.t = start
+        self.words = None
+
+    def advance(self):
+        line = self.src.readline()
+        if not line:
+            return False
+        parts = line.split()
+        self.t = self.start + (float(parts[0]) if "." in parts[0] else int(parts[0]))
+        self.words = None if parts[1] == "-" else [int(w) for w in parts[1:]]
+        return True
+
+    def read_registers(self, slave, fc, addr, count):
+        if self.words is None:
+            raise ModbusTimeout("no reply")
+        return self.words
+
+
+class AckLink(Link):
+    """The agent's link with a broker that acknowledges every publish at once."""
+    up = True
+
+    def publish(self, payload, topic=None, retain=False, dup=False):
+        pass
+
+    def ping_in_ms(self):
+        return 60000
+
+
+class TimedOutbox(Outbox):
+    us = 0
+
+    def append(self, alarm, payload):
+        t0 = ticks_us()
+        Outbox.append(self, alarm, payload)
+        self.us += ticks_diff(ticks_us(), t0)
+
+
 def main(argv):
-    profile, path = argv[1], argv[2]
-    prof = load_module("edge.profiles." + profile)
-    trace = Trace(path)
-    pipe = Pipeline(profile, trace.site, None, MemoryStore())
-    signer = codec.Signer(b"bench-secret-0123456789abcdef")
-    first = regmap.span(prof.REGISTERS)[0]
+    profile, path, state = argv[1], argv[2], argv[3]
+    src = open(path)
+    header = json.loads(src.readline())
+    master = TraceMaster(src, header["start"])
+    cfg = {"device_id": "bench-1", "secret": "62656e6368" * 4, "profile": profile,
+           "bus": {"port": "trace", "baud": 9600, "slave": 1, "word_order": "ABCD"},
+           "broker": {"host": "127.0.0.1", "keepalive": 60}, "site": header["site"],
+           "utc_offset_s": header["site"]["utc_offset_s"]}
+    outbox = TimedOutbox(state, 64 * 1024, 4096)
+    link = AckLink(cfg["broker"], cfg["device_id"], lambda *a: None)
+    gc.collect()   # as edge.agent.build does before the pipeline loads
+    a = agent.Agent(cfg, master, link, MemoryStore(), outbox, lambda: master.t)
+    agent.log = lambda *args: None
     gc.collect()
     base = gc.mem_alloc()
     peak = base
     total_us = 0
     n = 0
-    events = 0
-    seq = 0
-    for t_row, r in trace.rows():
-        words = regmap.encode(prof.REGISTERS, r, "ABCD") if r is not None else None
+    while master.advance():
         t0 = ticks_us()
-        reading = regmap.decode(prof.REGISTERS, words, "ABCD", first) if words is not None else None
-        for t, code, action, values in pipe.step(t_row, reading):
-            seq += 1
-            codec.encode(signer, code, action, 1, seq, t, values)
-            events += 1
+        a.poll_once()
+        while outbox.count:
+            a.send_one()
         total_us += ticks_diff(ticks_us(), t0)
         n += 1
         if n % 200 == 0:
@@ -52,9 +105,10 @@ def main(argv):
             if used > peak:
                 peak = used
     gc.collect()
-    print('{"profile": "%s", "samples": %d, "events": %d, "us_per_sample": %.1f, '
-          '"heap_live_peak": %d, "heap_after_import": %d, "heap_total": %d}' % (
-              profile, n, events, total_us / max(n, 1), peak, base, gc.mem_alloc() + gc.mem_free()))
+    print('{"profile": "%s", "samples": %d, "events": %d, "us_per_sample": %.1f, "us_per_stored_event": %.1f, '
+          '"heap_live_peak": %d, "heap_after_start": %d, "heap_total": %d}' % (
+              profile, n, a.seq, total_us / max(n, 1), outbox.us / max(a.seq, 1), peak, base,
+              gc.mem_alloc() + gc.mem_free()))
 
 
 if __name__ == "__main__":

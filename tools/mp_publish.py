@@ -4,7 +4,7 @@
 # prints one JSON line with the elapsed time.
 import sys
 
-from edge import codec
+from edge import event
 from edge.clock import ticks_ms, ticks_diff
 from edge.link import Link
 
@@ -13,8 +13,8 @@ def main(argv):
     host, port, count = argv[1], int(argv[2]), int(argv[3])
     link = Link({"host": host, "port": port, "keepalive": 60}, "bench-1", lambda *a: None)
     link.connect()
-    signer = codec.Signer(b"bench-secret-0123456789abcdef")
-    payloads = [codec.encode(signer, 0x01, 0, 1, i + 1, 1780000000 + i, [0, 1, 1.62, 7, 0, 0, 1, 0])
+    signer = event.Signer(b"bench-secret-0123456789abcdef")
+    payloads = [event.encode(signer, 0x01, 0, 1, i + 1, 1780000000 + i, [0, 1, 1.62, 7, 0, 0, 1, 0])
                 for i in range(count)]
     start = ticks_ms()
     for p in payloads:

@@ -1,20 +1,18 @@
 # The hardware behind one switch at import (micropython-lib style): every module above the
 # HAL uses these names and never asks which board it runs on.
 #   open_uart(config, de=None) -> UART: write(b), read(n, timeout_ms), flush_input(), close()
-#   now() (Unix seconds), ticks_ms(), ticks_diff(a, b), Watchdog(timeout_ms).feed(),
-#   flash_dir(config) -> directory for persistent files, created if missing
-import os
+#   now() -> Unix seconds
+#   Watchdog(timeout_ms): feed(), timeout_ms
+# Ticks and sleeps are edge/clock.py; flash is a directory (edge/state.py, edge/outbox.py).
 import sys
 
 if sys.platform == "esp32":
-    from edge.hal.esp32 import UART, Watchdog, now, open_uart, ticks_diff, ticks_ms
-    _FLASH = "/data"
+    from edge.hal.esp32 import Watchdog, now, open_uart
 else:
     if sys.implementation.name == "micropython":
-        from edge.hal.unix import UART, now, open_uart, ticks_diff, ticks_ms
+        from edge.hal.unix import now, open_uart
     else:
-        from edge.hal.cpython import UART, now, open_uart, ticks_diff, ticks_ms
-    _FLASH = "flash"
+        from edge.hal.cpython import now, open_uart
 
     class Watchdog:
         """No watchdog off the board: a supervisor (systemd WatchdogSec) is the place for one."""
@@ -24,12 +22,3 @@ else:
 
         def feed(self):
             pass
-
-
-def flash_dir(config):
-    path = config.get("flash", _FLASH)
-    try:
-        os.mkdir(path)
-    except OSError:
-        pass  # exists
-    return path

@@ -76,6 +76,7 @@ class Watchdog:
 
     def __init__(self, timeout_ms):
         self._wdt = machine.WDT(timeout=timeout_ms)
+        self.timeout_ms = timeout_ms
 
     def feed(self):
         self._wdt.feed()

@@ -1,0 +1,65 @@
+# The event encoder a board carries: one signed event in wire format v1. The format and
+# its decoder are edge/codec.py (spec: docs/wire-format.md); this half is apart so a
+# board does not spend RAM on decoding what only the gateway reads.
+#
+#   u8 version | u8 code | u8 flags | uvarint boot | uvarint seq | u32 time (BE)
+#   | uvarint presence bitmap | zigzag varint per present field | 8-byte MAC
+#
+# The MAC is HMAC-SHA256 under the device's secret over every byte before it, cut
+# to 8 bytes. Runs on MicroPython (no hmac module there) and CPython alike.
+import hashlib
+import struct
+
+from edge.codes import CODES
+
+VERSION = 1
+MAC_LEN = 8
+FLAG_ACTION = 0x03
+FLAG_CLOCK_UNSET = 0x04   # time counts seconds since boot: the wall clock was not yet set
+
+
+class Signer:
+    """HMAC-SHA256 with the key pads computed once, since every event is signed."""
+
+    def __init__(self, key):
+        if isinstance(key, str):
+            key = key.encode()
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        key = key + bytes(64 - len(key))
+        self._ipad = bytes(b ^ 0x36 for b in key)
+        self._opad = bytes(b ^ 0x5C for b in key)
+
+    def mac(self, msg):
+        inner = hashlib.sha256(self._ipad)
+        inner.update(msg)
+        outer = hashlib.sha256(self._opad)
+        outer.update(inner.digest())
+        return outer.digest()[:MAC_LEN]
+
+
+def _put_uvarint(out, n):
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def encode(signer, code, action, boot, seq, t, values, clock_set=True):
+    """values: a sequence aligned with CODES[code] fields, None where unknown."""
+    fields = CODES[code][2]
+    out = bytearray((VERSION, code, action | (0 if clock_set else FLAG_CLOCK_UNSET)))
+    _put_uvarint(out, boot)
+    _put_uvarint(out, seq)
+    out.extend(struct.pack(">I", int(t) & 0xFFFFFFFF))
+    present = 0
+    for i in range(len(fields)):
+        if i < len(values) and values[i] is not None:
+            present |= 1 << i
+    _put_uvarint(out, present)
+    for i in range(len(fields)):
+        if present & (1 << i):
+            n = int(round(values[i] * 10 ** fields[i][1]))
+            _put_uvarint(out, (n << 1) ^ (n >> 63) if n < 0 else n << 1)
+    out.extend(signer.mac(out))
+    return bytes(out)

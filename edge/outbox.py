@@ -1,0 +1,252 @@
+# The outbox: every event is on flash before it counts as emitted, and stays there until
+# the broker has acknowledged it, so an outage or a power cut loses nothing. Design and
+# guarantees: docs/outbox.md.
+#
+# Two logs, alarms (alarms and reports) and telemetry; alarms are sent first. A log is a
+# run of numbered segment files (a.17, t.4) that are only appended to, then deleted once
+# acknowledged: flash is never rewritten in place. A record is
+#     u8 length | payload | u32 CRC-32 (little-endian) of length and payload
+# so a write torn by a power cut (short, or garbage after the last good record) fails
+# its check and ends its segment: it is skipped, never sent. What was acknowledged is a
+# cursor per log, "segment offset" in a small file replaced atomically every
+# COMMIT_EVERY acks and whenever a segment is deleted; after a power cut at most that
+# many events go out twice, and the gateway drops those by (device, boot, seq).
+# Bounded: when the segments would pass max_bytes, the oldest telemetry segment goes
+# first, alarms only when no telemetry is left; `dropped` counts what went.
+import os
+
+from edge.state import FileStore, sync
+
+try:
+    from binascii import crc32
+except ImportError:   # a port built without it
+    def crc32(data, crc=0):
+        crc ^= 0xFFFFFFFF
+        for b in data:
+            crc ^= b
+            for _ in range(8):
+                crc = (crc >> 1) ^ (0xEDB88320 & -(crc & 1))
+        return crc ^ 0xFFFFFFFF
+
+COMMIT_EVERY = 16   # acks between cursor writes: flash wear against resends after a cut
+MAX_PAYLOAD = 255
+
+
+def frame(payload):
+    n = len(payload)
+    if not 0 < n <= MAX_PAYLOAD:
+        raise ValueError("outbox: a record holds 1..%d bytes, not %d" % (MAX_PAYLOAD, n))
+    rec = bytearray((n,))
+    rec.extend(payload)
+    c = crc32(rec) & 0xFFFFFFFF
+    rec.extend(bytes((c & 0xFF, c >> 8 & 0xFF, c >> 16 & 0xFF, c >> 24)))
+    return rec
+
+
+def read_record(f):
+    """The next record's payload from an open segment, or None at its end or at a torn
+    or corrupt record (nothing after one is trusted)."""
+    head = f.read(1)
+    if not head or not head[0]:
+        return None
+    n = head[0]
+    rest = f.read(n + 4)
+    if len(rest) != n + 4:
+        return None
+    c = rest[n] | rest[n + 1] << 8 | rest[n + 2] << 16 | rest[n + 3] << 24
+    if crc32(rest[:n], crc32(head)) & 0xFFFFFFFF != c:
+        return None
+    return rest[:n]
+
+
+class Log:
+    """One append-only log. segs holds [number, valid end, unacknowledged records] per
+    segment file still on flash, oldest first; off is the cursor in the first one."""
+
+    def __init__(self, store, name, seg_bytes):
+        self.store = store
+        self.name = name + ".ack"
+        self.path = store.root + "/" + name + "."
+        self.seg_bytes = seg_bytes
+        self.head = None        # the first unacknowledged payload, read once
+        self.acks = 0           # acks since the cursor was last saved
+        self.lost = 0           # records found corrupt when their turn came
+        cur, off = self._cursor()
+        nums = []
+        for f in os.listdir(store.root):
+            if f.startswith(name + ".") and f[len(name) + 1:].isdigit():
+                nums.append(int(f[len(name) + 1:]))
+        nums.sort()
+        self.next = max(nums + [cur]) + 1
+        self.segs = []
+        for num in nums:
+            if num < cur:
+                self._remove(num)   # acknowledged; the cut came before its delete
+                continue
+            start = off if num == cur else 0
+            end, n = self._scan(num, start)
+            self.segs.append([num, end, n])
+        self.off = off if self.segs and self.segs[0][0] == cur else 0
+        # a segment torn at its tail takes no more appends: the next record goes to a new
+        # one, so garbage never sits between good records
+        self.open = bool(self.segs) and self.segs[-1][1] == self._size(self.segs[-1][0])
+        self.dup = self.count > 0   # the first one may have been in flight at the cut
+
+    @property
+    def count(self):
+        return sum([s[2] for s in self.segs])
+
+    def bytes(self):
+        return sum([s[1] for s in self.segs])
+
+    def _cursor(self):
+        try:
+            num, off = self.store.load(self.name).split()
+            return int(num), int(off)
+        except (AttributeError, ValueError):
+            return 0, 0   # none yet, or unreadable: resend everything rather than lose it
+
+    def save(self):
+        num, off = (self.segs[0][0], self.off) if self.segs else (self.next, 0)
+        self.store.save(self.name, b"%d %d" % (num, off))
+        self.acks = 0
+
+    def _size(self, num):
+        try:
+            return os.stat(self.path + str(num))[6]
+        except OSError:
+            return 0
+
+    def _remove(self, num):
+        try:
+            os.remove(self.path + str(num))
+        except OSError:
+            pass
+
+    def _scan(self, num, off):
+        """(valid end, records from off) of a segment file."""
+        n = 0
+        end = off
+        try:
+            with open(self.path + str(num), "rb") as f:
+                f.seek(off)
+                while True:
+                    p = read_record(f)
+                    if p is None:
+                        break
+                    n += 1
+                    end += len(p) + 5
+        except OSError:
+            pass
+        return end, n
+
+    def append(self, payload):
+        rec = frame(payload)
+        if not self.open or self.segs[-1][1] + len(rec) > self.seg_bytes:
+            self.segs.append([self.next, 0, 0])
+            self.next += 1
+            self.open = True
+        seg = self.segs[-1]
+        with open(self.path + str(seg[0]), "ab") as f:
+            f.write(rec)
+            sync(f)
+        seg[1] += len(rec)
+        seg[2] += 1
+        self._trim()
+
+    def peek(self):
+        """The first unacknowledged payload, or None. A record that no longer reads back
+        (flash corrupted after it was written) ends its segment: counted in .lost."""
+        self._trim()
+        if self.head is None and self.segs and self.segs[0][2]:
+            seg = self.segs[0]
+            with open(self.path + str(seg[0]), "rb") as f:
+                f.seek(self.off)
+                self.head = read_record(f)
+            if self.head is None:
+                self.lost += seg[2]
+                seg[2] = 0
+                self.off = seg[1]
+                self.open = self.open and len(self.segs) > 1
+                return self.peek()
+        return self.head
+
+    def ack(self):
+        self.off += len(self.head) + 5
+        self.head = None
+        self.dup = False
+        self.segs[0][2] -= 1
+        self.acks += 1
+        if self.acks >= COMMIT_EVERY:
+            self.save()
+        self._trim()
+
+    def _trim(self):
+        # delete leading segments that are fully acknowledged, cursor first: a cut between
+        # the two leaves a file the next boot removes, never a cursor into a lost file
+        while len(self.segs) > 1 and not self.segs[0][2]:
+            num = self.segs.pop(0)[0]
+            self.off = 0
+            self.save()
+            self._remove(num)
+
+    def drop_oldest(self):
+        """Delete the oldest segment to make room; returns the unacknowledged records
+        it held."""
+        num, _, lost = self.segs.pop(0)
+        self.off = 0
+        self.head = None
+        self.dup = False
+        if not self.segs:
+            self.open = False
+        self.save()
+        self._remove(num)
+        return lost
+
+
+class Outbox:
+    """The alarm log and the telemetry log under one byte budget.
+
+    append(alarm, payload) stores one event; dropped = [telemetry, alarms] lost to make
+    room (or to corruption) since the caller last reset it. peek() -> (log, payload) to
+    send next, alarms first, or None; ack(log) once the broker has it. log.dup: that
+    payload may have reached the broker before (a resend)."""
+
+    def __init__(self, root, max_bytes=65536, seg_bytes=4096):
+        store = FileStore(root)
+        for f in os.listdir(root):
+            if f.endswith(".tmp"):
+                os.remove(root + "/" + f)   # a cursor write the power cut interrupted
+        self.max_bytes = max_bytes
+        self.alarms = Log(store, "a", seg_bytes)
+        self.telemetry = Log(store, "t", seg_bytes)
+        self.dropped = [0, 0]
+
+    @property
+    def count(self):
+        return self.alarms.count + self.telemetry.count
+
+    def append(self, alarm, payload):
+        need = len(payload) + 5
+        while self.alarms.bytes() + self.telemetry.bytes() + need > self.max_bytes:
+            victim = self.telemetry if self.telemetry.segs else self.alarms
+            if not victim.segs:
+                break   # a budget below one record: store it anyway
+            self.dropped[victim is self.alarms] += victim.drop_oldest()
+        (self.alarms if alarm else self.telemetry).append(payload)
+
+    def peek(self):
+        for log in (self.alarms, self.telemetry):
+            p = log.peek()
+            if log.lost:
+                self.dropped[log is self.alarms] += log.lost
+                log.lost = 0
+            if p is not None:
+                return log, p
+        return None
+
+    def commit(self):
+        """Save the cursors of both logs now (a clean shutdown)."""
+        for log in (self.alarms, self.telemetry):
+            if log.acks:
+                log.save()
