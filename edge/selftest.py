@@ -1,13 +1,11 @@
 # On-board self-test, run by `edgectl provision` after a deploy: one read of the sensor
-# and one connection to the broker, with the config exactly as deployed. Prints one line,
+# and one connection to the broker as the agent makes it, with the config exactly as
+# deployed. Prints one line,
 #   SELFTEST {"config": ..., "bus": {...}, "broker": {...}}
 # which the installer's laptop turns into plain words. Never prints the secret.
 #   mpremote resume exec "import edge.selftest as t; t.main()"
 import json
-import select
 import sys
-
-from edge.clock import ticks_add, ticks_diff, ticks_ms
 
 
 def check_config(path):
@@ -42,43 +40,20 @@ def check_bus(cfg):
 
 
 def check_broker(cfg):
-    from umqtt.simple import MQTTClient, MQTTException
-    b = cfg["broker"]
-    dev = cfg["device_id"]
-    # its own client id, so a still-open agent session is not taken over
-    c = MQTTClient(dev + "-selftest", b["host"], b["port"], b.get("user"), b.get("password"), 30)
+    """Connect as the agent does (edge.link), which publishes "online" on the device's
+    status topic: the installer's laptop, subscribed there as the gateway, sees it arrive
+    only if the broker took the device's password and its ACL lets it write there."""
+    from edge.link import Link, LinkDown
+    link = Link(cfg["broker"], cfg["device_id"], lambda *a: None)
     try:
-        c.connect()
-    except MQTTException as e:
-        # CONNACK return code: 4 bad user name or password, 5 not authorised
-        return {"ok": False, "error": "refused", "code": e.args[0] if e.args else 0}
-    except (OSError, IndexError) as e:
-        return {"ok": False, "error": "unreachable", "detail": str(e)}
-    # a round trip through the broker proves both ACL lines: the device may write under
-    # dev/<id>/ and read dev/<id>/cmd/ (mosquitto grants any subscription and filters later)
-    topic = ("dev/%s/cmd/selftest" % dev).encode()
-    got = []
-    c.set_callback(lambda t, msg: got.append(msg))
-    try:
-        c.subscribe(topic, 0)
-        c.publish(topic, b"selftest", False, 0)
-        poller = select.poll()
-        poller.register(c.sock, select.POLLIN)
-        deadline = ticks_add(ticks_ms(), 3000)
-        while not got:
-            left = ticks_diff(deadline, ticks_ms())
-            if left <= 0 or not poller.poll(left):
-                break
-            c.wait_msg()
-    except (OSError, MQTTException, IndexError) as e:
-        return {"ok": False, "error": "unreachable", "detail": "connection lost: %r" % (e,)}
-    finally:
-        try:
-            c.disconnect()
-        except OSError:
-            pass
-    if not got:
-        return {"ok": False, "error": "acl", "detail": "dev/%s/cmd/selftest did not come back" % dev}
+        link.connect()
+    except LinkDown as e:
+        why = str(e)
+        # a CONNACK refusal (4: bad user name or password, 5: not authorised) is an
+        # answer from the broker; anything else means it was not reached
+        refused = "CONNACK" in why or why.strip() in ("4", "5")
+        return {"ok": False, "error": "refused" if refused else "unreachable", "detail": why}
+    link.close()
     return {"ok": True}
 
 

@@ -184,3 +184,59 @@ def test_mip_installs_the_agent_from_package_json(tmp_path, virtual_board):
     assert os.path.exists(os.path.join(lib, "umqtt", "simple.py"))
     out = boards.Mpremote(virtual_board["console"]).exec("import edge.selftest, umqtt.simple; print('imported')")
     assert "imported" in out
+
+
+def test_a_raspberry_pi_provisions_itself_under_cpython(tmp_path):
+    """--board raspberry-pi runs on the Pi: sources (no .mpy) under ROOT/opt, the config
+    (0600) under ROOT/etc, the systemd unit; the self-test runs under CPython with pyserial."""
+    import threading
+    from tools import scenarios
+    from tools.simulate import run_simulator
+    from tools.vbus import VirtualBus
+    trace = scenarios.write(str(tmp_path / "t.jsonl.gz"), *scenarios.water_meter(seconds=600, flow_from=None))
+    auth = acl.BrokerAuth(str(tmp_path / "gw" / "mosquitto"))
+    broker = acl.start_broker(auth)
+    stop, ready = threading.Event(), threading.Event()
+    root = tmp_path / "root"
+    try:
+        with VirtualBus(str(tmp_path / "bus")) as bus:
+            threading.Thread(target=run_simulator, args=("water_meter", trace, bus.b), daemon=True,
+                             kwargs=dict(slave=7, stop_event=stop, ready=ready)).start()
+            assert ready.wait(10)
+            res = edgectl("provision", "--board", "raspberry-pi", "--root", str(root), "--device-id", "wm-pi",
+                          "--profile", "water_meter", "--bus-port", bus.a, "--slave", "7",
+                          "--broker", "127.0.0.1:%d" % broker.port, "--gateway-data", str(tmp_path / "gw"),
+                          "--build-dir", str(tmp_path / "build"))
+            stop.set()
+    finally:
+        broker.stop()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "slave 7 answered on %s" % bus.a in res.stdout
+    assert "the gateway user saw it on dev/wm-pi/status" in res.stdout
+    assert "start it with: systemctl enable --now citynet-edge-agent.service" in res.stdout
+    cfg = root / "etc" / "citynet-edge" / "config.json"
+    assert stat.S_IMODE(os.stat(cfg).st_mode) == 0o600
+    assert (root / "opt" / "citynet-edge" / "lib" / "edge" / "agent.py").exists()
+    assert (root / "etc" / "systemd" / "system" / "citynet-edge-agent.service").exists()
+
+
+def test_self_test_results_in_plain_words():
+    from tools.provision import judge
+    cfg = {"device_id": "e1", "profile": "elevator", "broker": {"host": "10.0.0.2", "port": 1883},
+           "bus": {"port": "/dev/ttyUSB0", "baud": 19200, "parity": "E", "stop": 1, "slave": 3}}
+    ok = {"config": {"ok": True}, "broker": {"ok": True}}
+
+    def bad(bus, broker=None, seen=True):
+        return "; ".join(judge(dict(ok, bus=bus, broker=broker or {"ok": True}), cfg, seen)[1])
+    assert bad({"ok": False, "error": "timeout"}) == (
+        "no answer from slave 3 on /dev/ttyUSB0 at 19200 8E1: check the A/B wiring, the slave id "
+        "(edgectl scan) and the baud rate")
+    assert "check the baud rate and parity, the 120 ohm termination" in bad({"ok": False, "error": "crc"})
+    assert "two devices may share slave id 3" in bad({"ok": False, "error": "frame"})
+    assert "it is probably not a device of profile elevator" in bad({"ok": False, "error": "exception", "detail": "exception 2"})
+    reading = {"ok": True, "reading": {"speed": 0.0}}
+    assert "cannot reach the broker at 10.0.0.2:1883" in bad(reading, {"ok": False, "error": "unreachable"})
+    assert "refused e1's user name or password" in bad(reading, {"ok": False, "error": "refused"})
+    assert "did not reach the gateway user: the ACL file lacks its lines" in bad(reading, seen=False)
+    good, none = judge(dict(ok, bus=reading), cfg, None, "no gateway password here")
+    assert not none and "topic permissions not checked: no gateway password here" in good[1]

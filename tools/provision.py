@@ -40,8 +40,8 @@ BUS_ADVICE = {
            "the 120 ohm termination at both ends and the cable shield",
     "frame": "malformed replies on {port} at {line}: two devices may share slave id {slave}, or the baud "
              "rate is wrong; check with edgectl scan",
-    "exception": "slave {slave} on {port} refused the read ({detail}): it is probably not a {profile} "
-                 "device, or its register map differs; check --profile and the slave id",
+    "exception": "slave {slave} on {port} refused the read ({detail}): it is probably not a device of "
+                 "profile {profile}, or its register map differs; check --profile and the slave id",
     "open": "the board cannot open its sensor port {port} ({detail}): check --bus-port",
 }
 
@@ -119,7 +119,9 @@ class Target:
     def read_config(self) -> dict | None: ...
     def deploy(self, files: list[tuple[str, str]], progress) -> int: ...
     def selftest(self) -> dict: ...
-    def start(self) -> str: ...
+    def start(self) -> tuple[str, bool]:
+        """Start the agent: what was done, and whether the agent is now starting."""
+        raise NotImplementedError
 
 
 class MpremoteTarget(Target):
@@ -145,13 +147,13 @@ class MpremoteTarget(Target):
         out = self.mp.exec(boards.UNLOAD + "import edge.selftest as t; t.main()", timeout=45)
         return _selftest_line(out)
 
-    def start(self) -> str:
+    def start(self) -> tuple[str, bool]:
         virtual = boards.info_for_console(self.port) if self.spec["port"] == "unix" else None
         if virtual:
             boards.reset_virtual(virtual)
-            return "virtual board power-cycled; main.py starts the agent"
+            return "virtual board power-cycled; main.py starts the agent", True
         self.mp.run(["reset"], timeout=20)
-        return "board reset; main.py starts the agent"
+        return "board reset; main.py starts the agent", True
 
 
 class LocalTarget(Target):
@@ -196,14 +198,15 @@ class LocalTarget(Target):
                               capture_output=True, text=True, env=env, cwd=self.opt, timeout=45)
         return _selftest_line(proc.stdout + proc.stderr)
 
-    def start(self) -> str:
+    def start(self) -> tuple[str, bool]:
         if self.root == "/" and shutil.which("systemctl"):
             import subprocess
             subprocess.run(["systemctl", "daemon-reload"], check=True)
             subprocess.run(["systemctl", "enable", "--now", self.spec["service"]], check=True)
             subprocess.run(["systemctl", "restart", self.spec["service"]], check=True)
-            return "systemd unit %s enabled and (re)started" % self.spec["service"]
-        return "installed under %s; start it with: systemctl enable --now %s" % (self.root, self.spec["service"])
+            return "systemd unit %s enabled and (re)started" % self.spec["service"], True
+        return "installed under %s; start it with: systemctl enable --now %s" % (
+            self.root, self.spec["service"]), False
 
 
 def _selftest_line(output: str) -> dict:
@@ -249,10 +252,15 @@ def build_config(args, existing: dict | None, device_id: str, secret: str, spec:
             bus[key] = getattr(args, flag)
     if bus_port:
         bus["port"] = bus_port
-    # a board's wired UART (pins, DE/RE) goes in where the schema has a place for it
+    # the board's wiring and flash (UART pins, DE/RE, watchdog, outbox size) go in
+    # wherever the schema has a place for them
     for key, value in spec.get("uart", {}).items():
         if "bus." + key in schema.SCHEMA:
             bus.setdefault(key, value)
+    for path, value in (("watchdog_ms", spec.get("watchdog_ms")), ("outbox.kb", spec.get("flash", {}).get("outbox_kb"))):
+        if value is not None and path in schema.SCHEMA and path.split(".")[0] not in keep:
+            section, _, leaf = path.rpartition(".")
+            (cfg.setdefault(section, {}) if section else cfg)[leaf] = value
     if "port" not in bus and spec.get("default_port"):
         bus["port"] = spec["default_port"]
     if "port" not in bus and "uart_id" in spec.get("uart", {}):
@@ -346,8 +354,9 @@ def main_py(spec: dict) -> str:
             "agent.main(['main.py', 'config.json', %r])\n" % (spec["board"], state))
 
 
-def judge(report: dict, cfg: dict) -> tuple[list[str], list[str]]:
-    """The self-test's result as (what worked, what is wrong and what to do)."""
+def judge(report: dict, cfg: dict, seen: bool | None = None, why_unseen: str = "") -> tuple[list[str], list[str]]:
+    """The self-test's result as (what worked, what is wrong and what to do). seen: whether
+    the gateway user saw the board's "online" (None: could not watch)."""
     good, bad = [], []
     if not report["config"]["ok"]:
         return good, ["the board rejected its config: %s" % report["config"]["detail"]]
@@ -363,19 +372,24 @@ def judge(report: dict, cfg: dict) -> tuple[list[str], list[str]]:
                                  detail=bus.get("detail", "")))
     br = report["broker"]
     where = "%s:%d" % (cfg["broker"]["host"], cfg["broker"]["port"])
-    if br["ok"]:
-        good.append("connected to the broker at %s as %s, topics dev/%s/# allowed" % (
-            where, cfg["device_id"], cfg["device_id"]))
+    dev = cfg["device_id"]
+    if br["ok"] and seen:
+        good.append("connected to the broker at %s as %s; the gateway user saw it on dev/%s/status" % (
+            where, dev, dev))
+    elif br["ok"] and seen is None:
+        good.append("connected to the broker at %s as %s (topic permissions not checked: %s)" % (
+            where, dev, why_unseen))
+    elif br["ok"]:
+        bad.append("the broker at %s let %s in, but what it published on dev/%s/status did not reach the "
+                   "gateway user: the ACL file lacks its lines or the broker has not reloaded it (systemctl "
+                   "reload mosquitto, or kill -HUP its pid)" % (where, dev, dev))
     elif br["error"] == "unreachable":
         bad.append("the board cannot reach the broker at %s (%s): check --broker, the network between the "
                    "board and the gateway, and that the broker runs" % (where, br.get("detail", "")))
     elif br["error"] == "refused":
-        bad.append("the broker at %s refused %s's user name or password (CONNACK %s): the broker has not "
-                   "read the new password file; reload it (systemctl reload mosquitto, or kill -HUP its "
-                   "pid) and run provision again" % (where, cfg["device_id"], br.get("code")))
-    else:
-        bad.append("the broker at %s let %s in but its ACL denies dev/%s/cmd/#: reload the broker so it "
-                   "reads the new ACL file" % (where, cfg["device_id"], cfg["device_id"]))
+        bad.append("the broker at %s refused %s's user name or password (%s): the broker has not read "
+                   "the new password file; reload it (systemctl reload mosquitto, or kill -HUP its pid) and "
+                   "run provision again" % (where, dev, br.get("detail", "")))
     return good, bad
 
 
@@ -465,25 +479,28 @@ def provision(args: argparse.Namespace, rep: Reporter) -> int:
         st.done("%d files on %s, %d changed (config.json holds the secret)" % (len(files[0]), target.name, copied),
                 files=len(files[0]), changed=copied)
 
+    # watch the device's status topic as the gateway from here on: what the board
+    # publishes with its new credentials must reach the gateway's user
+    watch = OnlineWatch(cfg, auth)
     failure = None
     try:
-        with rep.step("self-test", "one sensor read and one broker connection on the board") as st:
-            report = target.selftest()
-            good, bad = judge(report, cfg)
-            if bad:
-                raise StepFailed("; ".join(bad), selftest=report)
-            st.done("; ".join(good), selftest=report)
-    except StepFailed as e:
-        # the agent is started all the same: it keeps retrying and reports what fails
-        failure = e
-
-    with rep.step("start", "starting the agent") as st:
-        watch = OnlineWatch(cfg, auth)
         try:
-            how = target.start()
-            st.done(how + "; " + watch.wait(30, st), online=watch.online)
-        finally:
-            watch.close()
+            with rep.step("self-test", "one sensor read and one broker connection on the board") as st:
+                report = target.selftest()
+                seen = watch.seen(5) if report.get("broker", {}).get("ok") and watch.client else None
+                good, bad = judge(report, cfg, seen, watch.why)
+                if bad:
+                    raise StepFailed("; ".join(bad), selftest=report)
+                st.done("; ".join(good), selftest=report)
+        except StepFailed as e:
+            # the agent is started all the same: it keeps retrying and reports what fails
+            failure = e
+        with rep.step("start", "starting the agent") as st:
+            watch.arm()
+            how, started = target.start()
+            st.done(how + ("; " + watch.wait(30, st) if started else ""), online=watch.online)
+    finally:
+        watch.close()
 
     follow = "edgectl logs --port %s" % args.port if args.port else "journalctl -fu %s" % spec.get("service")
     if failure:
@@ -496,8 +513,9 @@ def provision(args: argparse.Namespace, rep: Reporter) -> int:
 
 
 class OnlineWatch:
-    """Watch dev/<id>/status as the gateway user, from before the reset, for the live
-    "online" the agent publishes once the broker has let it in with its own credentials."""
+    """Watch dev/<id>/status as the gateway user for a live "online": published by the
+    self-test's connection, then by the agent once it has started with its credentials.
+    Retained messages are the past and are ignored."""
 
     def __init__(self, cfg: dict, auth: acl.BrokerAuth) -> None:
         self.device_id = cfg["device_id"]
@@ -505,7 +523,7 @@ class OnlineWatch:
         self.client = None
         self.why = ""
         self.event = threading.Event()
-        self.t0 = time.monotonic()   # made just before the reset
+        self.t0 = time.monotonic()
         if not os.path.exists(os.path.join(auth.dir, "gateway.password")):
             self.why = "no gateway password in %s to watch the broker with" % auth.dir
             return
@@ -514,23 +532,35 @@ class OnlineWatch:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgectl-provision-%s" % os.getpid())
         c.username_pw_set(acl.GATEWAY_USER, auth.gateway_password())
         subscribed = threading.Event()
+        c.on_connect = lambda cl, u, f, reason, p: (
+            cl.subscribe("dev/%s/status" % self.device_id, 1) if not reason.is_failure else None)
         c.on_subscribe = lambda *a: subscribed.set()
         c.on_message = self._message
         try:
             c.connect(cfg["broker"]["host"], cfg["broker"]["port"], 30)
         except OSError as e:
-            self.why = "cannot watch the broker from here (%s)" % e
+            self.why = "this machine cannot reach the broker (%s)" % e
             return
-        c.subscribe("dev/%s/status" % self.device_id, 1)
         c.loop_start()
+        if not subscribed.wait(5):
+            c.loop_stop()
+            self.why = "the broker did not let the gateway user subscribe from here"
+            return
         self.client = c
-        subscribed.wait(5)
 
     def _message(self, client, userdata, msg) -> None:
-        # a retained message is the past; a live one is this boot
         if not msg.retain and msg.payload == b"online":
             self.online = True
             self.event.set()
+
+    def seen(self, timeout: float) -> bool:
+        return self.event.wait(timeout)
+
+    def arm(self) -> None:
+        """Forget what was seen so far: the next "online" is the agent's."""
+        self.event.clear()
+        self.online = False
+        self.t0 = time.monotonic()
 
     def wait(self, timeout: float, step) -> str:
         if self.client is None:
