@@ -62,7 +62,10 @@ class Mosquitto:
                 # started as root, mosquitto drops to the "mosquitto" user, which cannot
                 # write its persistence file here: queued messages would die with a restart
                 fh.write("user root\n")
-            fh.write("max_queued_messages 100000\n")
+            # the gateway's session queues everything while it is away (docs/delivery.md):
+            # no count cap (the default 1000 would drop the rest), and a save every 10 s
+            # so a broker crash loses at most that much of what it acknowledged
+            fh.write("max_queued_messages 0\nmax_queued_bytes 0\nautosave_interval 10\n")
             fh.write(self.extra)
         self.log = open(os.path.join(self.workdir, "mosquitto.log"), "ab")
         self.proc = subprocess.Popen([binary(), "-c", conf], stdout=self.log, stderr=subprocess.STDOUT)
