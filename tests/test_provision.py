@@ -134,9 +134,12 @@ def test_bad_input_is_refused_before_anything_changes(tmp_path, virtual_board):
     assert "--baud: config.bus.baud: 9601 is not one of 1200, 2400" in bad.stderr
     unknown = edgectl(*common, "--device-id", "e1", "--profile", "elevator", "--bus-port", "/dev/null",
                       "--param", "no_such_threshold=3", "--site", "rated_speed=1", "--site", "floors=0,3")
-    assert "--param: config.params.no_such_threshold: unknown parameter; known:" in unknown.stderr
+    assert "--param no_such_threshold=VALUE: config.params.no_such_threshold: unknown parameter; known:" \
+        in unknown.stderr
     missing = edgectl(*common, "--device-id", "e1", "--profile", "elevator", "--bus-port", "/dev/null")
-    assert "config.site.rated_speed: required field is missing" in missing.stderr
+    assert ("the elevator profile needs --site rated_speed=VALUE (a speed in m/s, 0..20) and "
+            "--site floors=VALUE") in missing.stderr
+    assert "stopped at config (see above); nothing was changed" in missing.stderr
     assert not os.path.exists(os.path.join(gw_data, "devices.json")), "a refused config registered the device"
 
 

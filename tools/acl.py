@@ -165,31 +165,83 @@ def start_broker(auth: BrokerAuth, port: int | None = None) -> Mosquitto:
     return Mosquitto(auth.dir, port=port, extra=auth.conf_lines(), anonymous=False).start()
 
 
+def running_port(auth: BrokerAuth) -> int | None:
+    """The port of a broker that `edgectl broker` runs from this directory, or None."""
+    try:
+        pid = int(open(auth.pid_file).read().strip())
+        os.kill(pid, 0)
+        return int(open(os.path.join(auth.dir, "port")).read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_broker(auth: BrokerAuth, timeout: float = 15) -> int:
+    """A sandbox broker for the virtual board: the one running from auth.dir, or a new
+    `edgectl broker` in the background on a free port. Returns its port."""
+    import subprocess
+    import time
+    from tools import runtime
+    from tools.mosquitto import free_port
+    port = running_port(auth)
+    if port:
+        return port
+    os.makedirs(auth.dir, exist_ok=True)
+    port = free_port()
+    log = open(os.path.join(auth.dir, "broker.out"), "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "tools.edgectl", "broker", "--dir", os.path.abspath(auth.dir),
+                             "--port", str(port)], cwd=runtime.ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if running_port(auth) == port:
+            return port
+        time.sleep(0.1)
+    raise RuntimeError("the sandbox broker did not start: see %s" % os.path.join(auth.dir, "broker.out"))
+
+
 # ---------------------------------------------------------------- edgectl broker
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--dir", default=DEFAULT_DIR, metavar="DIR",
                     help="where the password and ACL files live (default: %(default)s; "
                          "edgectl provision --broker-auth writes to the same place)")
     ap.add_argument("--port", type=int, default=1883, help="port on 127.0.0.1 (default: 1883)")
+    ap.add_argument("--stop", action="store_true", help="stop the broker running from --dir")
 
 
 def run(args: argparse.Namespace) -> int:
     auth = BrokerAuth(args.dir)
+    if args.stop:
+        if running_port(auth) is None:
+            print("no broker runs from %s" % args.dir)
+            return 0
+        # the `edgectl broker` process, which stops its mosquitto on the way out
+        os.kill(int(open(os.path.join(auth.dir, "broker.pid")).read()), signal.SIGTERM)
+        print("broker in %s stopped" % args.dir)
+        return 0
     try:
         broker = start_broker(auth, args.port)
     except RuntimeError as e:
         print("edgectl broker: %s" % e, file=sys.stderr)
         return 1
+    write_private(os.path.join(auth.dir, "port"), "%d\n" % broker.port)
+    write_private(os.path.join(auth.dir, "broker.pid"), "%d\n" % os.getpid())
+    password_file = os.path.join(auth.dir, "gateway.password")
     print("broker: mosquitto on 127.0.0.1:%d, anonymous clients refused; users and ACL in %s\n"
           "the gateway connects as user %r with the password in %s:\n"
           "  edge-gateway run --broker mqtt://%s:$(cat %s)@127.0.0.1:%d\n"
-          "Ctrl-C stops it" % (broker.port, auth.dir, GATEWAY_USER, os.path.join(auth.dir, "gateway.password"),
-                               GATEWAY_USER, os.path.join(auth.dir, "gateway.password"), broker.port),
-          flush=True)
+          "Ctrl-C stops it" % (broker.port, auth.dir, GATEWAY_USER, password_file,
+                               GATEWAY_USER, password_file, broker.port), flush=True)
+    signal.signal(signal.SIGTERM, lambda *a: broker.proc.terminate())
     try:
         broker.proc.wait()
     except KeyboardInterrupt:
         pass
     finally:
         broker.stop()
+        for name in ("port", "broker.pid"):
+            try:
+                os.remove(os.path.join(auth.dir, name))
+            except OSError:
+                pass
     return 0

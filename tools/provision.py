@@ -101,7 +101,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                    help="threshold override, e.g. door_open_moving_s=3 (names: docs/filters.md)")
     g = ap.add_argument_group("gateway")
     g.add_argument("--broker", metavar="HOST[:PORT]",
-                   help="the broker as the board reaches it (virtual board default: 127.0.0.1:1883)")
+                   help="the broker as the board reaches it; for --board virtual, omit it to run a "
+                        "sandbox broker (edgectl broker) from the --broker-auth directory")
     g.add_argument("--gateway-data", default="gateway-data",
                    help="the gateway's data directory: devices.json (default: %(default)s)")
     g.add_argument("--broker-auth", metavar="DIR",
@@ -283,6 +284,12 @@ def build_config(args, existing: dict | None, device_id: str, secret: str, spec:
 
 
 def validate(cfg: dict) -> dict:
+    # what the profile cannot run without, all at once rather than one per attempt
+    missing = [p for p in schema.PROFILE_REQUIRES.get(cfg.get("profile"), ())
+               if p.partition(".")[2] not in (cfg.get(p.partition(".")[0]) or {})]
+    if len(missing) > 1:
+        raise StepFailed("the %s profile needs %s" % (cfg["profile"], " and ".join(
+            "--site %s=VALUE (%s)" % (p.partition(".")[2], schema.SCHEMA[p][3]) for p in missing)))
     checked = schema.validate(copy.deepcopy(cfg))
     from edge.pipeline import load_module, merge_params
     from edge.detect import common
@@ -295,11 +302,17 @@ def validate(cfg: dict) -> dict:
 
 
 def explain_config_error(e: Exception) -> str:
+    """The schema's message, led by the flag that sets the field, and what it allows."""
     text = str(e)
     path = text.split(":")[0].replace("config.", "")
-    flag = FLAGS.get(path) or ("--site" if path.startswith("site.") else "--param" if path.startswith("params.") else "")
-    if "bus.port" in text and "missing" in text:
-        return text + " (give --bus-port: the sensor's serial port as the board sees it)"
+    section, _, name = path.partition(".")
+    flag = FLAGS.get(path) or ("--%s %s=VALUE" % ({"params": "param"}.get(section, section), name)
+                               if section in ("site", "params") else "")
+    if text.endswith("required field is missing"):
+        if path == "bus.port":
+            text += " (the sensor's serial port as the board sees it)"
+        elif path in schema.SCHEMA and schema.SCHEMA[path][3]:
+            text += " (%s)" % schema.SCHEMA[path][3]
     return "%s%s" % (flag + ": " if flag else "", text)
 
 
@@ -398,12 +411,16 @@ def run(args: argparse.Namespace) -> int:
     rep = Reporter(json_mode=args.json, total=STEPS)
     try:
         return provision(args, rep)
-    except ProvisionError as e:
-        rep.summary(False, "edgectl provision: %s" % e, error=str(e))
-        return 2
-    except (StepFailed, boards.BoardError) as e:
-        rep.summary(False, "edgectl provision: stopped: %s" % e, error=str(e))
-        return 1
+    except (ProvisionError, StepFailed, boards.BoardError) as e:
+        if rep.json_mode or not rep.steps:
+            rep.summary(False, "edgectl provision: %s" % e, error=str(e))
+        else:
+            last = rep.steps[-1]["step"]
+            changed = last not in ("identity", "config")
+            rep.summary(False, "edgectl provision: stopped at %s (see above); %s" % (
+                last, "fix it and run the same command again: the identity is kept" if changed
+                else "nothing was changed"), error=str(e))
+        return 2 if isinstance(e, ProvisionError) else 1
 
 
 def provision(args: argparse.Namespace, rep: Reporter) -> int:
@@ -429,6 +446,15 @@ def provision(args: argparse.Namespace, rep: Reporter) -> int:
     except RegistryError as e:
         raise ProvisionError(str(e)) from None
     auth = acl.BrokerAuth(args.broker_auth or os.path.join(args.gateway_data, "mosquitto"))
+    if args.board == "virtual" and not args.broker:
+        # a sandbox: its own broker, with the password and ACL files provision writes
+        if acl.running_port(auth) is None:
+            rep.note("starting a broker for the virtual board from %s (stop it with: edgectl broker --stop "
+                     "--dir %s)" % (auth.dir, auth.dir))
+        try:
+            args.broker = "127.0.0.1:%d" % acl.ensure_broker(auth)
+        except RuntimeError as e:
+            raise ProvisionError(str(e)) from None
 
     with rep.step("identity", "reading the board's identity") as st:
         existing = target.read_config()

@@ -59,8 +59,9 @@ class Step:
     def __exit__(self, kind, exc, tb) -> bool:
         if exc is None:
             self.rep.finished(self, "ok", self.detail, self.data)
-        elif isinstance(exc, StepFailed):
-            self.rep.finished(self, "failed", str(exc), exc.data)
+        elif isinstance(exc, Exception):
+            # a StepFailed, or another error that ends the step (a board that went away)
+            self.rep.finished(self, "failed", str(exc), getattr(exc, "data", {}))
         return False
 
 
