@@ -243,3 +243,25 @@ def test_self_test_results_in_plain_words():
     assert "did not reach the gateway user: the ACL file lacks its lines" in bad(reading, seen=False)
     good, none = judge(dict(ok, bus=reading), cfg, None, "no gateway password here")
     assert not none and "topic permissions not checked: no gateway password here" in good[1]
+
+
+def test_an_esp32_gets_boot_py_and_its_wifi_in_private_files(tmp_path):
+    import argparse
+    from tools import provision
+    spec = boards.load_board("esp32-devkitc")
+    pw = tmp_path / "pw"
+    pw.write_text("site-secret\n")
+    args = argparse.Namespace(wifi_ssid="lift-room", wifi_password_file=str(pw))
+    wifi = provision.wifi_settings(args, spec)
+    (tmp_path / "lib").mkdir()
+    files, tmp = provision._files(str(tmp_path), spec, {"device_id": "e1"}, wifi)
+    by_dest = {dest: src for src, dest in files}
+    assert set(by_dest) == {"boot.py", "wifi.json", "main.py", "config.json"}
+    for private in ("wifi.json", "config.json"):
+        assert stat.S_IMODE(os.stat(by_dest[private]).st_mode) == 0o600
+    assert json.load(open(by_dest["wifi.json"])) == {"ssid": "lift-room", "password": "site-secret"}
+    assert "agent.main(['main.py', 'config.json', '/state'])" in open(by_dest["main.py"]).read()
+    # boot.py is MicroPython that mpy-cross accepts
+    subprocess.run([runtime.mpy_cross(), "-o", str(tmp_path / "boot.mpy"), by_dest["boot.py"]], check=True)
+    with pytest.raises(provision.ProvisionError, match="does not use Wi-Fi"):
+        provision.wifi_settings(args, boards.load_board("virtual"))

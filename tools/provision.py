@@ -81,6 +81,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--virtual-dir", default=boards.DEFAULT_VIRTUAL_DIR,
                    help="where the virtual board lives (default: %(default)s)")
     g.add_argument("--root", default="/", help="raspberry-pi only: install under this root (default: /)")
+    g.add_argument("--wifi-ssid", help="ESP32: the site's Wi-Fi network (kept on the board in wifi.json)")
+    g.add_argument("--wifi-password-file", metavar="FILE",
+                   help="ESP32: a file holding the Wi-Fi password (default: asked for, not echoed)")
     g = ap.add_argument_group("identity")
     g.add_argument("--device-id", help="the device's id (a fresh board needs one; a provisioned board keeps its own)")
     g.add_argument("--rotate", action="store_true", help="give the device a new secret (and broker password)")
@@ -145,7 +148,9 @@ class MpremoteTarget(Target):
         return self.mp.put(files, progress)
 
     def selftest(self) -> dict:
-        out = self.mp.exec(boards.UNLOAD + "import edge.selftest as t; t.main()", timeout=45)
+        # boot.py joins the Wi-Fi (ESP32) as it will at power-up
+        boot = "import boot\n" if self.spec.get("boot") else ""
+        out = self.mp.exec(boards.UNLOAD + boot + "import edge.selftest as t; t.main()", timeout=60)
         return _selftest_line(out)
 
     def start(self) -> tuple[str, bool]:
@@ -426,6 +431,7 @@ def run(args: argparse.Namespace) -> int:
 def provision(args: argparse.Namespace, rep: Reporter) -> int:
     from gateway.registry import Registry, RegistryError
     spec = boards.load_board(args.board)
+    wifi = wifi_settings(args, spec)
     bus_port = args.bus_port
     if spec["port"] == "cpython":
         target: Target = LocalTarget(args.root, spec)
@@ -497,7 +503,7 @@ def provision(args: argparse.Namespace, rep: Reporter) -> int:
                                                   if spec.get("manifest") else ""), build=out)
 
     with rep.step("deploy", "copying to the board") as st:
-        files = _files(out, spec, cfg, st)
+        files = _files(out, spec, cfg, wifi)
         try:
             copied = target.deploy(files[0], st.progress)
         finally:
@@ -605,12 +611,34 @@ class OnlineWatch:
             self.client.disconnect()
 
 
-def _files(out: str, spec: dict, cfg: dict, st) -> tuple[list[tuple[str, str]], str]:
-    """(local, board path) pairs; the config goes through a private temp dir (0700)."""
+def wifi_settings(args, spec: dict) -> dict | None:
+    """{"ssid", "password"} for a board that joins Wi-Fi in its boot.py, or None."""
+    if not args.wifi_ssid:
+        return None
+    if not spec.get("boot"):
+        raise ProvisionError("--wifi-ssid: board %s does not use Wi-Fi" % spec["board"])
+    if args.wifi_password_file:
+        try:
+            password = open(args.wifi_password_file).read().strip()
+        except OSError as e:
+            raise ProvisionError("--wifi-password-file: cannot read %s (%s)" % (args.wifi_password_file, e.strerror))
+    else:
+        import getpass
+        password = getpass.getpass("Wi-Fi password for %s: " % args.wifi_ssid)
+    return {"ssid": args.wifi_ssid, "password": password}
+
+
+def _files(out: str, spec: dict, cfg: dict, wifi: dict | None = None) -> tuple[list[tuple[str, str]], str]:
+    """(local, board path) pairs; files with secrets go through a private temp dir (0700)."""
     tmp = tempfile.mkdtemp(prefix="provision-")
     cfg_path = os.path.join(tmp, "config.json")
     acl.write_private(cfg_path, json.dumps(cfg, indent=1))
     files = []
+    if spec.get("boot"):
+        files.append((os.path.join(runtime.ROOT, "boards", spec["boot"]), "boot.py"))
+    if wifi:
+        acl.write_private(os.path.join(tmp, "wifi.json"), json.dumps(wifi))
+        files.append((os.path.join(tmp, "wifi.json"), "wifi.json"))
     lib = os.path.join(out, "lib")
     for d, _, fs in os.walk(lib):
         for f in sorted(fs):
