@@ -95,9 +95,9 @@ class Agent:
         self.seq += 1
         payload = event.encode(self.signer, code, action, self.boot, self.seq, t, values)
         name, kind, _ = CODES[code]
-        if kind != "telemetry":
-            log("event %s %s seq=%d %s" % (ACTIONS[action], name, self.seq, list(values)))
         self.outbox.append(kind != "telemetry", payload)
+        if kind != "telemetry":   # logged once stored, so a log line is a promise kept
+            log("event %s %s seq=%d %s" % (ACTIONS[action], name, self.seq, list(values)))
         self._report_drops()
 
     def _report_drops(self):

@@ -1,0 +1,242 @@
+"""edge.link and the agent's send step against a fake broker on loopback that reads the
+raw MQTT packets: a broker that accepts TCP and never answers makes connect fail within
+its deadline; a lost PUBACK makes the agent resend the same event with DUP set; a
+reboot marks the first stored event as a possible duplicate; an idle link pings. Each
+scenario runs under the MicroPython unix port and CPython."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tools import runtime
+
+RUNTIMES = ("micropython", "cpython")
+
+
+class FakeBroker:
+    """MQTT 3.1.1 on 127.0.0.1, just enough of it. mode: "ok"; "silent" (accepts TCP,
+    never answers); "refuse" (CONNACK 5, not authorised); "lose_first_puback" (the
+    first event publish gets no PUBACK: the connection is closed instead)."""
+
+    def __init__(self, mode: str = "ok") -> None:
+        self.mode = mode
+        self.packets: list[tuple[int, int, bytes]] = []   # (connection, first byte, body)
+        self.lost = False
+        self.conns: list[socket.socket] = []
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn, len(self.conns) - 1), daemon=True).start()
+
+    @staticmethod
+    def _read(conn: socket.socket, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    def _serve(self, conn: socket.socket, idx: int) -> None:
+        try:
+            while True:
+                first = self._read(conn, 1)[0]
+                n, shift = 0, 0
+                while True:
+                    b = self._read(conn, 1)[0]
+                    n |= (b & 0x7F) << shift
+                    shift += 7
+                    if not b & 0x80:
+                        break
+                body = self._read(conn, n) if n else b""
+                self.packets.append((idx, first, body))
+                kind = first & 0xF0
+                if self.mode == "silent":
+                    continue
+                if kind == 0x10:
+                    conn.sendall(b"\x20\x02\x00" + (b"\x05" if self.mode == "refuse" else b"\x00"))
+                elif kind == 0x30:
+                    tlen = body[0] << 8 | body[1]
+                    topic = body[2:2 + tlen]
+                    pid = body[2 + tlen:4 + tlen]
+                    if self.mode == "lose_first_puback" and topic.endswith(b"/ev") and not self.lost:
+                        self.lost = True
+                        conn.close()
+                        return
+                    conn.sendall(b"\x40\x02" + pid)
+                elif kind == 0xC0:
+                    conn.sendall(b"\xd0\x00")
+                elif kind == 0xE0:
+                    conn.close()
+                    return
+        except (EOFError, OSError):
+            conn.close()
+
+    def publishes(self, topic_end: bytes = b"/ev") -> list[tuple[int, bool, bytes]]:
+        """(connection, DUP flag, payload) of every PUBLISH to a topic ending so."""
+        out = []
+        for idx, first, body in self.packets:
+            if first & 0xF0 == 0x30:
+                tlen = body[0] << 8 | body[1]
+                if body[2:2 + tlen].endswith(topic_end):
+                    out.append((idx, bool(first & 0x08), body[4 + tlen:]))
+        return out
+
+    def close(self) -> None:
+        self.srv.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def broker(request):
+    b = FakeBroker(getattr(request, "param", "ok"))
+    yield b
+    b.close()
+
+
+def run_script(rt: str, code: str, *args: str, timeout: float = 60) -> dict:
+    argv = [runtime.micropython()] if rt == "micropython" else [sys.executable]
+    proc = subprocess.run(argv + ["-c", code, *args], env=runtime.micropython_env(), capture_output=True,
+                          text=True, timeout=timeout, cwd="/")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+CONNECT = """
+import sys, json
+from edge.clock import ticks_ms, ticks_diff
+from edge.link import Link, LinkDown
+link = Link({"host": "127.0.0.1", "port": int(sys.argv[1]), "keepalive": 30}, "dev-1", lambda *a: None, int(sys.argv[2]))
+t0 = ticks_ms()
+error = None
+try:
+    link.connect()
+except LinkDown as e:
+    error = str(e)
+print(json.dumps({"ms": ticks_diff(ticks_ms(), t0), "error": error, "up": link.up, "retry_ms": link.wait_ms()}))
+"""
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+@pytest.mark.parametrize("broker", ["silent"], indirect=True)
+def test_connect_fails_within_its_deadline_when_no_connack_comes(broker, rt):
+    out = run_script(rt, CONNECT, str(broker.port), "700")
+    assert out["error"] and "CONNACK" in out["error"], out
+    assert 650 <= out["ms"] < 3000, out
+    assert not out["up"] and out["retry_ms"] > 0, "no backoff after a failed connect"
+    assert [p[1] for p in broker.packets] == [0x10], "something other than one CONNECT was sent"
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+@pytest.mark.parametrize("broker", ["refuse"], indirect=True)
+def test_a_refused_connect_is_an_error_that_says_so(broker, rt):
+    out = run_script(rt, CONNECT, str(broker.port), "2000")
+    assert "refused" in out["error"] and out["ms"] < 1500, out
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+def test_connect_sends_the_will_and_the_online_status(broker, rt):
+    out = run_script(rt, CONNECT, str(broker.port), "2000")
+    assert out["error"] is None and out["up"]
+    (_, first, body), = [p for p in broker.packets if p[1] == 0x10]
+    assert body[:7] == b"\x00\x04MQTT\x04" and body[7] == 0x2E        # clean session, will QoS 1, retained
+    assert b"dev/dev-1/status" in body and b"offline" in body
+    assert broker.publishes(b"/status") == [(0, False, b"online")]
+
+
+AGENT = """
+import sys, json
+from edge.agent import Agent
+from edge.link import Link
+from edge.outbox import Outbox
+from edge.state import MemoryStore
+from edge.clock import sleep_ms, ticks_ms, ticks_diff
+port, state, keepalive, count, run_ms = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+cfg = {"device_id": "dev-1", "secret": "00" * 16, "profile": "water_meter",
+       "bus": {"port": "-", "baud": 9600, "slave": 1, "word_order": "ABCD"}}
+link = Link({"host": "127.0.0.1", "port": port, "keepalive": keepalive}, "dev-1", lambda *a: None, 1000)
+agent = Agent(cfg, None, link, MemoryStore(), Outbox(state), lambda: 1780000000)
+import edge.agent
+edge.agent.log = lambda *a: None
+for i in range(count):
+    agent.emit(1780000000 + i, 0x12, 0, (i,))      # device.boot reports stand in for events
+t0 = ticks_ms()
+while ticks_diff(ticks_ms(), t0) < run_ms:
+    idle = agent.send_one()
+    if idle:
+        sleep_ms(min(idle, 50))
+agent.outbox.commit()
+print(json.dumps({"left": agent.outbox.count, "seq": agent.seq}))
+"""
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+@pytest.mark.parametrize("broker", ["lose_first_puback"], indirect=True)
+def test_a_publish_whose_puback_was_lost_is_resent_with_dup(broker, rt, tmp_path):
+    out = run_script(rt, AGENT, str(broker.port), str(tmp_path / "state"), "30", "3", "2500")
+    assert out["left"] == 0
+    sent = broker.publishes()
+    first = sent[0]
+    assert first[:2] == (0, False)
+    # the connection dropped without a PUBACK: after the reconnect the same bytes, marked DUP
+    assert sent[1] == (1, True, first[2])
+    assert [s[1] for s in sent[2:]] == [False, False]
+    assert len({s[2] for s in sent}) == 3, "an event was lost or a new one was marked DUP"
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+def test_after_a_reboot_the_first_stored_event_goes_out_with_dup(broker, rt, tmp_path):
+    state = str(tmp_path / "state")
+    silent = FakeBroker("silent")
+    try:
+        # the broker never acknowledges: three events stay on flash; then the power goes
+        out = run_script(rt, AGENT, str(silent.port), state, "30", "3", "1500")
+        assert out["left"] == 3
+    finally:
+        silent.close()
+    out = run_script(rt, AGENT, str(broker.port), state, "30", "0", "1500")
+    assert out["left"] == 0
+    sent = broker.publishes()
+    assert [s[1] for s in sent] == [True, False, False]
+    assert len({s[2] for s in sent}) == 3
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+def test_an_idle_link_pings_at_half_the_keepalive(broker, rt, tmp_path):
+    out = run_script(rt, AGENT, str(broker.port), str(tmp_path / "state"), "1", "0", "1800")
+    assert out["left"] == 0
+    pings = [p for p in broker.packets if p[1] == 0xC0]
+    assert 2 <= len(pings) <= 4, broker.packets   # every 500 ms of silence
+    assert sum(1 for p in broker.packets if p[1] == 0x10) == 1, "the pings did not keep the session"
+
+
+def test_close_sends_disconnect(broker):
+    from edge.link import Link
+    link = Link({"host": "127.0.0.1", "port": broker.port}, "dev-1", lambda *a: None)
+    link.connect()
+    link.close()
+    deadline = time.monotonic() + 2
+    while not [p for p in broker.packets if p[1] == 0xE0] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [p for p in broker.packets if p[1] == 0xE0] and not link.up
