@@ -63,7 +63,7 @@ def test_esptool_failures_are_told_in_plain_words(tmp_path):
     res = edgectl("flash", "--board", "esp32-s3", "--firmware", fw, "--port", str(tmp_path / "ttyUSB7"))
     assert res.returncode == 1
     assert "there is no serial port %s: plug the board in" % (tmp_path / "ttyUSB7") in res.stderr
-    assert "the chip on /dev/x is not a esp32" in flash.explain(
+    assert "the chip on /dev/x is not the esp32 this board has" in flash.explain(
         "A fatal error occurred: This chip is ESP32-S3, not ESP32. Wrong --chip argument?", "/dev/x", "esp32")
     assert "dialout" in flash.explain("could not open port /dev/x: [Errno 13] Permission denied", "/dev/x", "esp32")
 

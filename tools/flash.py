@@ -33,7 +33,7 @@ ADVICE = (
                             "(ls /dev/ttyUSB* /dev/ttyACM*)"),
     ("Could not open", "there is no serial port {port}: plug the board in and check the name "
                        "(ls /dev/ttyUSB* /dev/ttyACM*)"),
-    ("Wrong --chip", "the chip on {port} is not a {chip}: pick the --board that matches it ({detail})"),
+    ("Wrong --chip", "the chip on {port} is not the {chip} this board has: pick the --board that matches it ({detail})"),
     ("does not fit", "the image is larger than the board's flash: use the firmware build for this board"),
 )
 
