@@ -33,6 +33,16 @@ def drain(ob: Outbox, limit: int = 10_000) -> list[bytes]:
     return out
 
 
+def sent_and_committed(root, n: int, sent: int) -> Outbox:
+    """An outbox holding n alarms, the first `sent` of them acknowledged and committed."""
+    ob = Outbox(str(root))
+    for i in range(n):
+        ob.append(True, ev(i))
+    drain(ob, limit=sent)
+    ob.commit()
+    return ob
+
+
 def files(root) -> list[str]:
     return sorted(os.listdir(root))
 
@@ -69,11 +79,7 @@ def test_acks_since_the_last_cursor_are_resent_at_most_commit_every(tmp_path):
 
 
 def test_commit_saves_the_cursor_on_a_clean_stop(tmp_path):
-    ob = Outbox(str(tmp_path))
-    for i in range(5):
-        ob.append(True, ev(i))
-    drain(ob, limit=3)
-    ob.commit()
+    sent_and_committed(tmp_path, 5, 3)
     assert drain(Outbox(str(tmp_path))) == [ev(3), ev(4)]
 
 
@@ -167,11 +173,7 @@ def test_a_cut_between_cursor_and_delete_leaves_nothing_to_resend(tmp_path):
 
 
 def test_a_lost_cursor_means_resending_not_losing(tmp_path):
-    ob = Outbox(str(tmp_path))
-    for i in range(4):
-        ob.append(True, ev(i))
-    drain(ob, limit=2)
-    ob.commit()
+    sent_and_committed(tmp_path, 4, 2)
     open(os.path.join(str(tmp_path), "a.ack"), "w").write("not a cursor")
     open(os.path.join(str(tmp_path), "a.ack.tmp"), "w").write("half")
     again = Outbox(str(tmp_path))

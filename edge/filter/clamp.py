@@ -1,17 +1,11 @@
 # A reading that may overshoot its scale is limited to [lo, hi] (filter "clamp";
 # contract, registry and chains: edge/filters.py).
+from edge.filter.range import Range
 
 
-class Clamp:
+class Clamp(Range):
     """clamp(lo, hi): limit to [lo, hi] (a reading that may overshoot its scale). None -> None."""
-    __slots__ = ("lo", "hi")
-
-    def __init__(self, lo, hi):
-        self.lo = lo
-        self.hi = hi
-
-    def reset(self):
-        pass   # no state
+    __slots__ = ()
 
     def step(self, t, v):
         if v is None:
