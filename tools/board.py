@@ -206,7 +206,7 @@ def info_for_console(port: str) -> dict | None:
 
 class Supervisor:
     """Holds one virtual board: its console (socat + micropython), power cycles, and an
-    optional simulated sensor. Runs in the foreground of `python -m tools.board serve`."""
+    optional simulated sensor. Runs in the foreground of `edgectl board serve`."""
 
     def __init__(self, directory: str, sensor: str | None, slave: int, baud: int, heap: str) -> None:
         self.dir = os.path.abspath(directory)
@@ -331,7 +331,7 @@ def start_virtual(directory: str = DEFAULT_VIRTUAL_DIR, sensor: str | None = "el
     os.makedirs(directory, exist_ok=True)
     heap = heap or "%dk" % load_board("virtual").get("heap_kb", 128)
     log = open(os.path.join(directory, "board.log"), "ab")
-    argv = [sys.executable, "-m", "tools.board", "serve", os.path.abspath(directory),
+    argv = [sys.executable, "-m", "tools.edgectl", "board", "serve", os.path.abspath(directory),
             "--slave", str(slave), "--baud", str(baud), "--heap", heap]
     if sensor:
         argv += ["--sensor", sensor]
@@ -441,9 +441,3 @@ def run(args: argparse.Namespace) -> int:
             board["console"], board.get("sensor") or "elevator",
             " --bus-port %s" % board["bus"] if board.get("bus") else ""))
     return 0
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m tools.board")
-    add_arguments(ap)
-    sys.exit(run(ap.parse_args()))

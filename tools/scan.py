@@ -6,7 +6,6 @@ one register at the start of the chosen profile's map (default: holding register
 from __future__ import annotations
 
 import argparse
-import sys
 
 from edge import regmap
 from tools.bustools import Bus, BusError, bus_arguments, line_settings
@@ -86,9 +85,3 @@ def run(args: argparse.Namespace) -> int:
     rep.summary(True, "found: %s" % ", ".join("slave %d at %d baud" % (f["slave"], f["baud"]) for f in found),
                 found=found)
     return 0
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="edgectl scan")
-    add_arguments(ap)
-    sys.exit(run(ap.parse_args()))
