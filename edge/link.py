@@ -66,7 +66,10 @@ class Link:
             s = self.sock = socket.socket()
             s.settimeout(self.timeout_ms / 1000)   # bounds the TCP handshake
             s.connect(addr)
-            s.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
+            try:
+                s.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
+            except OSError:
+                pass   # a port without it: each packet is one write anyway
             self.poller = select.poll()
             self.poller.register(s, select.POLLIN)
             # flags: clean session 0x02, will 0x04, will QoS 1 0x08, will retain 0x20
