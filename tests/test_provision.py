@@ -152,40 +152,26 @@ def test_package_json_lists_every_agent_module():
 
 def test_mip_installs_the_agent_from_package_json(tmp_path, virtual_board):
     """`mpremote mip install` as an installer would run it against the repository, here
-    served on loopback, with a stand-in for micropython-lib's index for umqtt.simple."""
+    served on loopback."""
     import functools
     import http.server
     import threading
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            if self.path.startswith("/index/package/") and self.path.endswith("/umqtt.simple/latest.json"):
-                body = json.dumps({"v": 1, "version": "1.4.0", "urls": [
-                    ["umqtt/simple.py", "http://127.0.0.1:%d/lib/umqtt/simple.py" % port]]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
-            super().do_GET()
-
+    class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=runtime.ROOT))
-    port = server.server_address[1]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=runtime.ROOT))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         res = boards.Mpremote(virtual_board["console"]).run(
-            ["mip", "install", "--index", "http://127.0.0.1:%d/index" % port,
-             "http://127.0.0.1:%d/package.json" % port], timeout=120)
+            ["mip", "install", "http://127.0.0.1:%d/package.json" % server.server_address[1]], timeout=120)
     finally:
         server.shutdown()
     lib = os.path.join(virtual_board["flash"], "lib")
     for rel in [u[0] for u in json.load(open(os.path.join(runtime.ROOT, "package.json")))["urls"]]:
         assert os.path.exists(os.path.join(lib, rel)), (rel, res)
-    assert os.path.exists(os.path.join(lib, "umqtt", "simple.py"))
-    out = boards.Mpremote(virtual_board["console"]).exec("import edge.selftest, umqtt.simple; print('imported')")
+    out = boards.Mpremote(virtual_board["console"]).exec("import edge.selftest, edge.link; print('imported')")
     assert "imported" in out
 
 

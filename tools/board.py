@@ -169,15 +169,14 @@ class Mpremote:
 # ---------------------------------------------------------------- mip
 def package_json() -> dict:
     """What `mpremote mip install github:OWNER/REPO` reads from package.json at the repo
-    root: every agent module, by a URL relative to the package.json, and umqtt.simple from
-    micropython-lib. Kept in step with edge/ by tests/test_provision.py."""
+    root: every agent module, by a URL relative to the package.json. No deps: the agent
+    speaks MQTT itself (edge/link.py). Kept in step with edge/ by tests/test_provision.py."""
     files = sorted(os.path.relpath(os.path.join(d, f), runtime.ROOT)
                    for d, _, fs in os.walk(os.path.join(runtime.ROOT, "edge")) for f in fs if f.endswith(".py"))
     import configparser
     meta = configparser.ConfigParser()
     meta.read(os.path.join(runtime.ROOT, "setup.cfg"))
-    return {"version": meta["metadata"]["version"], "urls": [[f, f] for f in files],
-            "deps": [["umqtt.simple", "latest"]]}
+    return {"version": meta["metadata"]["version"], "urls": [[f, f] for f in files], "deps": []}
 
 
 def format_package_json(pkg: dict) -> str:
