@@ -8,8 +8,6 @@ class Alarm:
     on a state change only. hold_s keeps a raised alarm up until its condition has been
     false for that long, so a flickering condition clears once, not many times."""
 
-    __slots__ = ("code", "hold_s", "active", "since", "false_since")
-
     def __init__(self, code, hold_s=0):
         self.code = code
         self.hold_s = hold_s

@@ -28,7 +28,6 @@ def load(name):
 
 class Chain:
     """Filters applied in order; a SKIP ends the chain (nothing to pass on)."""
-    __slots__ = ("filters",)
 
     def __init__(self, filters):
         self.filters = filters

@@ -209,7 +209,7 @@ class Outbox:
 
     append(alarm, payload) stores one event; dropped = [telemetry, alarms] lost to make
     room (or to corruption) since the caller last reset it. peek() -> (log, payload) to
-    send next, alarms first, or None; ack(log) once the broker has it. log.dup: that
+    send next, alarms first, or None; log.ack() once the broker has it. log.dup: that
     payload may have reached the broker before (a resend)."""
 
     def __init__(self, root, max_bytes=65536, seg_bytes=4096):

@@ -38,8 +38,6 @@ class _Run:
     time, polls seen and polls flowing, the lowest flow, and the volume the flow
     register claims (to be checked against the total)."""
 
-    __slots__ = ("start", "last", "n", "k", "fmin", "vol", "ref0", "x_last")
-
     def __init__(self):
         self.start = None
         self.x_last = None

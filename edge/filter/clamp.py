@@ -5,7 +5,6 @@ from edge.filter.range import Range
 
 class Clamp(Range):
     """clamp(lo, hi): limit to [lo, hi] (a reading that may overshoot its scale). None -> None."""
-    __slots__ = ()
 
     def step(self, t, v):
         if v is None:

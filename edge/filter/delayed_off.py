@@ -6,7 +6,6 @@ from edge.filter.delayed_on import Delayed
 class DelayedOff(Delayed):
     """delayed_off(s): False only once the input has been false for s seconds; true
     passes at once. None holds, as for delayed_on."""
-    __slots__ = ()
 
     def step(self, t, v):
         if v is None:

@@ -5,7 +5,6 @@
 class Delayed:
     """State shared by delayed_on and delayed_off: the delay, since when the input has
     been in the pending state, and the current output."""
-    __slots__ = ("s", "since", "out")
 
     def __init__(self, s):
         self.s = s
@@ -20,7 +19,6 @@ class DelayedOn(Delayed):
     """delayed_on(s): True only once the input has been true for s seconds without a
     known false in between; false passes at once. None neither interrupts nor completes
     a pending change: it returns the current state (None before any known input)."""
-    __slots__ = ()
 
     def step(self, t, v):
         if v is None:

@@ -4,7 +4,6 @@
 
 class FilterOut:
     """filter_out(x): the value x is a known "no data" marker (e.g. floor 0) -> None."""
-    __slots__ = ("x",)
 
     def __init__(self, x):
         self.x = x

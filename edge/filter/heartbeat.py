@@ -7,7 +7,6 @@ class Heartbeat:
     """heartbeat(s, delta): pass a value when it moved more than delta from the last one
     passed, when it became or stopped being None, or when s seconds have passed without
     one; SKIP otherwise. Telemetry: changes at once, silence never longer than s."""
-    __slots__ = ("s", "delta", "last", "last_t")
 
     def __init__(self, s, delta=0):
         self.s = s

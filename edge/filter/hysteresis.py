@@ -5,7 +5,6 @@
 class Hysteresis:
     """hysteresis(lo, hi): True above hi, False below lo, unchanged in between, so a
     value hovering at one threshold does not toggle. None holds the state."""
-    __slots__ = ("lo", "hi", "out")
 
     def __init__(self, lo, hi):
         self.lo = lo

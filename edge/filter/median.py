@@ -5,7 +5,6 @@
 class Median:
     """median(n): median of the last n known values (fewer at the start). A None input
     gives None and does not enter the window."""
-    __slots__ = ("n", "win")
 
     def __init__(self, n):
         self.n = n

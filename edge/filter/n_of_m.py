@@ -6,7 +6,6 @@ class NOfM:
     """n_of_m(n, m): True when at least n of the last m known inputs were true
     (n_of_m(2, 2): two polls in a row). None is skipped: it neither counts nor breaks
     a run, and returns the current state."""
-    __slots__ = ("n", "m", "bits", "out")
 
     def __init__(self, n, m):
         if not 0 < n <= m <= 30:

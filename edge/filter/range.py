@@ -5,7 +5,6 @@
 class Range:
     """range(lo, hi): a value outside [lo, hi] is physically impossible -> None
     (ESPHome: clamp with ignore_out_of_range). None passes as None."""
-    __slots__ = ("lo", "hi")
 
     def __init__(self, lo, hi):
         self.lo = lo

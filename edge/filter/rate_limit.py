@@ -7,7 +7,6 @@ class RateLimit:
     max_per_s * elapsed seconds cannot be physical -> None. The reference stays the last
     accepted value, so the allowance grows with time and a real step is accepted once it
     is plausible. None -> None (does not move the reference)."""
-    __slots__ = ("rate", "last", "last_t")
 
     def __init__(self, max_per_s):
         self.rate = max_per_s

@@ -6,7 +6,6 @@ class Stuck:
     """stuck(s, eps): a value that has not moved by more than eps for s seconds comes
     from a frozen register or a dead sensor -> None until it moves again. Use only where
     a constant value is implausible for that long. None passes and keeps the timer."""
-    __slots__ = ("s", "eps", "ref", "since")
 
     def __init__(self, s, eps=0):
         self.s = s

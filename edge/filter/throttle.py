@@ -6,7 +6,6 @@ from edge.filters import SKIP
 class Throttle:
     """throttle(s): pass at most one value every s seconds, SKIP the others. None is a
     value here (an unknown worth reporting) and is throttled like any other."""
-    __slots__ = ("s", "last_t")
 
     def __init__(self, s):
         self.s = s

@@ -6,7 +6,6 @@ class Timeout:
     """timeout(s): None is replaced by the last known value while it is younger than s
     seconds, then stays None (stale): a short dropout is ridden through, a long one
     becomes unknown. A known value passes."""
-    __slots__ = ("s", "last", "last_t")
 
     def __init__(self, s):
         self.s = s
