@@ -124,6 +124,7 @@ def test_rotate_gives_a_new_secret_everywhere_and_reports_json(tmp_path, site, v
 def test_bad_input_is_refused_before_anything_changes(tmp_path, virtual_board):
     gw_data = str(tmp_path / "gw")
     common = ["provision", "--board", "virtual", "--port", virtual_board["console"], "--gateway-data", gw_data,
+              "--broker", "127.0.0.1:1883",
               "--build-dir", str(tmp_path / "build")]
     fresh = edgectl(*common, "--profile", "elevator")
     assert fresh.returncode == 2
