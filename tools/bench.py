@@ -85,7 +85,7 @@ def bench_pipeline(mpy_dir: str, work: str, heap: str, runs: int, corpus: str | 
     return results
 
 
-def _smallest_heap(runs_in, start_kb: int, step_kb: int = 4) -> int | None:
+def _smallest_heap(runs_in, start_kb: int, step_kb: int = 2) -> int | None:
     """The smallest heap cap (KiB, in steps) that runs_in accepts: down from start_kb
     while it still runs, up from it if it does not."""
     if runs_in(start_kb):
