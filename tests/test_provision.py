@@ -234,14 +234,14 @@ def test_self_test_results_in_plain_words():
 
 def test_an_esp32_gets_boot_py_and_its_wifi_in_private_files(tmp_path):
     import argparse
-    from tools import provision
+    from tools import deploy, provision
     spec = boards.load_board("esp32-devkitc")
     pw = tmp_path / "pw"
     pw.write_text("site-secret\n")
     args = argparse.Namespace(wifi_ssid="lift-room", wifi_password_file=str(pw))
     wifi = provision.wifi_settings(args, spec)
     (tmp_path / "lib").mkdir()
-    files, tmp = provision._files(str(tmp_path), spec, {"device_id": "e1"}, wifi)
+    files, tmp = deploy.files_for(str(tmp_path), spec, {"device_id": "e1"}, wifi)
     by_dest = {dest: src for src, dest in files}
     assert set(by_dest) == {"boot.py", "wifi.json", "main.py", "config.json"}
     for private in ("wifi.json", "config.json"):
