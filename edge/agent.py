@@ -87,6 +87,7 @@ class Agent:
         self.polls += 1
         for t, code, action, values in self.pipeline.step(self.now(), r):
             self.emit(t, code, action, values)
+        self.report_drops()
         self.polled_at = ticks_ms()
 
     # ---------------------------------------------------------------- events
@@ -98,9 +99,11 @@ class Agent:
         self.outbox.append(kind != "telemetry", payload)
         if kind != "telemetry":   # logged once stored, so a log line is a promise kept
             log("event %s %s seq=%d %s" % (ACTIONS[action], name, self.seq, list(values)))
-        self._report_drops()
 
-    def _report_drops(self):
+    def report_drops(self):
+        """What the outbox dropped since the last call, as one device.outbox_drop event.
+        Called after each poll and each send step, never from emit: if the report itself
+        cannot be stored, it is counted and reported next time, not in a loop."""
         d = self.outbox.dropped
         if d[0] or d[1]:
             self.outbox.dropped = [0, 0]
@@ -119,7 +122,7 @@ class Agent:
                 self._net(link.connect)
             return wait
         head = self.outbox.peek()
-        self._report_drops()
+        self.report_drops()
         if head is None:
             wait = link.ping_in_ms()
             if not wait:

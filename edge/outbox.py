@@ -147,9 +147,13 @@ class Log:
             self.next += 1
             self.open = True
         seg = self.segs[-1]
-        with open(self.path + str(seg[0]), "ab") as f:
-            f.write(rec)
-            sync(f)
+        try:
+            with open(self.path + str(seg[0]), "ab") as f:
+                f.write(rec)
+                sync(f)
+        except OSError:
+            self.open = False   # part of it may be written: the next record starts a segment
+            raise
         seg[1] += len(rec)
         seg[2] += 1
         self._trim()
@@ -160,9 +164,12 @@ class Log:
         self._trim()
         if self.head is None and self.segs and self.segs[0][2]:
             seg = self.segs[0]
-            with open(self.path + str(seg[0]), "rb") as f:
-                f.seek(self.off)
-                self.head = read_record(f)
+            try:
+                with open(self.path + str(seg[0]), "rb") as f:
+                    f.seek(self.off)
+                    self.head = read_record(f)
+            except OSError:
+                pass        # the file is gone: as lost as a corrupt record
             if self.head is None:
                 self.lost += seg[2]
                 seg[2] = 0
@@ -208,7 +215,7 @@ class Outbox:
     """The alarm log and the telemetry log under one byte budget.
 
     append(alarm, payload) stores one event; dropped = [telemetry, alarms] lost to make
-    room (or to corruption) since the caller last reset it. peek() -> (log, payload) to
+    room (or to corruption, or to a failing filesystem) since the caller last reset it. peek() -> (log, payload) to
     send next, alarms first, or None; log.ack() once the broker has it. log.dup: that
     payload may have reached the broker before (a resend)."""
 
@@ -233,7 +240,10 @@ class Outbox:
             if not victim.segs:
                 break   # a budget below one record: store it anyway
             self.dropped[victim is self.alarms] += victim.drop_oldest()
-        (self.alarms if alarm else self.telemetry).append(payload)
+        try:
+            (self.alarms if alarm else self.telemetry).append(payload)
+        except OSError:
+            self.dropped[bool(alarm)] += 1   # the filesystem itself failed: lost, and said so
 
     def peek(self):
         for log in (self.alarms, self.telemetry):

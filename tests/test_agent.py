@@ -121,6 +121,7 @@ def test_a_full_outbox_drops_telemetry_first_and_reports_it(tmp_path, lines):
         a.emit(1_780_000_000 + i, tel, REPORT, (0, 0, 0.0, i % 10 + 1, 0, 1, 0, 0))
         if i % 50 == 0:
             a.emit(1_780_000_000 + i, code_of("elevator.overspeed"), RAISE, (2.1, 1.75))
+        a.report_drops()   # as after each poll
     events = stored(ob)
     reports = [e for e in events if e["type"] == "device.outbox_drop"]
     assert reports and all(r["values"]["alarms"] == 0 for r in reports)
@@ -162,3 +163,16 @@ def test_healthy_means_a_recent_poll(tmp_path):
     assert a.healthy()
     a.polled_at = ticks_ms() - (2 * a.period_ms + 3 * a.link.timeout_ms + 1)
     assert not a.healthy()
+
+
+def test_a_drop_report_that_cannot_be_stored_does_not_loop(tmp_path, lines):
+    ob = Outbox(str(tmp_path / "outbox"))
+    a = make(tmp_path, outbox=ob)
+
+    def full(alarm, payload):
+        ob.dropped[alarm] += 1
+    ob.append = full                     # flash that accepts nothing
+    a.emit(1_780_000_000, code_of("elevator.overspeed"), RAISE, (2.1, 1.75))
+    a.report_drops()                     # its own report is lost too: counted for next time
+    assert ob.dropped == [0, 1]
+    assert len([line for line in lines if line.startswith("outbox full")]) == 1
