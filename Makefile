@@ -3,14 +3,13 @@ SHELL := /bin/sh
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-LIB := lib
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-export MICROPYPATH := .frozen:$(CURDIR):$(CURDIR)/$(LIB)
+export MICROPYPATH := .frozen:$(CURDIR)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup demo test bench clean debs
 
-setup: debs $(VENV)/.installed $(LIB)/umqtt/simple.py
+setup: debs $(VENV)/.installed
 
 # Debian packages: mosquitto (production broker, used by the tests) and socat (virtual serial buses).
 debs:
@@ -25,14 +24,6 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-# umqtt.simple from micropython-lib: its sdist has no setup.py, so fetch it with unearth by name.
-$(LIB)/umqtt/simple.py: $(VENV)/.installed
-	@rm -rf $(LIB)/.dl && mkdir -p $(LIB)/.dl
-	$(BIN)/unearth --no-binary --download $(LIB)/.dl micropython-umqtt.simple >/dev/null
-	tar -xzf $(LIB)/.dl/micropython-umqtt.simple-*.tar.gz -C $(LIB)/.dl
-	mkdir -p $(LIB)/umqtt && cp $(LIB)/.dl/micropython-umqtt.simple-*/umqtt/simple.py $(LIB)/umqtt/simple.py
-	@rm -rf $(LIB)/.dl
-
 demo: setup
 	$(BIN)/edgectl demo
 
@@ -43,4 +34,4 @@ bench: setup
 	$(BIN)/edgectl bench
 
 clean:
-	rm -rf $(VENV) $(LIB) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,5 +1,4 @@
-# Freeze manifest for ESP32 builds: the agent and umqtt.simple go into the firmware, so
-# their bytecode runs from flash and leaves the heap to the pipeline.
+# Freeze manifest for ESP32 builds: the agent goes into the firmware, so its bytecode
+# runs from flash and leaves the heap to the pipeline. It speaks MQTT itself (edge/link.py).
 include("$(PORT_DIR)/boards/manifest.py")
-require("umqtt.simple")
 package("edge", base_path="..")

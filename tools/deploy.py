@@ -23,7 +23,6 @@ def build_agent(spec: dict, board_name: str, build_dir: str, step) -> tuple[str,
     lib = os.path.join(out, "lib")
     sources = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(runtime.ROOT, "edge"))
                for f in fs if f.endswith(".py")]
-    sources.append(os.path.join(runtime.LIB, "umqtt", "simple.py"))
     newest = max(os.path.getmtime(s) for s in sources)
     stamp = os.path.join(out, ".built")
     if not (os.path.exists(stamp) and os.path.getmtime(stamp) >= newest and os.path.isdir(lib)):
@@ -55,9 +54,8 @@ def _compile(lib: str, errors: list) -> None:
 
 
 def _copy_sources(lib: str, errors: list) -> None:
-    for base, pkg in ((runtime.ROOT, "edge"), (runtime.LIB, "umqtt")):
-        shutil.copytree(os.path.join(base, pkg), os.path.join(lib, pkg),
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+    shutil.copytree(os.path.join(runtime.ROOT, "edge"), os.path.join(lib, "edge"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
 
 
 def main_py(spec: dict) -> str:

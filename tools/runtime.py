@@ -8,7 +8,6 @@ import sys
 import edge
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(edge.__file__)))
-LIB = os.path.join(ROOT, "lib")
 
 
 def micropython() -> str:
@@ -30,11 +29,10 @@ def mpy_cross() -> str:
 
 
 def micropython_env(*extra_paths: str) -> dict[str, str]:
-    """Environment for running agent code under the unix port: the repo and lib/ on
-    MICROPYPATH (umqtt.simple lives in lib/)."""
+    """Environment for running agent code under the unix port: the repo on MICROPYPATH."""
     env = dict(os.environ)
     # .frozen keeps the modules built into the binary (asyncio) importable
-    env["MICROPYPATH"] = ":".join([".frozen", *extra_paths, ROOT, LIB])
+    env["MICROPYPATH"] = ":".join([".frozen", *extra_paths, ROOT])
     return env
 
 
@@ -51,16 +49,16 @@ def command(runtime: str, module: str, *args: str, heap: str | None = None) -> l
 
 
 def compile_agent(dest: str, extra: tuple[str, ...] = ()) -> str:
-    """The agent as shipped to a board: every module under edge/ and umqtt.simple
-    compiled to .mpy under dest (plus extra repo-relative files). Returns dest."""
+    """The agent as shipped to a board: every module under edge/ compiled to .mpy under
+    dest (plus extra repo-relative files). Returns dest."""
     import subprocess
     sources = []
     for dirpath, _, files in os.walk(os.path.join(ROOT, "edge")):
         sources += [(ROOT, os.path.join(dirpath, f)) for f in files if f.endswith(".py")]
     sources += [(ROOT, os.path.join(ROOT, rel)) for rel in extra]
-    sources.append((LIB, os.path.join(LIB, "umqtt", "simple.py")))
     for base, src in sources:
         out = os.path.join(dest, os.path.relpath(src, base)[:-3] + ".mpy")
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        subprocess.run([mpy_cross(), "-o", out, src], check=True)
+        # -s: tracebacks on the board name edge/agent.py, not this checkout's path
+        subprocess.run([mpy_cross(), "-s", os.path.relpath(src, base), "-o", out, src], check=True)
     return dest
