@@ -266,7 +266,18 @@ class Ingest:
                     out.statuses.append((device, status))
                 continue
             try:
-                ev = decode(m.payload, signer)
+                try:
+                    ev = decode(m.payload, signer)
+                except CodecError:
+                    # a rotated secret (edgectl provision --rotate) is in the registry
+                    # file before the gateway has read it: reload once (a stat when
+                    # nothing changed) and try the new key before calling it forged
+                    if not self._refresh_registry():
+                        raise
+                    signer = self.registry.signer(device)
+                    if signer is None:
+                        raise
+                    ev = decode(m.payload, signer)
             except CodecError as e:
                 # decoded again without the key, to tell a wrong key from a broken payload
                 try:

@@ -107,6 +107,21 @@ def test_device_added_while_running_is_accepted(tmp_path: Path, mosquitto: Any) 
     run_with_gateway(tmp_path, mosquitto.url, body)
 
 
+def test_rotated_secret_is_accepted_without_a_restart(tmp_path: Path, mosquitto: Any) -> None:
+    # edgectl provision --rotate rewrites the registry while the gateway runs: the first
+    # event under the new key must be stored, and the old key must stop working
+    async def body(gw: Gateway, pub: Publisher) -> None:
+        make_registry(tmp_path / "gw", **{DEVICE: OTHER_SECRET})
+        await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE,
+                                signed_event(OTHER_SECRET, "device.boot", 1, {"version": 1}, boot=2))
+        await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE,
+                                signed_event(SECRET, "device.boot", 2, {"version": 1}, boot=2))
+        m = gw.metrics
+        await m.wait_until(lambda: m.get("ingest.stored") == 1 and m.rejected() == {"bad_mac": 1}, WAIT_S)
+        assert [(r.boot, r.seq) for r in await stored(gw)] == [(2, 1)]
+    run_with_gateway(tmp_path, mosquitto.url, body)
+
+
 def test_burst_is_committed_in_batches(tmp_path: Path, mosquitto: Any) -> None:
     n = 300
 
