@@ -220,8 +220,10 @@ class MqttConnection(asyncio.Protocol):
         return list(await self._await(fut))
 
     def ack(self, mids: list[int]) -> None:
-        """PUBACK these packet ids, in this order, in one write."""
-        if mids and not self.closed.done():
+        """PUBACK these packet ids, in this order, in one write. On a connection that is
+        gone, nothing: the broker sends them again on the next one (they are stored, so
+        the store ignores the repeats) and a commit must never fail for a lost ack."""
+        if mids and not self.closed.done() and self.transport is not None and not self.transport.is_closing():
             self._write(b"".join(struct.pack(">BBH", PUBACK << 4, 2, mid) for mid in mids))
 
     def disconnect(self) -> None:

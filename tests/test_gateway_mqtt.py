@@ -125,3 +125,28 @@ def test_garbage_from_the_broker_closes_the_connection_with_a_reason() -> None:
         why = await conn.closed
         assert why.startswith("protocol error from the broker: malformed remaining length"), why
     asyncio.run(with_broker(script, client))
+
+
+def test_ack_after_the_broker_went_away_is_dropped_not_raised() -> None:
+    # the ingest commits a batch, then acks it: if the broker vanished meanwhile, the
+    # commit stands and the broker resends the batch to the next connection
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_packet(reader)
+        writer.write(packet(0x20, b"\x00\x00"))
+        writer.write(publish("dev/a/ev", b"x", 7, MQTT311))
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async def client(port: int) -> None:
+        got: list[Message] = []
+        arrived = asyncio.Event()
+        conn: MqttConnection = await connect("127.0.0.1", port, MQTT311,
+                                             lambda c, m: (got.extend(m), arrived.set()))
+        await conn.handshake("gw-1", None, None, 30)
+        await arrived.wait()
+        assert conn.transport is not None
+        conn.transport.close()          # the link is going down, and the ack comes in between
+        conn.ack([7])
+        conn.ack([7])
+        assert await conn.closed
+    asyncio.run(with_broker(script, client))
