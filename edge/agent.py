@@ -29,6 +29,7 @@ class Agent:
         self.device_id = cfg["device_id"]
         self.profile = cfg["profile"]
         self.bus = cfg["bus"]
+        self.log_telemetry = cfg.get("log_telemetry", False)
         clock = cfg.get("clock") or {}
         self.speed = clock.get("speed", 1)
         if clock:
@@ -97,7 +98,7 @@ class Agent:
         payload = event.encode(self.signer, code, action, self.boot, self.seq, t, values)
         name, kind, _ = CODES[code]
         self.outbox.append(kind != "telemetry", payload)
-        if kind != "telemetry":   # logged once stored, so a log line is a promise kept
+        if kind != "telemetry" or self.log_telemetry:   # logged once stored: a promise kept
             log("event %s %s seq=%d %s" % (ACTIONS[action], name, self.seq, list(values)))
 
     def report_drops(self):

@@ -54,6 +54,11 @@ SCHEMA = {
     "bus.word_order": ("str", "ABCD", ("ABCD", "BADC", "CDAB", "DCBA"), None),
     "bus.timeout_ms": ("int", 300, lambda v: 20 <= v <= 5000, "20..5000"),
     "bus.retries": ("int", 2, lambda v: 0 <= v <= 5, "0..5"),
+    # ESP32 wiring (boards/esp32-*.json): the UART, its pins and the RS-485 DE/RE pin
+    "bus.uart_id": ("int", None, (1, 2), None),
+    "bus.tx": ("int", None, lambda v: 0 <= v <= 48, "a GPIO number, 0..48"),
+    "bus.rx": ("int", None, lambda v: 0 <= v <= 48, "a GPIO number, 0..48"),
+    "bus.de_pin": ("int", None, lambda v: 0 <= v <= 48, "a GPIO number, 0..48"),
     "broker.host": ("str", REQUIRED, None, None),
     "broker.port": ("int", 1883, lambda v: 1 <= v <= 65535, "1..65535"),
     "broker.user": ("str", None, None, None),
@@ -65,6 +70,9 @@ SCHEMA = {
     "site.occupants": ("int", 1, lambda v: 1 <= v <= 20, "1..20"),
     "utc_offset_s": ("int", 28800, lambda v: -50400 <= v <= 50400, "-50400..50400 (China: 28800)"),
     "telemetry": ("bool", True, None, None),
+    # a console line for every telemetry event too, not only alarms and reports (tests
+    # count what an agent generated from it; technicians can follow it with edgectl logs)
+    "log_telemetry": ("bool", False, None, None),
     # events kept on flash while the broker is away (docs/outbox.md); watchdog_ms 0: none
     "outbox.kb": ("int", 64, lambda v: 8 <= v <= 4096, "8..4096 (KiB of flash)"),
     "outbox.segment_kb": ("int", 4, lambda v: 1 <= v <= 64, "1..64 (KiB per segment file)"),

@@ -36,6 +36,7 @@ class Device:
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
     faults: str = ""                 # simulator misbehaviour, e.g. "bad_crc=2,exception=2"
     heap: str | None = None          # MicroPython only: run the agent as .mpy with this heap cap, e.g. "96k"
+    log_telemetry: bool = False      # a log line per telemetry event too (the chaos test counts them)
 
 
 class Site:
@@ -143,6 +144,8 @@ class Site:
         }
         if d.params:
             cfg["params"] = d.params
+        if d.log_telemetry:
+            cfg["log_telemetry"] = True
         return cfg
 
     def start_device(self, d: Device) -> None:
