@@ -119,6 +119,10 @@ def test_rotate_gives_a_new_secret_everywhere_and_reports_json(tmp_path, site, v
     assert json.load(open(os.path.join(virtual_board["flash"], "config.json")))["secret"] == new
     assert acl.check_password(acl.device_password(new), dict(
         line.strip().split(":", 1) for line in open(site.auth.passwd))["elev-rot"])
+    # the running gateway takes the events signed with the new secret, without a restart
+    boots = lambda ev: {e["boot"] for e in ev if e["device"] == "elev-rot" and e["type"] == "device.boot"}
+    events = site.wait_for(lambda ev: len(boots(ev)) >= 2, timeout=60)
+    assert len(boots(events)) >= 2, "no event from the rotated device reached the platform"
 
 
 def test_bad_input_is_refused_before_anything_changes(tmp_path, virtual_board):
