@@ -37,6 +37,7 @@ class Device:
     faults: str = ""                 # simulator misbehaviour, e.g. "bad_crc=2,exception=2"
     heap: str | None = None          # MicroPython only: run the agent as .mpy with this heap cap, e.g. "96k"
     log_telemetry: bool = False      # a log line per telemetry event too (the chaos test counts them)
+    config: dict = field(default_factory=dict)   # more agent config, e.g. {"watchdog_ms": 5000}
 
 
 class Site:
@@ -146,6 +147,7 @@ class Site:
             cfg["params"] = d.params
         if d.log_telemetry:
             cfg["log_telemetry"] = True
+        cfg.update(d.config)
         return cfg
 
     def start_device(self, d: Device) -> None:

@@ -11,14 +11,15 @@ if sys.platform == "esp32":
 else:
     if sys.implementation.name == "micropython":
         from edge.hal.unix import now, open_uart
+
+        class Watchdog:
+            """The unix port has no hardware watchdog: feeding is a no-op."""
+
+            def __init__(self, timeout_ms):
+                self.timeout_ms = timeout_ms
+
+            def feed(self):
+                pass
     else:
-        from edge.hal.cpython import now, open_uart
-
-    class Watchdog:
-        """No watchdog off the board: a supervisor (systemd WatchdogSec) is the place for one."""
-
-        def __init__(self, timeout_ms):
-            self.timeout_ms = timeout_ms
-
-        def feed(self):
-            pass
+        # a Raspberry Pi: systemd's watchdog, fed over $NOTIFY_SOCKET
+        from edge.hal.cpython import Watchdog, now, open_uart

@@ -74,3 +74,30 @@ def open_uart(config, de=None):
     return UART(config["port"], config.get("baud", 9600), config.get("parity", "E"),
                 config.get("stop"), de, config.get("rs485", False))
 
+
+
+class Watchdog:
+    """systemd's watchdog (WatchdogSec= in boards/citynet-edge-agent.service): each feed()
+    tells systemd over $NOTIFY_SOCKET that the loop is healthy; when the feeds stop,
+    systemd kills the agent and starts it again. Outside systemd, nothing to tell."""
+
+    def __init__(self, timeout_ms):
+        import socket
+        self.timeout_ms = timeout_ms
+        self._sock = None
+        addr = os.environ.get("NOTIFY_SOCKET")
+        if addr:
+            # an abstract socket is written with a leading @
+            self._addr = "\0" + addr[1:] if addr.startswith("@") else addr
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._send(b"READY=1")
+
+    def _send(self, message):
+        try:
+            self._sock.sendto(message, self._addr)
+        except OSError:
+            pass   # systemd restarting itself: the next feed tries again
+
+    def feed(self):
+        if self._sock is not None:
+            self._send(b"WATCHDOG=1")
