@@ -1,7 +1,6 @@
 # Shared pytest fixtures. `mosquitto`: a private, real mosquitto broker for one test.
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -9,11 +8,12 @@ from typing import Iterator
 import pytest
 
 from rig import start_mosquitto, stop_mosquitto
+from tools.mosquitto import Mosquitto as Broker
 
 
 @dataclass(frozen=True)
 class Mosquitto:
-    proc: subprocess.Popen[bytes]
+    broker: Broker
     host: str
     port: int
 
@@ -28,11 +28,11 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 
     Fails the test (does not skip) if mosquitto cannot start.
     """
-    proc, port = start_mosquitto(tmp_path)
+    broker, port = start_mosquitto(tmp_path)
     try:
-        yield Mosquitto(proc, "127.0.0.1", port)
+        yield Mosquitto(broker, "127.0.0.1", port)
     finally:
-        stop_mosquitto(proc)
+        stop_mosquitto(broker)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,18 +1,18 @@
 # Test rig helpers that start real parts on loopback. This part: a private mosquitto
-# broker per test (free port, temp config, no persistence), stopped by its PID.
+# broker per test (free port, no persistence), stopped by its PID. The broker itself is
+# tools/mosquitto.py, the one the demo and the site runner use.
 #
-#   proc, port = start_mosquitto(tmp_path)
+#   broker, port = start_mosquitto(tmp_path)
 #   ...
-#   stop_mosquitto(proc)
+#   stop_mosquitto(broker)
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import threading
 from pathlib import Path
 
-MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
+from tools.mosquitto import Mosquitto, free_port  # noqa: F401  (free_port: for the tests)
+
 READY_TIMEOUT_S = 5.0
 
 
@@ -20,83 +20,21 @@ class MosquittoError(RuntimeError):
     """mosquitto could not be started; the message carries its own output."""
 
 
-def free_port() -> int:
-    """A port that was free a moment ago (the caller retries if it is taken since)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_once(tmpdir: Path, port: int, extra_conf: str) -> tuple[subprocess.Popen[bytes], list[str]]:
-    conf = tmpdir / ("mosquitto-%d.conf" % port)
-    conf.write_text("listener %d 127.0.0.1\n"
-                    "allow_anonymous true\n"
-                    "persistence false\n"
-                    "log_dest stderr\n"
-                    "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-                    "%s" % (port, extra_conf))
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        # Reads mosquitto's log until it exits: keeps the pipe from filling up, and
-        # tells us the moment it says it is running (no polling of the port).
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            lines.append(line)
-            if line.endswith(" running"):
-                ready.set()
-        ready.set()   # exited: wake the waiter, which then sees the exit code
-
-    threading.Thread(target=drain, name="mosquitto-%d-log" % port, daemon=True).start()
-    if not ready.wait(READY_TIMEOUT_S):
-        stop_mosquitto(proc)
-        raise MosquittoError("mosquitto on port %d not running after %.0f s:\n%s"
-                             % (port, READY_TIMEOUT_S, "\n".join(lines)))
-    if not any(line.endswith(" running") for line in lines):
-        proc.wait(READY_TIMEOUT_S)   # its log ended without "running": it is exiting
-    return proc, lines
-
-
 def start_mosquitto(tmpdir: str | Path, port: int | None = None,
-                    extra_conf: str = "") -> tuple[subprocess.Popen[bytes], int]:
-    """Start mosquitto on 127.0.0.1 (a free port unless given); return (proc, port).
-
-    Fails loudly (MosquittoError with mosquitto's own output) if it cannot start.
-    extra_conf: more mosquitto.conf lines, e.g. "max_queued_messages 10000\\n".
-    """
-    tmpdir = Path(tmpdir)
-    if not os.access(MOSQUITTO, os.X_OK):
-        raise MosquittoError("%s not found or not executable: run `make setup` (apt-get install mosquitto)"
-                             % MOSQUITTO)
-    attempts = 1 if port is not None else 3
-    last: list[str] = []
-    for _ in range(attempts):
-        p = port if port is not None else free_port()
-        proc, lines = _start_once(tmpdir, p, extra_conf)
-        if proc.poll() is None:
-            return proc, p
-        last = lines
-        # a free port can be taken between free_port() and mosquitto's bind: try another
-        if not any("in use" in line for line in lines):
-            break
-    raise MosquittoError("mosquitto exited at start:\n%s" % "\n".join(last))
+                    extra_conf: str = "") -> tuple[Mosquitto, int]:
+    """Start mosquitto on 127.0.0.1 (a free port unless given), without persistence: a
+    restart forgets sessions. Fails loudly (MosquittoError with mosquitto's own output)."""
+    broker = Mosquitto(os.path.join(str(tmpdir), "mosquitto"), port, extra=extra_conf, persistence=False)
+    try:
+        broker.start()
+    except RuntimeError as e:
+        raise MosquittoError(str(e)) from None
+    return broker, broker.port
 
 
-def stop_mosquitto(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the broker we started, by its PID; kill it if it does not exit in 5 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    if proc.stderr is not None:
-        proc.stderr.close()
+def stop_mosquitto(broker: Mosquitto) -> None:
+    """Stop the broker we started, by its PID; killed if it does not exit in 5 s."""
+    broker.stop()
 
 
 # ---- a device stand-in on MQTT: signed events published with paho ---------------------

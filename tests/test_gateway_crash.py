@@ -120,7 +120,7 @@ def test_sigkill_at_any_moment_loses_and_duplicates_nothing(tmp_path: Path) -> N
     for device in DEVICES:
         assert gateway_cli(["devices", "add", device, "--profile", "elevator", "--secret", SECRET,
                             "--data", str(tmp_path / "gw")]) == 0
-    broker, port = start_mosquitto(tmp_path, extra_conf="max_queued_messages 0\n")
+    broker, port = start_mosquitto(tmp_path)
     procs = Processes(tmp_path, "mqtt://127.0.0.1:%d" % port)
     rng = random.Random(7)
     try:

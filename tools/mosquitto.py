@@ -38,13 +38,17 @@ def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None
 
 
 class Mosquitto:
-    """with Mosquitto(workdir) as broker: broker.port ...; extra: more mosquitto.conf lines."""
+    """with Mosquitto(workdir) as broker: broker.port ...; extra: more mosquitto.conf lines.
+    persistence=False: a broker that forgets sessions and queues when it stops."""
 
-    def __init__(self, workdir: str, port: int | None = None, extra: str = "", anonymous: bool = True):
+    def __init__(self, workdir: str, port: int | None = None, extra: str = "", anonymous: bool = True,
+                 persistence: bool = True):
         self.workdir = workdir
+        self.fixed_port = port is not None
         self.port = port or free_port()
         self.extra = extra
         self.anonymous = anonymous
+        self.persistence = persistence
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -52,12 +56,24 @@ class Mosquitto:
         return "mqtt://127.0.0.1:%d" % self.port
 
     def start(self) -> "Mosquitto":
+        # a free port can be taken between free_port() and mosquitto's bind: try another
+        for attempt in range(1 if self.fixed_port else 3):
+            if self._start_once():
+                return self
+            self.port = free_port()
+        with open(os.path.join(self.workdir, "mosquitto.log"), errors="replace") as fh:
+            raise RuntimeError("mosquitto did not start:\n" + fh.read()[-2000:])
+
+    def _start_once(self) -> bool:
         os.makedirs(self.workdir, exist_ok=True)
         conf = os.path.join(self.workdir, "mosquitto.conf")
         with open(conf, "w") as fh:
             fh.write("listener %d 127.0.0.1\n" % self.port)
             fh.write("allow_anonymous %s\n" % ("true" if self.anonymous else "false"))
-            fh.write("persistence true\npersistence_location %s/\n" % self.workdir)
+            if self.persistence:
+                fh.write("persistence true\npersistence_location %s/\n" % self.workdir)
+            else:
+                fh.write("persistence false\n")
             if os.geteuid() == 0:
                 # started as root, mosquitto drops to the "mosquitto" user, which cannot
                 # write its persistence file here: queued messages would die with a restart
@@ -67,15 +83,20 @@ class Mosquitto:
             # so a broker crash loses at most that much of what it acknowledged
             fh.write("max_queued_messages 0\nmax_queued_bytes 0\nautosave_interval 10\n")
             fh.write(self.extra)
-        self.log = open(os.path.join(self.workdir, "mosquitto.log"), "ab")
+        path = os.path.join(self.workdir, "mosquitto.log")
+        self.log = open(path, "ab")
+        since = self.log.tell()
         self.proc = subprocess.Popen([binary(), "-c", conf], stdout=self.log, stderr=subprocess.STDOUT)
-        try:
-            wait_port(self.port)
-        except RuntimeError:
-            self.stop()
-            with open(os.path.join(self.workdir, "mosquitto.log"), errors="replace") as fh:
-                raise RuntimeError("mosquitto did not start:\n" + fh.read()[-2000:]) from None
-        return self
+        # ready when its own log says so (a port that answers may be somebody else's)
+        deadline = time.monotonic() + 10
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            with open(path, "rb") as fh:
+                fh.seek(since)
+                if b" running" in fh.read():
+                    return True
+            time.sleep(0.05)
+        self.stop()      # it exited (the port was taken, or a bad config line) or hung
+        return False
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
