@@ -138,9 +138,18 @@ class Detector:
         """Feed one total reading; returns (confirmed increase in m3, when it showed)."""
         tol = self.res / 2
         if self.ref is None:
-            self.ref = x
-            self.ref_t = t
-            return 0.0, t
+            # the first total after a boot becomes the reference only when the next one
+            # agrees with it: a glitch in the very first reading must not become the
+            # reference every true reading then "steps back" from. Until then it waits
+            # in pend, so nothing is judged on it.
+            c = self.pend
+            if c is None or not c - tol <= x <= c + self._plausible(t - self.pend_t):
+                self.pend = x
+                self.pend_t = t
+                return 0.0, t
+            self.ref = c
+            self.ref_t = self.pend_t
+            self.pend = None
         if x < self.ref - tol:
             # backwards: one poll of it is a glitch; a lasting one is a reset meter
             self.pend = None
