@@ -17,7 +17,8 @@ def unload(name):
 
 
 def load_config(path):
-    """(config, None), or (None, what is wrong). The validator is unloaded after use."""
+    """(config, None), or (None, what is wrong). The validator and the id rule are
+    unloaded after use (the line's framing, edge.line, once build() has opened the bus)."""
     from edge import config
     try:
         return config.load(path), None
@@ -26,12 +27,13 @@ def load_config(path):
     finally:
         del config
         unload("edge.config")
+        unload("edge.ids")
         gc.collect()
 
 
 def build(cfg, state_dir, log):
     """This runtime's hardware for the agent: (master, link, store, outbox, clock)."""
-    from edge import hal
+    from edge import hal, line
     from edge.bus import Master
     from edge.link import Link
     from edge.outbox import Outbox
@@ -41,7 +43,10 @@ def build(cfg, state_dir, log):
         uart = hal.open_uart(bus)
     except OSError as e:
         raise OSError("cannot open the sensor bus %s: %s; check the port and its permissions" % (bus["port"], e))
-    master = Master(uart, bus["baud"], bus["timeout_ms"], bus["retries"])
+    master = Master(uart, bus["baud"], bus["timeout_ms"], bus["retries"],
+                    line.char_bits(bus["parity"], bus["stop"]))
+    del line
+    unload("edge.line")
     link = Link(cfg["broker"], cfg["device_id"], log)
     store = FileStore(state_dir)
     ob = cfg["outbox"]

@@ -2,8 +2,8 @@
 # names the field and what is allowed, so an installer can fix it from the message.
 import json
 
-BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
-PROFILES = ("elevator", "water_meter")
+from edge import ids, line, regmap
+from edge.profiles import NAMES as PROFILES
 
 
 class ConfigError(ValueError):
@@ -26,32 +26,25 @@ def _hex(v):
         return False
 
 
-def _ident(v):
-    if not 1 <= len(v) <= 32:
-        return False
-    for c in v:
-        if not (c.isalpha() or c.isdigit() or c in "-_."):
-            return False
-    return True
-
-
 def _floors(v):
     return (isinstance(v, list) and len(v) == 2 and _is_int(v[0]) and _is_int(v[1])
             and v[0] < v[1])
 
 
-# path: (kind, default or REQUIRED, check, what the check allows)
+# path: (kind, default or REQUIRED, check, what the check allows); a check returns
+# False, or raises ValueError with its own message naming what is wrong
 REQUIRED = object()
 SCHEMA = {
-    "device_id": ("str", REQUIRED, _ident, "1-32 letters, digits, '-', '_' or '.'"),
+    "device_id": ("str", REQUIRED, ids.check, ids.RULE),
     "secret": ("str", REQUIRED, _hex, "at least 32 hex digits (edgectl provision makes one)"),
     "profile": ("str", REQUIRED, PROFILES, None),
     "bus.port": ("str", REQUIRED, None, None),
-    "bus.baud": ("int", 9600, BAUDS, None),
-    "bus.parity": ("str", "E", ("N", "E", "O"), None),
-    "bus.stop": ("int", 1, (1, 2), None),
+    "bus.baud": ("int", line.BAUD, line.BAUDS, None),
+    "bus.parity": ("str", line.PARITY, line.PARITIES, None),
+    # default: the parity's (edge.line.stop_bits), filled in by validate()
+    "bus.stop": ("int", None, (1, 2), None),
     "bus.slave": ("int", 1, lambda v: 1 <= v <= 247, "1..247"),
-    "bus.word_order": ("str", "ABCD", ("ABCD", "BADC", "CDAB", "DCBA"), None),
+    "bus.word_order": ("str", regmap.ORDERS[0], regmap.ORDERS, None),
     "bus.timeout_ms": ("int", 300, lambda v: 20 <= v <= 5000, "20..5000"),
     "bus.retries": ("int", 2, lambda v: 0 <= v <= 5, "0..5"),
     # ESP32 wiring (boards/esp32-*.json): the UART, its pins and the RS-485 DE/RE pin
@@ -144,8 +137,15 @@ def validate(cfg):
             if value not in check:
                 raise ConfigError("config.%s: %r is not one of %s" % (
                     path, value, ", ".join([str(c) for c in check])))
-        elif not check(value):
-            raise ConfigError("config.%s: %r is not allowed; expected %s" % (path, value, allowed))
+        else:
+            try:
+                ok = check(value)
+            except ValueError as e:
+                raise ConfigError("config.%s: %s" % (path, e))
+            if not ok:
+                raise ConfigError("config.%s: %r is not allowed; expected %s" % (path, value, allowed))
+    bus = cfg["bus"]
+    bus["stop"] = line.stop_bits(bus["parity"], bus.get("stop"))
     return cfg
 
 

@@ -1,6 +1,6 @@
 # Profile register tables -> readings: decode a block of 16-bit words read from the bus.
 # Pure; the table format is edge/profiles. The inverse (a reading as words, for the
-# simulator) is edge/slave.py, so a board does not carry it.
+# simulator) is tools/testbench/slave.py, so a board does not carry it.
 #
 # A table is a sequence of (field, address, type, scale): value = raw * scale, with
 # type u16, i16, u32, i32 or f32. 32-bit types span two registers in the device's
@@ -9,6 +9,7 @@
 import math
 import struct
 
+# the one list of word orders (config, tools, simulator); the first, high word first, is the default
 ORDERS = ("ABCD", "BADC", "CDAB", "DCBA")
 WORDS = {"u16": 1, "i16": 1, "u32": 2, "i32": 2, "f32": 2}
 PACK32 = {"u32": ">I", "i32": ">i", "f32": ">f"}

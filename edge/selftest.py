@@ -17,7 +17,7 @@ def check_config(path):
 
 
 def check_bus(cfg):
-    from edge import hal, regmap
+    from edge import hal, line, regmap
     from edge.bus import Master
     from edge.modbus import KINDS, ModbusError
     from edge.pipeline import load_module
@@ -28,7 +28,8 @@ def check_bus(cfg):
     except OSError as e:
         return {"ok": False, "error": "open", "detail": str(e)}
     first, count = regmap.span(prof.REGISTERS)
-    master = Master(uart, bus["baud"], bus["timeout_ms"], bus["retries"])
+    master = Master(uart, bus["baud"], bus["timeout_ms"], bus["retries"],
+                    line.char_bits(bus["parity"], bus["stop"]))
     try:
         words = master.read_registers(bus["slave"], prof.FUNCTION, first, count)
     except ModbusError as e:

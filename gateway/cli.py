@@ -6,16 +6,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import pkgutil
 import signal
 import socket
 import sys
 from pathlib import Path
 
-import edge.profiles
+from edge import ids
 from gateway.broker import BrokerError, describe_os_error, parse_listen
 from gateway.platform import PlatformServer
-from gateway.registry import FILENAME, Registry, RegistryError
+from gateway.registry import FILENAME, PROFILES, Registry, RegistryError, check_profile
 from gateway.mqtt import VERSIONS
 from gateway.service import EMBEDDED, GatewayConfig, run_gateway
 from gateway.streams import DEFAULT_STREAMS, StreamError, apply_options
@@ -28,11 +27,6 @@ EXIT_USAGE = 2
 
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
-
-
-def known_profiles() -> list[str]:
-    """Profile names from edge/profiles/: the one table of what a device can be."""
-    return sorted(m.name for m in pkgutil.iter_modules(edge.profiles.__path__))
 
 
 # ---- subcommands --------------------------------------------------------------------
@@ -78,9 +72,7 @@ def cmd_platform(args: argparse.Namespace) -> int:
 
 
 def cmd_devices_add(args: argparse.Namespace) -> int:
-    profiles = known_profiles()
-    if args.profile not in profiles:
-        raise CliError("unknown profile %r; known profiles: %s" % (args.profile, ", ".join(profiles)))
+    check_profile(args.profile)   # before a secret is read from stdin
     secret = args.secret
     if secret == "-":
         # from stdin, so the secret stays out of the shell history and `ps`
@@ -128,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gateway-id", default=socket.gethostname(), metavar="ID",
                      help="this gateway's id in uploads (default: the host name)")
     run.add_argument("--client-id", default=None, metavar="ID",
-                     help="MQTT client id of the persistent session (default: edge-gateway-<gateway id>)")
+                     help="MQTT client id of the persistent session (default: %s<gateway id>)"
+                          % ids.GATEWAY_CLIENT_PREFIX)
     run.add_argument("--share-group", default=None, metavar="GROUP",
                      help="subscribe as $share/GROUP/... so several gateways split the devices")
     run.add_argument("--mqtt-version", choices=sorted(VERSIONS), default=None,
@@ -166,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Add a device. The secret is generated when not given "
                                       "and is never printed.")
     add.add_argument("device_id", metavar="DEVICE_ID")
-    add.add_argument("--profile", required=True, help="sensor profile: %s" % ", ".join(known_profiles()))
+    add.add_argument("--profile", required=True, help="sensor profile: %s" % ", ".join(PROFILES))
     add.add_argument("--secret", default=None, metavar="HEX",
                      help="the device's HMAC key in hex ('-' reads it from stdin); default: a new random one")
     add.add_argument("--replace", action="store_true", help="replace an existing device")

@@ -16,9 +16,9 @@ from typing import Any, Iterable, TextIO
 
 from aiohttp import web
 
+from edge import ids
 from edge.codes import ACTIONS, BY_NAME, CODES
 from gateway.metrics import Metrics
-from gateway.registry import DEVICE_ID_RE
 from gateway.sqlite import DbThread, connect, transaction
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,10 @@ def validate_event(e: Any, where: str) -> dict[str, Any]:
     if not isinstance(e, dict):
         raise ValidationError("%s: must be an object" % where)
     device = _str(e, "device", where)
-    if not DEVICE_ID_RE.match(device):
-        raise ValidationError("%s.device: %r is not a valid device id" % (where, device))
+    try:
+        ids.check(device)
+    except ValueError as e:
+        raise ValidationError("%s.device: %s" % (where, e)) from None
     boot = _int(e, "boot", where)
     seq = _int(e, "seq", where)
     eid = _str(e, "id", where)

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge import ids
 from edge.codec import Signer
+from edge.profiles import NAMES as PROFILES
 
 FILENAME = "devices.json"
-# The id travels in MQTT topics (dev/<id>/ev) and in event ids (<id>:<boot>:<seq>), so
-# no '/', '+', '#' or ':'; it also names files on the provisioning side.
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# The id rule is edge.ids, the one the agent checks its config with; this is its
+# characters and length as a regular expression, for docs/platform-api.yaml.
+DEVICE_ID_RE = re.compile(ids.PATTERN)
 MIN_SECRET_BYTES = 16
 
 
@@ -39,10 +41,16 @@ class Device:
 
 
 def check_device_id(device_id: str) -> None:
-    if not DEVICE_ID_RE.match(device_id):
-        raise RegistryError(
-            "device id %r: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-            % device_id)
+    """The agent's own rule (edge.ids), so the registry takes no id a device would refuse."""
+    try:
+        ids.check(device_id)
+    except ValueError as e:
+        raise RegistryError("device id %s" % e) from None
+
+
+def check_profile(profile: object) -> None:
+    if profile not in PROFILES:
+        raise RegistryError("unknown profile %r; known profiles: %s" % (profile, ", ".join(PROFILES)))
 
 
 def check_secret(secret: str) -> None:
@@ -113,6 +121,7 @@ class Registry:
                 profile = entry.get("profile")
                 if not isinstance(profile, str) or not profile:
                     raise RegistryError("field 'profile' is missing or not a string")
+                check_profile(profile)
             except RegistryError as e:
                 raise RegistryError("%s: %s" % (where, e)) from None
             extra = {k: v for k, v in entry.items() if k not in ("secret", "profile")}
@@ -167,8 +176,7 @@ class Registry:
             raise RegistryError("device %r is already in %s" % (device_id, self.path))
         secret = secret if secret is not None else new_secret()
         check_secret(secret)
-        if not profile:
-            raise RegistryError("device %r: a profile is required" % device_id)
+        check_profile(profile)
         dev = Device(device_id, secret.lower(), profile, dict(extra))
         self._devices[device_id] = dev
         self._signers.pop(device_id, None)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from edge import ids
 from gateway.broker import BrokerAddress, EmbeddedBroker, parse_broker_url, parse_listen
 from gateway.ingest import Ingest
 from gateway.metrics import Metrics
@@ -103,7 +104,7 @@ class Gateway:
         quota = QuotaConfig(None if cfg.max_db_mb is None else int(cfg.max_db_mb * 1e6),
                             cfg.retention_days * 86400.0)
         self.housekeeper = Housekeeper(quota, self.store, self.db, self.metrics)
-        self.ingest = Ingest(self.broker_address, cfg.client_id or "edge-gateway-" + cfg.gateway_id,
+        self.ingest = Ingest(self.broker_address, cfg.client_id or ids.GATEWAY_CLIENT_PREFIX + cfg.gateway_id,
                              self.registry, self.store, self.db, self.metrics,
                              on_commit=self._committed, share_group=cfg.share_group,
                              mqtt_version=version)

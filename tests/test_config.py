@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from edge.config import ConfigError, validate
-from tools import runtime
+from tools.common import runtime
 
 GOOD = {
     "device_id": "elev-0001", "secret": "00112233445566778899aabbccddeeff", "profile": "elevator",
@@ -71,3 +71,21 @@ def test_agent_says_when_the_bus_cannot_be_opened(tmp_path):
                           env=runtime.micropython_env(), capture_output=True, text=True, timeout=30)
     assert proc.returncode == 3
     assert "cannot open the sensor bus" in proc.stdout
+
+
+def test_profile_and_word_order_choices_come_from_their_homes():
+    """One list of profiles (edge/profiles/__init__.py), one of word orders (edge/regmap.py)."""
+    import pkgutil
+    from edge import profiles, regmap
+    from edge import detect
+    from edge.codes import BY_NAME
+    from edge.config import SCHEMA
+    from gateway import registry
+    assert SCHEMA["profile"][2] is profiles.NAMES and registry.PROFILES is profiles.NAMES
+    assert SCHEMA["bus.word_order"][2] is regmap.ORDERS and SCHEMA["bus.word_order"][1] == "ABCD"
+    modules = sorted(m.name for m in pkgutil.iter_modules(profiles.__path__))
+    assert modules == sorted(profiles.NAMES)
+    assert sorted(m.name for m in pkgutil.iter_modules(detect.__path__) if m.name != "common") == modules
+    for name in profiles.NAMES:
+        module = __import__("edge.profiles." + name, None, None, ["NAME"])
+        assert module.NAME == name and "telemetry." + name in BY_NAME

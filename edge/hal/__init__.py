@@ -7,10 +7,10 @@
 import sys
 
 if sys.platform == "esp32":
-    from edge.hal.esp32 import Watchdog, now, open_uart
+    from edge.hal.esp32 import Watchdog, now, open_uart  # noqa: F401 (the HAL)
 else:
     if sys.implementation.name == "micropython":
-        from edge.hal.unix import now, open_uart
+        from edge.hal.unix import now, open_uart  # noqa: F401 (the HAL)
 
         class Watchdog:
             """The unix port has no hardware watchdog: feeding is a no-op."""
@@ -22,4 +22,4 @@ else:
                 pass
     else:
         # a Raspberry Pi: systemd's watchdog, fed over $NOTIFY_SOCKET
-        from edge.hal.cpython import Watchdog, now, open_uart
+        from edge.hal.cpython import Watchdog, now, open_uart  # noqa: F401 (the HAL)

@@ -6,7 +6,7 @@ import time
 
 import serial
 
-from edge.clock import ticks_diff, ticks_ms
+from edge import line
 
 
 def now():
@@ -26,13 +26,12 @@ class UART:
     the kernel driver to toggle RTS around each frame, where the UART supports it.
     """
 
-    def __init__(self, path, baud=9600, parity="E", stop=None, de=None, rs485=False):
+    def __init__(self, path, baud=line.BAUD, parity=line.PARITY, stop=None, de=None, rs485=False):
+        stop = line.stop_bits(parity, stop)
         if is_pty(path):
             parity = "N"    # see is_pty
-        if stop is None:
-            stop = 1 if parity != "N" else 2   # no parity means two stop bits on RTU
         # timeout=0: reads never block; waiting is done below with a deadline
-        self._s = serial.Serial(path, baud, bytesize=8, parity=parity, stopbits=stop,
+        self._s = serial.Serial(path, baud, bytesize=line.DATA_BITS, parity=parity, stopbits=stop,
                                 timeout=0, exclusive=True)
         if rs485:
             from serial import rs485 as _rs485
@@ -71,8 +70,8 @@ class UART:
 
 
 def open_uart(config, de=None):
-    return UART(config["port"], config.get("baud", 9600), config.get("parity", "E"),
-                config.get("stop"), de, config.get("rs485", False))
+    baud, parity, stop = line.settings(config)
+    return UART(config["port"], baud, parity, stop, de, config.get("rs485", False))
 
 
 

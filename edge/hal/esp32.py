@@ -16,16 +16,14 @@ def now():
 
 
 class UART:
-    def __init__(self, uart_id, baud, tx, rx, parity="E", stop=None, de_pin=None):
-        if stop is None:
-            stop = 1 if parity != "N" else 2   # no parity means two stop bits on RTU
+    def __init__(self, uart_id, baud, tx, rx, parity, stop, char_bits, de_pin=None):
         # timeout=0: read() returns at once; waits happen in poll() with a deadline
         self._u = machine.UART(uart_id, baudrate=baud, tx=tx, rx=rx, bits=8,
                                parity=_PARITY[parity], stop=stop, timeout=0)
         self._de = None
         if de_pin is not None:
             self._de = machine.Pin(de_pin, machine.Pin.OUT, value=0)
-        self._char_us = (10 + (parity != "N") + (stop == 2)) * 1000000 // baud
+        self._char_us = char_bits * 1000000 // baud
         self._poll = select.poll()
         self._poll.register(self._u, select.POLLIN)
 
@@ -67,8 +65,10 @@ class UART:
 
 def open_uart(config, de=None):
     # de: the DE/RE pin comes from the config on a board; the argument keeps one signature
-    return UART(config.get("uart_id", 1), config.get("baud", 9600), config["tx"], config["rx"],
-                config.get("parity", "E"), config.get("stop"), config.get("de_pin"))
+    from edge import line   # boot-time only: edge.boot unloads it
+    baud, parity, stop = line.settings(config)
+    return UART(config.get("uart_id", 1), baud, config["tx"], config["rx"], parity, stop,
+                line.char_bits(parity, stop), config.get("de_pin"))
 
 
 class Watchdog:

@@ -27,13 +27,11 @@ class UART:
     the unix port that is a GPIO helper, on a pty it is not needed.
     """
 
-    def __init__(self, path, baud=9600, parity="E", stop=None, de=None):
+    def __init__(self, path, baud, parity, stop, char_bits, de=None):
         # FileIO from open() has no buffer of its own, so poll() sees what the tty holds
-        if stop is None:
-            stop = 1 if parity != "N" else 2   # no parity means two stop bits on RTU
         self._f = open(path, "r+b")
         self._de = de
-        self._bits = 10 + (parity != "N") + (stop == 2)
+        self._bits = char_bits
         self.baud = baud
         fd = self._f.fileno()
         termios.setraw(fd)
@@ -95,6 +93,7 @@ class UART:
 
 
 def open_uart(config, de=None):
-    return UART(config["port"], config.get("baud", 9600), config.get("parity", "E"),
-                config.get("stop"), de)
+    from edge import line   # boot-time only: edge.boot unloads it
+    baud, parity, stop = line.settings(config)
+    return UART(config["port"], baud, parity, stop, line.char_bits(parity, stop), de)
 
