@@ -5,6 +5,7 @@ import struct
 
 from edge.codes import CODES, ACTIONS
 from edge.event import FLAG_ACTION, FLAG_CLOCK_UNSET, MAC_LEN, VERSION, Signer, encode  # noqa: F401 (the API)
+from edge.mqtt import get_varint
 
 MIN_LEN = 3 + 1 + 1 + 4 + 1 + MAC_LEN
 
@@ -13,24 +14,25 @@ class CodecError(ValueError):
     """A payload that is not a valid event; the message says which part is wrong."""
 
 
-def _get_uvarint(buf, i, end):
-    n = 0
-    shift = 0
-    while True:
-        if i >= end:
-            raise CodecError("truncated varint at byte %d" % i)
-        b = buf[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return n, i
-        shift += 7
-        if shift > 63:
-            raise CodecError("varint too long at byte %d" % i)
+# The varints are edge.mqtt's: at most 10 bytes (63 bits) here, and one that runs into
+# the MAC is an error (get_varint's None, which for MQTT means "need more bytes").
+
+
+def _truncated(i):
+    raise CodecError("truncated varint at byte %d" % i)
 
 
 def decode(buf, signer=None):
     """Parse one event. With a signer the MAC is checked too. Raises CodecError."""
+    try:
+        return _decode(buf, signer)
+    except CodecError:
+        raise
+    except ValueError as e:             # get_varint: a varint longer than 10 bytes
+        raise CodecError(str(e))
+
+
+def _decode(buf, signer):
     n = len(buf)
     if n < MIN_LEN:
         raise CodecError("payload of %d bytes is shorter than the smallest event (%d)" % (n, MIN_LEN))
@@ -44,13 +46,13 @@ def decode(buf, signer=None):
     if action >= len(ACTIONS):
         raise CodecError("bad action bits %d in flags" % action)
     end = n - MAC_LEN
-    boot, i = _get_uvarint(buf, 3, end)
-    seq, i = _get_uvarint(buf, i, end)
+    boot, i = get_varint(buf, 3, end, 10) or _truncated(3)
+    seq, i = get_varint(buf, i, end, 10) or _truncated(i)
     if i + 4 > end:
         raise CodecError("truncated time field")
     t = struct.unpack(">I", bytes(buf[i:i + 4]))[0]
     i += 4
-    present, i = _get_uvarint(buf, i, end)
+    present, i = get_varint(buf, i, end, 10) or _truncated(i)
     name, kind, fields = CODES[code]
     if present >> len(fields):
         raise CodecError("presence bits name fields that %s does not have" % name)
@@ -58,7 +60,7 @@ def decode(buf, signer=None):
     for k in range(len(fields)):
         fname, dec = fields[k]
         if present & (1 << k):
-            z, i = _get_uvarint(buf, i, end)
+            z, i = get_varint(buf, i, end, 10) or _truncated(i)
             v = (z >> 1) ^ -(z & 1)
             values[fname] = v / 10 ** dec if dec else v
         else:

@@ -11,6 +11,7 @@ import hashlib
 import struct
 
 from edge.codes import CODES
+from edge.mqtt import put_varint   # the same 7-bit varint as MQTT's remaining length
 
 VERSION = 1
 MAC_LEN = 8
@@ -38,28 +39,21 @@ class Signer:
         return outer.digest()[:MAC_LEN]
 
 
-def _put_uvarint(out, n):
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-
-
 def encode(signer, code, action, boot, seq, t, values, clock_set=True):
     """values: a sequence aligned with CODES[code] fields, None where unknown."""
     fields = CODES[code][2]
     out = bytearray((VERSION, code, action | (0 if clock_set else FLAG_CLOCK_UNSET)))
-    _put_uvarint(out, boot)
-    _put_uvarint(out, seq)
+    put_varint(out, boot)
+    put_varint(out, seq)
     out.extend(struct.pack(">I", int(t) & 0xFFFFFFFF))
     present = 0
     for i in range(len(fields)):
         if i < len(values) and values[i] is not None:
             present |= 1 << i
-    _put_uvarint(out, present)
+    put_varint(out, present)
     for i in range(len(fields)):
         if present & (1 << i):
             n = int(round(values[i] * 10 ** fields[i][1]))
-            _put_uvarint(out, (n << 1) ^ (n >> 63) if n < 0 else n << 1)
+            put_varint(out, (n << 1) ^ (n >> 63) if n < 0 else n << 1)
     out.extend(signer.mac(out))
     return bytes(out)

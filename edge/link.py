@@ -1,13 +1,14 @@
 # The agent's MQTT 3.1.1 link on one TCP socket: CONNECT with a last will, QoS 1
 # PUBLISH that waits for its PUBACK, PINGREQ while idle, reconnection with exponential
 # backoff and jitter. Every wait has a deadline (umqtt.simple's connect() and its
-# PUBACK wait have none, so this module speaks the few packets it needs itself), and
-# every packet is one write with TCP_NODELAY (small writes under Nagle cost 40 ms each).
+# PUBACK wait have none, so the agent has its own client; edge/mqtt.py builds and parses
+# the packets), and every packet is one write with TCP_NODELAY (small writes under
+# Nagle cost 40 ms each).
 import random
 import select
 import socket
-import struct
 
+from edge import mqtt
 from edge.clock import ticks_ms, ticks_add, ticks_diff
 
 IPPROTO_TCP = 6
@@ -18,11 +19,6 @@ class LinkDown(OSError):
     pass
 
 
-def _str(b):
-    # an MQTT string: u16 length, then the bytes
-    return struct.pack("!H", len(b)) + b
-
-
 class Link:
     def __init__(self, broker, device_id, log=print, timeout_ms=5000):
         self.broker = broker
@@ -31,6 +27,7 @@ class Link:
         self.status_topic = ("dev/%s/status" % device_id).encode()
         self.sock = None
         self.poller = None
+        self.rx = b""            # received bytes not yet parsed into a packet
         self.pid = 0
         self.failures = 0
         self.retry_at = None     # ticks_ms before which we do not try again
@@ -72,16 +69,13 @@ class Link:
                 pass   # a port without it: each packet is one write anyway
             self.poller = select.poll()
             self.poller.register(s, select.POLLIN)
-            # flags: clean session 0x02, will 0x04, will QoS 1 0x08, will retain 0x20
-            flags = 0x2E
+            self.rx = b""
+            # a clean session; the will: "offline", retained, at QoS 1
             user = b.get("user")
-            tail = _str(self.status_topic) + _str(b"offline")
-            if user is not None:
-                flags |= 0xC0
-                tail += _str(user.encode()) + _str((b.get("password") or "").encode())
-            self._send(0x10, _str(b"MQTT") + bytes((4, flags)) + struct.pack("!H", b.get("keepalive", 60))
-                       + _str(self.device_id.encode()) + tail)
-            op, body = self._expect(0x20, "CONNACK")
+            s.sendall(mqtt.connect(self.device_id, b.get("keepalive", 60), True, user,
+                                   None if user is None else b.get("password") or "",
+                                   (self.status_topic, b"offline", 1, True)))
+            body = self._expect(0x20, "CONNACK")
             if len(body) != 2 or body[1]:
                 raise OSError("broker refused the connection: CONNACK %r" % bytes(body))
             self.publish(b"online", self.status_topic, retain=True)
@@ -107,15 +101,6 @@ class Link:
         self.retry_at = ticks_add(ticks_ms(), delay)
         self.log("mqtt down (%s); retry in %d ms" % (why, delay))
 
-    def _send(self, first, body):
-        hdr = bytearray((first,))
-        n = len(body)
-        while n > 0x7F:   # remaining length: 7 bits a byte, low group first
-            hdr.append((n & 0x7F) | 0x80)
-            n >>= 7
-        hdr.append(n)
-        self.sock.sendall(hdr + body)
-
     def publish(self, payload, topic=None, retain=False, dup=False):
         """QoS 1 publish; returns when the broker has acknowledged it. Raises LinkDown.
         dup=True marks a packet that may have reached the broker before (MQTT 3.3.1.1)."""
@@ -123,11 +108,9 @@ class Link:
         self.pid = self.pid % 65535 + 1
         pid = self.pid
         try:
-            # PUBLISH, QoS 1: 0x32; 0x08 DUP; 0x01 retain
-            self._send(0x32 | (8 if dup else 0) | (1 if retain else 0),
-                       _str(topic) + struct.pack("!H", pid) + payload)
+            self.sock.sendall(mqtt.publish(topic, payload, 1, pid, dup, retain))
             while True:
-                op, body = self._expect(0x40, "PUBACK")
+                body = self._expect(0x40, "PUBACK")
                 if len(body) == 2 and body[0] << 8 | body[1] == pid:
                     self.used = ticks_ms()
                     return
@@ -140,47 +123,40 @@ class Link:
         """PINGREQ and its PINGRESP: keeps the session alive while there is nothing to
         send, and finds a dead broker before an alarm needs it. Raises LinkDown."""
         try:
-            self._send(0xC0, b"")
+            self.sock.sendall(mqtt.packet(0xC0, b""))   # PINGREQ
             self._expect(0xD0, "PINGRESP")
             self.used = ticks_ms()
         except Exception as e:
             self._down("ping failed: %r" % (e,))
             raise LinkDown(str(e))
 
-    def _expect(self, op, name):
-        """The next packet of type op as (first byte, body), within the deadline. Other
-        packets (a PINGRESP, a stray PUBACK) are skipped."""
+    def _expect(self, ptype, name):
+        """The body of the next packet whose first byte's type bits are ptype (0x20
+        CONNACK, 0x40 PUBACK, 0xD0 PINGRESP), within the deadline. Other packets (a
+        PINGRESP, a stray PUBACK) are skipped."""
         deadline = ticks_add(ticks_ms(), self.timeout_ms)
         while True:
-            first = self._read(1, deadline, name)[0]
-            n = 0
-            shift = 0
-            while True:
-                b = self._read(1, deadline, name)[0]
-                n |= (b & 0x7F) << shift
-                if not b & 0x80:
-                    break
-                shift += 7
-            body = self._read(n, deadline, name) if n else b""
-            if first & 0xF0 == op:
-                return first, body
-
-    def _read(self, n, deadline, name):
-        buf = b""
-        while len(buf) < n:
-            left = ticks_diff(deadline, ticks_ms())
-            if left <= 0 or not self.poller.poll(left):
-                raise OSError("no %s within %d ms" % (name, self.timeout_ms))
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise OSError("broker closed the connection")
-            buf += chunk
-        return buf
+            # the broker sends only small control packets: refuse anything above 1 KiB
+            got = mqtt.parse(self.rx, 0, len(self.rx), 1024)
+            if got is None:
+                left = ticks_diff(deadline, ticks_ms())
+                if left <= 0 or not self.poller.poll(left):
+                    raise OSError("no %s within %d ms" % (name, self.timeout_ms))
+                chunk = self.sock.recv(64)
+                if not chunk:
+                    raise OSError("broker closed the connection")
+                self.rx += chunk
+                continue
+            first, i, end = got
+            body = self.rx[i:end]
+            self.rx = self.rx[end:]
+            if first & 0xF0 == ptype:
+                return body
 
     def close(self):
         if self.sock is not None:
             try:
-                self._send(0xE0, b"")   # DISCONNECT: the broker drops the will
+                self.sock.sendall(mqtt.packet(0xE0, b""))   # DISCONNECT: the broker drops the will
                 self.sock.close()
             except Exception:
                 pass

@@ -11,17 +11,19 @@
 #
 # Only what the gateway needs: no publishing, no QoS 2 (it subscribes with QoS 1, so the
 # broker never sends QoS 2), no will, no TLS (put the broker on loopback or a VPN).
+# The packets are built and parsed by edge/mqtt.py and edge/mqtt_receiver.py, the codec
+# the agent's link and the test brokers use too; this module is the connection:
+# buffering, batching, futures, keepalive.
 from __future__ import annotations
 
 import asyncio
 import struct
 from typing import Callable, NamedTuple, TypeVar
 
-T = TypeVar("T")
+from edge import mqtt, mqtt_receiver
+from edge.mqtt_receiver import CONNACK, DISCONNECT, PINGREQ, PINGRESP, PUBLISH, SUBACK
 
-# packet types (high nibble of the first byte)
-CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
-PINGREQ, PINGRESP, DISCONNECT = 12, 13, 14
+T = TypeVar("T")
 
 MQTT311, MQTT5 = 4, 5
 VERSIONS = {"3.1.1": MQTT311, "5": MQTT5}
@@ -44,37 +46,6 @@ class Message(NamedTuple):
     payload: bytes
     mid: int                     # packet id; 0 for QoS 0
     qos: int
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
-
-def _str(s: str | bytes) -> bytes:
-    raw = s.encode() if isinstance(s, str) else s
-    return struct.pack(">H", len(raw)) + raw
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + _varint(len(body)) + body
-
-
-def _skip_properties(buf: bytes | bytearray, i: int) -> int:
-    """MQTT 5 properties: a varint length, then that many bytes we do not need."""
-    length = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        length |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return i + length
 
 
 class MqttConnection(asyncio.Protocol):
@@ -112,36 +83,24 @@ class MqttConnection(asyncio.Protocol):
         n = len(buf)
         i = 0
         messages: list[Message] = []
+        parse, split = mqtt.parse, mqtt_receiver.split_publish
+        v5 = self.version == MQTT5
         try:
-            while n - i >= 2:
-                # fixed header: type/flags byte, then the remaining length as a varint
-                j = i + 1
-                length = shift = 0
-                complete = False
-                while j < n:
-                    b = buf[j]
-                    j += 1
-                    length |= (b & 0x7F) << shift
-                    if not b & 0x80:
-                        complete = True
-                        break
-                    shift += 7
-                    if shift > 21:
-                        raise MqttError("malformed remaining length")
-                if not complete:                  # the varint itself is still incomplete
+            while True:
+                got = parse(buf, i, n, MAX_PACKET)
+                if got is None:                   # the rest has not arrived yet
                     break
-                if length > MAX_PACKET:
-                    raise MqttError("a packet of %d bytes (limit %d)" % (length, MAX_PACKET))
-                end = j + length
-                if end > n:
-                    break
-                first = buf[i]
+                first, j, end = got
                 if first >> 4 == PUBLISH:
-                    messages.append(self._publish(first, buf, j, end))
+                    qos = (first >> 1) & 3
+                    if qos == 2:
+                        raise MqttError("QoS 2 PUBLISH on a QoS 1 subscription")
+                    topic, mid, j = split(buf, first, j, end, v5)
+                    messages.append(Message(topic.decode(), bytes(buf[j:end]), mid, qos))
                 else:
                     self._control(first >> 4, bytes(buf[j:end]))
                 i = end
-        except (MqttError, IndexError, UnicodeDecodeError, struct.error) as e:
+        except (MqttError, ValueError, IndexError) as e:   # ValueError: a bad length, topic or UTF-8
             del buf[:i]
             if messages:
                 self.on_messages(self, messages)
@@ -151,21 +110,6 @@ class MqttConnection(asyncio.Protocol):
         if messages:
             self.on_messages(self, messages)
 
-    def _publish(self, first: int, buf: bytearray, i: int, end: int) -> Message:
-        qos = (first >> 1) & 3
-        tlen = buf[i] << 8 | buf[i + 1]
-        topic = buf[i + 2:i + 2 + tlen].decode()
-        i += 2 + tlen
-        mid = 0
-        if qos:
-            if qos == 2:
-                raise MqttError("QoS 2 PUBLISH on a QoS 1 subscription")
-            mid = buf[i] << 8 | buf[i + 1]
-            i += 2
-        if self.version == MQTT5:
-            i = _skip_properties(buf, i)
-        return Message(topic, bytes(buf[i:end]), mid, qos)
-
     def _control(self, ptype: int, body: bytes) -> None:
         if ptype == CONNACK:
             if not self._connack.done():
@@ -173,7 +117,7 @@ class MqttConnection(asyncio.Protocol):
                 self._connack.set_result(body[1])
         elif ptype == SUBACK:
             mid = body[0] << 8 | body[1]
-            i = _skip_properties(body, 2) if self.version == MQTT5 else 2
+            i = mqtt_receiver.skip_props(body, 2, len(body)) if self.version == MQTT5 else 2
             fut = self._subacks.pop(mid, None)
             if fut is not None and not fut.done():
                 fut.set_result(body[i:])
@@ -188,19 +132,12 @@ class MqttConnection(asyncio.Protocol):
     async def handshake(self, client_id: str, username: str | None, password: str | None,
                         keepalive: int, clean_start: bool = False) -> bool:
         """CONNECT and wait for CONNACK; returns session_present. Raises MqttError."""
-        flags = (0x02 if clean_start else 0) | (0x80 if username else 0) | (0x40 if password else 0)
-        body = _str("MQTT") + bytes((self.version, flags)) + struct.pack(">H", keepalive)
+        props = None
         if self.version == MQTT5:
             # Session Expiry Interval: keep the session (and its queued messages) while the
             # gateway is away; Receive Maximum: how many unacked messages may be in flight.
             props = b"\x11" + struct.pack(">I", SESSION_NEVER_EXPIRES) + b"\x21" + struct.pack(">H", RECEIVE_MAXIMUM)
-            body += _varint(len(props)) + props
-        body += _str(client_id)
-        if username:
-            body += _str(username)
-        if password:
-            body += _str(password)
-        self._write(_packet(CONNECT << 4, body))
+        self._write(mqtt.connect(client_id, keepalive, clean_start, username or None, password or None, None, props))
         code = await self._await(self._connack)
         if code:
             why = CONNACK_311.get(code, "reason 0x%02x" % code) if self.version == MQTT311 else "reason 0x%02x" % code
@@ -211,12 +148,9 @@ class MqttConnection(asyncio.Protocol):
     async def subscribe(self, filters: list[str], qos: int = 1) -> list[int]:
         """SUBSCRIBE and wait for SUBACK; returns one granted QoS or failure code per filter."""
         mid = self._mid()
-        body = struct.pack(">H", mid) + (b"\x00" if self.version == MQTT5 else b"")
-        for f in filters:
-            body += _str(f) + bytes((qos,))
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._subacks[mid] = fut
-        self._write(_packet(SUBSCRIBE << 4 | 0x02, body))
+        self._write(mqtt_receiver.subscribe(mid, filters, qos, b"" if self.version == MQTT5 else None))
         return list(await self._await(fut))
 
     def ack(self, mids: list[int]) -> None:
@@ -224,12 +158,13 @@ class MqttConnection(asyncio.Protocol):
         gone, nothing: the broker sends them again on the next one (they are stored, so
         the store ignores the repeats) and a commit must never fail for a lost ack."""
         if mids and not self.closed.done() and self.transport is not None and not self.transport.is_closing():
-            self._write(b"".join(struct.pack(">BBH", PUBACK << 4, 2, mid) for mid in mids))
+            puback = mqtt_receiver.puback
+            self._write(b"".join([puback(mid) for mid in mids]))
 
     def disconnect(self) -> None:
         """A clean DISCONNECT: the session stays (clean_start was False)."""
         if self.transport is not None and not self.closed.done():
-            self._write(bytes((DISCONNECT << 4, 0)))
+            self._write(mqtt.packet(DISCONNECT << 4, b""))
             self.transport.close()
         self._fail("disconnected")
 
@@ -277,7 +212,7 @@ class MqttConnection(asyncio.Protocol):
                 self.abort("no answer from the broker for %.0f s" % (loop.time() - self._last_heard))
                 return
             try:
-                self._write(bytes((PINGREQ << 4, 0)))
+                self._write(mqtt.packet(PINGREQ << 4, b""))
             except MqttError:
                 return
 

@@ -11,10 +11,12 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Iterator
 
 import pytest
 
-from tools import runtime
+from edge import mqtt, mqtt_receiver as mr
+from tools.common import runtime
 
 RUNTIMES = ("micropython", "cpython")
 
@@ -45,58 +47,52 @@ class FakeBroker:
             threading.Thread(target=self._serve, args=(conn, len(self.conns) - 1), daemon=True).start()
 
     @staticmethod
-    def _read(conn: socket.socket, n: int) -> bytes:
+    def _packets(conn: socket.socket) -> Iterator[tuple[int, bytes]]:
+        """(first byte, body) of each packet the client sends, until it closes."""
         buf = b""
-        while len(buf) < n:
-            chunk = conn.recv(n - len(buf))
-            if not chunk:
-                raise EOFError
-            buf += chunk
-        return buf
+        while True:
+            got = mqtt.parse(buf, 0, len(buf), 1 << 20)
+            if got is None:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+                continue
+            first, i, end = got
+            yield first, buf[i:end]
+            buf = buf[end:]
 
     def _serve(self, conn: socket.socket, idx: int) -> None:
         try:
-            while True:
-                first = self._read(conn, 1)[0]
-                n, shift = 0, 0
-                while True:
-                    b = self._read(conn, 1)[0]
-                    n |= (b & 0x7F) << shift
-                    shift += 7
-                    if not b & 0x80:
-                        break
-                body = self._read(conn, n) if n else b""
+            for first, body in self._packets(conn):
                 self.packets.append((idx, first, body))
-                kind = first & 0xF0
+                kind = first >> 4
                 if self.mode == "silent":
                     continue
-                if kind == 0x10:
-                    conn.sendall(b"\x20\x02\x00" + (b"\x05" if self.mode == "refuse" else b"\x00"))
-                elif kind == 0x30:
-                    tlen = body[0] << 8 | body[1]
-                    topic = body[2:2 + tlen]
-                    pid = body[2 + tlen:4 + tlen]
+                if kind == mr.CONNECT:
+                    conn.sendall(mr.connack(5 if self.mode == "refuse" else 0, False))   # 5: not authorised
+                elif kind == mr.PUBLISH:
+                    topic, pid, _ = mr.split_publish(body, first, 0, len(body))
                     if self.mode == "lose_first_puback" and topic.endswith(b"/ev") and not self.lost:
                         self.lost = True
-                        conn.close()
-                        return
-                    conn.sendall(b"\x40\x02" + pid)
-                elif kind == 0xC0:
-                    conn.sendall(b"\xd0\x00")
-                elif kind == 0xE0:
-                    conn.close()
-                    return
-        except (EOFError, OSError):
-            conn.close()
+                        break
+                    conn.sendall(mr.puback(pid))
+                elif kind == mr.PINGREQ:
+                    conn.sendall(mr.pingresp())
+                elif kind == mr.DISCONNECT:
+                    break
+        except (ValueError, OSError):
+            pass
+        conn.close()
 
     def publishes(self, topic_end: bytes = b"/ev") -> list[tuple[int, bool, bytes]]:
         """(connection, DUP flag, payload) of every PUBLISH to a topic ending so."""
         out = []
         for idx, first, body in self.packets:
-            if first & 0xF0 == 0x30:
-                tlen = body[0] << 8 | body[1]
-                if body[2:2 + tlen].endswith(topic_end):
-                    out.append((idx, bool(first & 0x08), body[4 + tlen:]))
+            if first >> 4 == mr.PUBLISH:
+                topic, _, start = mr.split_publish(body, first, 0, len(body))
+                if topic.endswith(topic_end):
+                    out.append((idx, bool(first & 0x08), body[start:]))
         return out
 
     def close(self) -> None:
@@ -127,7 +123,8 @@ CONNECT = """
 import sys, json
 from edge.clock import ticks_ms, ticks_diff
 from edge.link import Link, LinkDown
-link = Link({"host": "127.0.0.1", "port": int(sys.argv[1]), "keepalive": 30}, "dev-1", lambda *a: None, int(sys.argv[2]))
+link = Link({"host": "127.0.0.1", "port": int(sys.argv[1]), "keepalive": 30}, "dev-1", lambda *a: None,
+            int(sys.argv[2]))
 t0 = ticks_ms()
 error = None
 try:
@@ -172,7 +169,8 @@ from edge.link import Link
 from edge.outbox import Outbox
 from edge.state import MemoryStore
 from edge.clock import sleep_ms, ticks_ms, ticks_diff
-port, state, keepalive, count, run_ms = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+port, state, keepalive = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+count, run_ms = int(sys.argv[4]), int(sys.argv[5])
 cfg = {"device_id": "dev-1", "secret": "00" * 16, "profile": "water_meter",
        "bus": {"port": "-", "baud": 9600, "slave": 1, "word_order": "ABCD"}}
 link = Link({"host": "127.0.0.1", "port": port, "keepalive": keepalive}, "dev-1", lambda *a: None, 1000)
