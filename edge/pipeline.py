@@ -10,8 +10,10 @@ def load_module(name):
     try:
         mod = __import__(name)
     except ImportError as e:
-        # only "this module does not exist" is an answer; a broken module must be loud
-        if name.split(".")[-1] not in str(e):
+        # only "this module does not exist" is an answer; a broken module must be loud.
+        # Both runtimes quote the full name of the missing module: 'edge.detect.water'
+        # is not found in "no module named 'edge.detect.water_helpers'".
+        if "'%s'" % name not in str(e):
             raise
         return None
     for part in name.split(".")[1:]:
