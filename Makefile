@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export MICROPYPATH := .frozen:$(CURDIR)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test bench clean debs
+.PHONY: setup demo test lint bench clean debs
 
 setup: debs $(VENV)/.installed
 
@@ -27,8 +27,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: setup
 	$(BIN)/edgectl demo
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q tests
+
+# the linter configured in pyproject.toml ([tool.ruff])
+lint: setup
+	$(BIN)/ruff check .
 
 bench: setup
 	$(BIN)/edgectl bench

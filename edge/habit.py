@@ -27,7 +27,8 @@ class Habit:
     """bins[h] = longest usual dry spell starting in local hour h, in UNIT_S units
     (0 = never seen one start then). learn() raises a bin at once (a longer spell is a
     fact), add_day() lowers every bin by one unit (10 min) a day, so a
-    habit the household dropped fades within weeks while one it keeps is re-learned. days counts learned days, saturating at 255."""
+    habit the household dropped fades within weeks while one it keeps is re-learned. days
+    counts learned days, saturating at 255."""
 
     def __init__(self, data=None):
         self.b = bytearray(SIZE)

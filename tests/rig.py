@@ -1,6 +1,6 @@
 # Test rig helpers that start real parts on loopback. This part: a private mosquitto
 # broker per test (free port, no persistence), stopped by its PID. The broker itself is
-# tools/mosquitto.py, the one the demo and the site runner use.
+# tools/common/mosquitto.py, the one the demo and the site runner use.
 #
 #   broker, port = start_mosquitto(tmp_path)
 #   ...
@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
-from tools.mosquitto import Mosquitto, free_port  # noqa: F401  (free_port: for the tests)
+from tools.common.mosquitto import Mosquitto
+from tools.common.procs import free_port  # noqa: F401  (for the tests)
+# a device stand-in on MQTT: the test bench's signed events and publisher
+from tools.testbench.devices import Publisher, signed_event  # noqa: F401  (for the tests)
 
 READY_TIMEOUT_S = 5.0
 
@@ -37,63 +39,17 @@ def stop_mosquitto(broker: Mosquitto) -> None:
     broker.stop()
 
 
-# ---- a device stand-in on MQTT: signed events published with paho ---------------------
+# ---- code under the MicroPython unix port ---------------------------------------------
 
-def signed_event(secret_hex: str, type_name: str, seq: int, values: dict[str, float] | None = None,
-                 action: str = "report", boot: int = 1, t: int = 1_700_000_000,
-                 clock_set: bool = True) -> bytes:
-    """One edge.codec event as a device would send it (values by field name)."""
-    from edge import codec
-    from edge.codes import ACTIONS, code_of
-    code = code_of(type_name)
-    payload: bytes = codec.encode(codec.Signer(bytes.fromhex(secret_hex)), code, ACTIONS.index(action),
-                        boot, seq, t, codec.values_of(code, values or {}), clock_set)
-    return payload
-
-
-class Publisher:
-    """A paho client that publishes QoS 1 and waits for the broker's PUBACK.
-
-    Blocking: from async code call it through asyncio.to_thread.
-    """
-
-    def __init__(self, host: str, port: int, client_id: str = "test-publisher") -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv311)
-        connected = threading.Event()
-        self.client.on_connect = lambda *a: connected.set()
-        self.client.connect(host, port, 30)
-        self.client.loop_start()
-        if not connected.wait(READY_TIMEOUT_S):
-            self.close()
-            raise RuntimeError("publisher: no CONNACK from %s:%d" % (host, port))
-
-    def publish(self, topic: str, payload: bytes, retain: bool = False, qos: int = 1) -> None:
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        info.wait_for_publish(READY_TIMEOUT_S)
-
-    def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
-        """Send all, then wait for every PUBACK: a burst, as a reconnecting device sends."""
-        infos = [self.client.publish(t, p, qos=1) for t, p in messages]
-        for info in infos:
-            info.wait_for_publish(READY_TIMEOUT_S)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def _find_corpus() -> str:
-    """The labelled traces the tests and benchmarks read (never the product): $CORPUS_DIR,
-    else ../shared/corpus beside the checkout, else the workplace's /work/shared/corpus."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (os.environ.get("CORPUS_DIR"), os.path.join(here, "..", "..", "shared", "corpus"),
-                      "/work/shared/corpus"):
-        if candidate and os.path.isdir(os.path.join(candidate, "dev")):
-            return os.path.abspath(candidate)
-    raise RuntimeError("the labelled corpus is not found: set CORPUS_DIR to the folder holding dev/")
-
-
-CORPUS = _find_corpus()
+def run_micropython(script: str | Path, *args: str, paths: tuple[str, ...] = ()) -> str:
+    """Run a script under the unix port with the repo (and `paths`) importable: its
+    stdout, or RuntimeError with its exit status and stderr. Keep arguments short and
+    pass data in files: the unix port dies ("FATAL: uncaught NLR") on an argument of
+    about 300 bytes."""
+    import subprocess
+    from tools.common import runtime
+    proc = subprocess.run([runtime.micropython(), str(script), *args], env=runtime.micropython_env(*paths),
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode:
+        raise RuntimeError("micropython %s exited with %d:\n%s" % (script, proc.returncode, proc.stderr or proc.stdout))
+    return proc.stdout

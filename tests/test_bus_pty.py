@@ -1,4 +1,4 @@
-"""edge.bus end to end on a real serial line: the pymodbus trace simulator (tools.simulate) on
+"""edge.bus end to end on a real serial line: the pymodbus trace simulator (tools.testbench.simulate) on
 one side of a socat pty pair, the edge Master on the other, under the MicroPython unix port
 (a subprocess printing JSON) and under CPython with pyserial."""
 from __future__ import annotations
@@ -12,14 +12,14 @@ import time
 
 import pytest
 
-from edge import modbus, regmap
+from edge import regmap
 from edge.bus import Master
 from edge.hal import cpython as hal
 from edge.modbus import CrcError, FrameError, ModbusException, ModbusTimeout
 from edge.profiles import elevator, water_meter
-from tools import runtime
-from tools.simulate import run_simulator
-from tools.vbus import VirtualBus
+from tools.common import runtime
+from tools.testbench.simulate import run_simulator
+from tools.testbench.vbus import VirtualBus
 
 TIMEOUT_MS = 150
 RETRIES = 2

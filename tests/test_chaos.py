@@ -13,14 +13,13 @@ every phase four times longer.
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 import time
 from collections import Counter
 
-from tools import scenarios
-from tools.site import Device, Site
+from tools.testbench import scenarios
+from tools.testbench.site import Device, Site
 
 BOOT = re.compile(r"^agent (\S+): profile \S+, boot (\d+)")
 EVENT = re.compile(r"^event \S+ \S+ seq=(\d+)")

@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 
 from edge import codec
 from edge.codes import CODES, code_of, ACTIONS
-from tools import runtime
+from tools.common import runtime
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors", "events.json")
 GOLDEN = json.load(open(VECTORS))

@@ -13,7 +13,6 @@ from edge.pipeline import Pipeline, merge_params
 from edge.state import MemoryStore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from rig import CORPUS  # noqa: E402
 SITE = {"rated_speed": 1.6, "floors": [-1, 15], "utc_offset_s": 8 * 3600}
 T0 = 1_780_000_000
 
@@ -349,11 +348,9 @@ def test_raise_and_clear_alternate_for_every_alarm(steps):
 TRACES = ["elev-002", "elev-009", "elev-027"]
 
 
-def test_dev_traces_replay_identically_under_both_runtimes(tmp_path):
-    from tools.replay import replay_all
-    src = os.path.join(CORPUS, "dev", "elevator")
-    if not os.path.isdir(src):
-        pytest.fail("the shared corpus is not at %s" % src)
+def test_dev_traces_replay_identically_under_both_runtimes(tmp_path, corpus):
+    from tools.testbench.replay import replay_all
+    src = os.path.join(corpus, "dev", "elevator")
     paths = [os.path.join(src, n + ".jsonl.gz") for n in TRACES]
     got = {}
     for rt in ("micropython", "cpython"):

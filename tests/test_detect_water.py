@@ -11,7 +11,6 @@ from hypothesis import given, settings, strategies as st
 from edge.codes import RAISE, CLEAR, code_of
 from edge.detect import common, water_meter
 from edge.pipeline import merge_params
-from edge.state import MemoryStore
 
 INACT = code_of("water.inactivity")
 CF = code_of("water.continuous_flow")

@@ -1,17 +1,11 @@
 """The first slice end to end, every part real: a pymodbus slave playing a trace on a
 socat pty -> our agent (MicroPython unix port, or CPython with pyserial) -> mosquitto ->
 the gateway -> the reference platform receiver."""
-import os
-
 import pytest
 
-from edge.replay import parse_iso
-from tools import scenarios
-from tools.site import Device, Site
-
-from rig import CORPUS as _ROOT
-
-CORPUS = os.path.join(_ROOT, "dev")
+from tools.testbench.mp_replay import parse_iso
+from tools.testbench import scenarios
+from tools.testbench.site import Device, Site
 
 
 def _alarms(events, device, type_):
@@ -62,11 +56,12 @@ def test_agent_under_cpython_with_pyserial(tmp_path):
     # a real entrapment from the labelled corpus, with the sensor flicker around it
     ("elevator/elev-002", "elevator.entrapment", 120, 180, 4),
 ])
-def test_filtered_alarm_from_a_corpus_trace(tmp_path, name, incident, before, after, speed):
+def test_filtered_alarm_from_a_corpus_trace(tmp_path, corpus, name, incident, before, after, speed):
     import json
-    labels = json.load(open(os.path.join(CORPUS, name + ".labels.json")))
+    dev = corpus / "dev"
+    labels = json.load(open(dev / (name + ".labels.json")))
     inc = [i for i in labels["incidents"] if i["type"] == incident][0]
-    trace = scenarios.excerpt(os.path.join(CORPUS, name + ".jsonl.gz"), str(tmp_path / "excerpt.jsonl.gz"),
+    trace = scenarios.excerpt(str(dev / (name + ".jsonl.gz")), str(tmp_path / "excerpt.jsonl.gz"),
                               inc["start"] - before, inc["start"] + after)
     device = Device("corpus-1", name.split("/")[0], trace, speed=speed)
     with Site(str(tmp_path / "site"), [device]) as site:

@@ -8,9 +8,11 @@ import sys
 
 import pytest
 
-from tools import board as boards, flash, runtime
-from tools.report import StepFailed
-from tools.vbus import VirtualBus
+from tools.common import boards
+from tools import flash
+from tools.common import runtime
+from tools.common.report import StepFailed
+from tools.testbench.vbus import VirtualBus
 
 
 def image(path, size=300 * 1024, magic=0xE9):
@@ -35,7 +37,8 @@ def test_the_esptool_command_line(board, chip, offset):
 
 def test_dry_run_prints_the_command(tmp_path):
     fw = image(tmp_path / "ESP32_GENERIC.bin")
-    res = edgectl("flash", "--board", "esp32-devkitc", "--firmware", fw, "--port", "/dev/ttyUSB0", "--dry-run", "--json")
+    res = edgectl("flash", "--board", "esp32-devkitc", "--firmware", fw, "--port", "/dev/ttyUSB0",
+                  "--dry-run", "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout.splitlines()[-1])
     assert summary["argv"][-3:] == ["--erase-all", "0x1000", fw]

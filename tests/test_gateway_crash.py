@@ -4,12 +4,7 @@ publisher reaches the platform, each event stored there once."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -18,25 +13,12 @@ from typing import Any
 
 from gateway.cli import main as gateway_cli
 from rig import Publisher, free_port, signed_event, start_mosquitto, stop_mosquitto
+from tools.testbench.services import Service, start_gateway, start_platform
 
 SECRET = "5a" * 32
 DEVICES = ["elev-%03d" % i for i in range(1, 4)]
 EVENTS_PER_DEVICE = 600
 DEADLINE_S = 60.0
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError("%s exited with %s" % (proc.args, proc.returncode)) from None
-            if time.monotonic() > deadline:
-                raise AssertionError("nothing listens on port %d after %.0f s" % (port, timeout)) from None
-            time.sleep(0.05)
 
 
 def get_json(url: str) -> Any:
@@ -51,47 +33,31 @@ class Processes:
         self.tmp = tmp_path
         self.broker_url = broker_url
         self.platform_port = free_port()
-        self.platform: subprocess.Popen[bytes] | None = None
-        self.gateway: subprocess.Popen[bytes] | None = None
+        self.platform: Service | None = None
+        self.gateway: Service | None = None
         self.status_port = 0
-        self.log = open(tmp_path / "processes.log", "ab")
 
     @property
     def platform_url(self) -> str:
         return "http://127.0.0.1:%d" % self.platform_port
 
-    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], stdout=self.log,
-                                stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
     def start_platform(self) -> None:
-        self.platform = self._spawn("platform", "--listen", "127.0.0.1:%d" % self.platform_port,
-                                    "--db", str(self.tmp / "platform.sqlite"))
-        wait_port(self.platform_port, self.platform)
+        self.platform = start_platform(self.platform_port, str(self.tmp / "platform.sqlite"),
+                                       str(self.tmp / "processes.log"))
 
     def start_gateway(self) -> None:
-        self.status_port = free_port()
-        self.gateway = self._spawn(
-            "run", "--data", str(self.tmp / "gw"), "--broker", self.broker_url, "--platform",
-            self.platform_url, "--gateway-id", "gw-crash", "--status-listen",
-            "127.0.0.1:%d" % self.status_port, "--stream", "telemetry:batch_age=0.1,batch_max=100")
-        wait_port(self.status_port, self.gateway)
+        self.gateway, self.status_port = start_gateway(
+            str(self.tmp / "gw"), self.broker_url, self.platform_url, str(self.tmp / "processes.log"),
+            ["--gateway-id", "gw-crash", "--stream", "telemetry:batch_age=0.1,batch_max=100"])
 
     def kill_gateway(self) -> None:
         assert self.gateway is not None
-        self.gateway.send_signal(signal.SIGKILL)
-        self.gateway.wait(10)
+        self.gateway.kill()
 
     def stop(self) -> None:
-        for proc in (self.gateway, self.platform):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-        self.log.close()
+        for service in (self.gateway, self.platform):
+            if service is not None:
+                service.stop()
 
     def stored_by_gateway(self) -> int:
         return int(get_json("http://127.0.0.1:%d/" % self.status_port)["counters"].get("ingest.stored", 0))

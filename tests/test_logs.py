@@ -5,7 +5,7 @@ import threading
 import time
 
 from tools import logs
-from tools.vbus import VirtualBus
+from tools.testbench.vbus import VirtualBus
 
 
 def test_logs_follows_lines_and_filters(tmp_path):

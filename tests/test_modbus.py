@@ -13,8 +13,8 @@ from pymodbus.pdu.register_message import (ReadHoldingRegistersRequest, ReadInpu
 
 from edge import codes, modbus
 from edge.modbus import CrcError, FrameError, ModbusError, ModbusException, ModbusTimeout
-from edge.slave import exception_response, read_response, write_response
-from tools import runtime
+from tools.testbench.slave import exception_response, read_response, write_response
+from tools.common import runtime
 
 slaves = st.integers(1, 247)
 u16 = st.integers(0, 0xFFFF)
@@ -202,7 +202,8 @@ def test_garbage_never_passes_or_crashes(garbage, count):
 
 
 MP_VECTORS = """
-from edge import modbus, slave
+from edge import modbus
+from tools.testbench import slave
 assert modbus.crc16(b"123456789") == 0x4B37
 assert modbus.read_request(1, 3, 0x2600, 4) == bytes.fromhex("0103260000044f41")
 try:

@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 from edge import outbox
 from edge.outbox import COMMIT_EVERY, Outbox
-from tools import runtime
+from tools.common import runtime
 
 
 def ev(i: int, size: int = 24) -> bytes:
@@ -95,7 +95,8 @@ def test_the_first_record_after_a_reboot_is_marked_as_a_possible_resend(tmp_path
 
 
 def _segment(root, log="t") -> str:
-    segs = sorted((f for f in os.listdir(root) if f.startswith(log + ".") and f[2:].isdigit()), key=lambda f: int(f[2:]))
+    segs = sorted((f for f in os.listdir(root) if f.startswith(log + ".") and f[2:].isdigit()),
+                  key=lambda f: int(f[2:]))
     return os.path.join(root, segs[-1])
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 import time
 
-from tools import scenarios
-from tools.site import Device, Site
+from tools.testbench import scenarios
+from tools.testbench.site import Device, Site
 
 DEVICE = "elev-cut"
 

@@ -11,8 +11,10 @@ import sys
 import pytest
 
 from gateway.registry import Registry
-from tools import acl, board as boards, runtime
-from tools.site import Site
+from tools.common import credentials as acl, runtime
+from tools.common import boards
+from tools.testbench import vboard
+from tools.testbench.site import Site
 
 STEPS = ("identity", "config", "gateway", "broker", "build", "deploy", "self-test", "start")
 
@@ -51,11 +53,11 @@ def site(tmp_path):
 @pytest.fixture
 def virtual_board(tmp_path):
     d = str(tmp_path / "vb")
-    board = boards.start_virtual(d, sensor="elevator", slave=2)
+    board = vboard.start_virtual(d, sensor="elevator", slave=2)
     try:
         yield board
     finally:
-        boards.stop_virtual(d)
+        vboard.stop_virtual(d)
 
 
 def test_provision_a_virtual_board_end_to_end(tmp_path, site, virtual_board):
@@ -149,9 +151,9 @@ def test_bad_input_is_refused_before_anything_changes(tmp_path, virtual_board):
 
 
 def test_package_json_lists_every_agent_module():
-    import tools.board
+    from tools.common.deploy import package_json
     listed = [u[0] for u in json.load(open(os.path.join(runtime.ROOT, "package.json")))["urls"]]
-    wanted = [u[0] for u in tools.board.package_json()["urls"]]
+    wanted = [u[0] for u in package_json()["urls"]]
     assert listed == wanted, "package.json is out of step with edge/: run `edgectl board package-json`"
 
 
@@ -184,9 +186,9 @@ def test_a_raspberry_pi_provisions_itself_under_cpython(tmp_path):
     """--board raspberry-pi runs on the Pi: sources (no .mpy) under ROOT/opt, the config
     (0600) under ROOT/etc, the systemd unit; the self-test runs under CPython with pyserial."""
     import threading
-    from tools import scenarios
-    from tools.simulate import run_simulator
-    from tools.vbus import VirtualBus
+    from tools.testbench import scenarios
+    from tools.testbench.simulate import run_simulator
+    from tools.testbench.vbus import VirtualBus
     trace = scenarios.write(str(tmp_path / "t.jsonl.gz"), *scenarios.water_meter(seconds=600, flow_from=None))
     auth = acl.BrokerAuth(str(tmp_path / "gw" / "mosquitto"))
     broker = acl.start_broker(auth)
@@ -215,7 +217,7 @@ def test_a_raspberry_pi_provisions_itself_under_cpython(tmp_path):
 
 
 def test_self_test_results_in_plain_words():
-    from tools.provision import judge
+    from tools.common.checks import judge
     cfg = {"device_id": "e1", "profile": "elevator", "broker": {"host": "10.0.0.2", "port": 1883},
            "bus": {"port": "/dev/ttyUSB0", "baud": 19200, "parity": "E", "stop": 1, "slave": 3}}
     ok = {"config": {"ok": True}, "broker": {"ok": True}}
@@ -227,7 +229,8 @@ def test_self_test_results_in_plain_words():
         "(edgectl scan) and the baud rate")
     assert "check the baud rate and parity, the 120 ohm termination" in bad({"ok": False, "error": "crc"})
     assert "two devices may share slave id 3" in bad({"ok": False, "error": "frame"})
-    assert "it is probably not a device of profile elevator" in bad({"ok": False, "error": "exception", "detail": "exception 2"})
+    assert "it is probably not a device of profile elevator" in bad(
+        {"ok": False, "error": "exception", "detail": "exception 2"})
     reading = {"ok": True, "reading": {"speed": 0.0}}
     assert "cannot reach the broker at 10.0.0.2:1883" in bad(reading, {"ok": False, "error": "unreachable"})
     assert "refused e1's user name or password" in bad(reading, {"ok": False, "error": "refused"})
@@ -238,7 +241,8 @@ def test_self_test_results_in_plain_words():
 
 def test_an_esp32_gets_boot_py_and_its_wifi_in_private_files(tmp_path):
     import argparse
-    from tools import deploy, provision
+    from tools.common import deploy
+    from tools.common import devconfig as provision
     spec = boards.load_board("esp32-devkitc")
     pw = tmp_path / "pw"
     pw.write_text("site-secret\n")

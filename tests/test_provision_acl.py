@@ -1,6 +1,7 @@
 """The broker credentials edgectl provision writes, enforced by a real mosquitto: a device
 publishes only under its own topics, and wrong or borrowed credentials are refused."""
 import os
+import shutil
 import stat
 import subprocess
 import threading
@@ -10,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tools import acl
+from tools.common import credentials as acl
 
 SECRET_A = "aa" * 32
 SECRET_B = "bb" * 32
@@ -124,12 +125,12 @@ def test_files_are_private_idempotent_and_read_by_mosquitto_passwd(tmp_path):
     assert acl_text.count("user dev-a") == 1
     for path in (auth.passwd, auth.acl):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
-    # the hash format is mosquitto_passwd's own
-    passwd = "/usr/bin/mosquitto_passwd"
-    if os.path.exists(passwd):
-        other = str(tmp_path / "other")
-        subprocess.run([passwd, "-c", "-b", other, "x", "s3cret"], check=True, capture_output=True)
-        hashed = open(other).read().strip().split(":", 1)[1]
-        assert acl.check_password("s3cret", hashed)
-        assert not acl.check_password("wrong", hashed)
+    # the hash format is mosquitto_passwd's own (it comes with mosquitto, which the suite needs)
+    passwd = shutil.which("mosquitto_passwd")
+    assert passwd, "mosquitto_passwd is not on PATH: install mosquitto (it ships the tool)"
+    other = str(tmp_path / "other")
+    subprocess.run([passwd, "-c", "-b", other, "x", "s3cret"], check=True, capture_output=True)
+    hashed = open(other).read().strip().split(":", 1)[1]
+    assert acl.check_password("s3cret", hashed)
+    assert not acl.check_password("wrong", hashed)
     assert acl.check_password(acl.device_password(SECRET_B), open(auth.passwd).read().split(":", 1)[1].strip())

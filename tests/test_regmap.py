@@ -8,16 +8,14 @@ import itertools
 import json
 import os
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, strategies as st
 
-from edge import regmap, slave
+from edge import regmap
+from tools.testbench import slave
 from edge.profiles import elevator, water_meter
-
-from rig import CORPUS as _ROOT
-
-CORPUS = os.path.join(_ROOT, "dev")
 
 # Bytes on the wire in little-endian (DCBA) order, as the PHG-2091 and Xintai meters send them.
 FLOAT_VECTORS = [("00 00 C8 41", 25.0), ("B8 1E 21 41", 10.07), ("1E 85 0B 3F", 0.545)]
@@ -113,10 +111,11 @@ def test_missing_fields_encode_as_zero():
     assert slave.encode(elevator.REGISTERS, {"floor": -1, "door": None}) == [0, 0, 0, 0xFFFF, 0, 0, 0, 0]
 
 
-def corpus_rows(profile: str, per_trace: int = 400) -> list[dict]:
+def corpus_rows(corpus: Path, profile: str, per_trace: int = 400) -> list[dict]:
     """Answered rows with every field present, from the first traces of a profile."""
     rows = []
-    for path in sorted(glob.glob(os.path.join(CORPUS, profile, "*.jsonl.gz")))[:3]:
+    folder = corpus / "dev" / profile
+    for path in sorted(glob.glob(os.path.join(folder, "*.jsonl.gz")))[:3]:
         with gzip.open(path, "rt") as f:
             next(f)
             for line in itertools.islice(f, 20000):
@@ -125,14 +124,14 @@ def corpus_rows(profile: str, per_trace: int = 400) -> list[dict]:
                     rows.append(r)
         # keep the interesting ones (moving car, running water) as well as idle rows
         rows = rows[:per_trace // 2] + [r for r in rows if r.get("speed") or r.get("flow")][:per_trace // 2]
-    assert rows, "no corpus rows found under " + CORPUS
+    assert rows, "no corpus rows found under %s" % folder
     return rows
 
 
 @pytest.mark.parametrize("order", regmap.ORDERS)
 @pytest.mark.parametrize("profile", [elevator, water_meter])
-def test_corpus_rows_round_trip(profile, order):
-    rows = corpus_rows(profile.NAME)
+def test_corpus_rows_round_trip(corpus, profile, order):
+    rows = corpus_rows(corpus, profile.NAME)
     for r in rows:
         assert regmap.decode(profile.REGISTERS, slave.encode(profile.REGISTERS, r, order), order) == r
 

@@ -7,9 +7,10 @@ import threading
 
 import pytest
 
-from tools import runtime, scenarios
-from tools.simulate import run_simulator
-from tools.vbus import VirtualBus
+from tools.common import runtime
+from tools.testbench import scenarios
+from tools.testbench.simulate import run_simulator
+from tools.testbench.vbus import VirtualBus
 
 
 def edgectl(*args):

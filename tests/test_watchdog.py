@@ -1,12 +1,11 @@
 """The agent's watchdog on a Raspberry Pi: systemd's, fed over $NOTIFY_SOCKET (the
 sd_notify protocol) only while the loop is healthy. The real agent under CPython, a real
 pymodbus slave on a pty, a real datagram socket standing where systemd listens."""
-import os
 import socket
 
 from edge.hal.cpython import Watchdog
-from tools import scenarios
-from tools.site import Device, Site
+from tools.testbench import scenarios
+from tools.testbench.site import Device, Site
 
 
 def listen(path):

@@ -1,7 +1,8 @@
 """edgectl: the installer's and developer's tool for the edge stack.
 
-Each subcommand lives in its own module under tools/ and contributes its arguments
-through add_arguments(parser) and its work through run(args).
+Each installer's command lives in its own module under tools/, named after it; the test
+bench's (virtual board, simulator, replay, demo, benchmarks) under tools/testbench/. Each
+contributes its arguments through add_arguments(parser) and its work through run(args).
 """
 from __future__ import annotations
 
@@ -11,18 +12,22 @@ import sys
 
 # subcommand: (module, one-line help)
 COMMANDS = {
-    "simulate": ("tools.simulate", "play a trace as a Modbus RTU device on a serial port"),
-    "replay": ("tools.replay", "run the on-device alarm pipeline over recorded traces"),
-    "demo": ("tools.demo", "run a small simulated site end to end (what `make demo` runs)"),
-    "bench": ("tools.bench", "measure the agent's cost per sample, its heap, bytes per event, publish rate"),
-    "bench-delivery": ("tools.bench_delivery", "measure the gateway: durable ingest rate, alarm latency, backlog drain"),
+    # the installer's commands: tools/<command>.py
     "provision": ("tools.provision", "give a board its identity and config, deploy the agent, self-test it, start it"),
-    "board": ("tools.board", "start, reset or stop a virtual board (MicroPython behind a pty) to try things on"),
     "flash": ("tools.flash", "write MicroPython firmware into an ESP32 board with esptool"),
     "scan": ("tools.scan", "find the Modbus slave ids that answer on a bus (from this machine's RS-485 adapter)"),
-    "read": ("tools.bustools", "read one Modbus device once and print its decoded readings"),
+    "read": ("tools.read", "read one Modbus device once and print its decoded readings"),
     "logs": ("tools.logs", "follow what a board prints on its serial console"),
-    "broker": ("tools.acl", "run mosquitto with the device passwords and ACL that provision writes"),
+    "broker": ("tools.broker", "run mosquitto with the device passwords and ACL that provision writes"),
+    # the test bench: tools/testbench/<command>.py
+    "board": ("tools.testbench.board",
+              "start, reset or stop a virtual board (MicroPython behind a pty) to try things on"),
+    "simulate": ("tools.testbench.simulate", "play a trace as a Modbus RTU device on a serial port"),
+    "replay": ("tools.testbench.replay", "run the on-device alarm pipeline over recorded traces"),
+    "demo": ("tools.testbench.demo", "run a small simulated site end to end (what `make demo` runs)"),
+    "bench": ("tools.testbench.bench", "measure the agent's cost per sample, its heap, bytes per event, publish rate"),
+    "bench-delivery": ("tools.testbench.bench_delivery",
+                       "measure the gateway: durable ingest rate, alarm latency, backlog drain"),
 }
 
 

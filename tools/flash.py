@@ -13,8 +13,8 @@ import re
 import subprocess
 import sys
 
-from tools import board as boards
-from tools.report import Reporter, StepFailed
+from tools.common import boards
+from tools.common.report import Reporter, StepFailed
 
 ESP_IMAGE_MAGIC = 0xE9
 MIN_IMAGE = 64 * 1024     # a MicroPython image is over a megabyte; anything tiny is a wrong file
@@ -33,7 +33,8 @@ ADVICE = (
                             "(ls /dev/ttyUSB* /dev/ttyACM*)"),
     ("Could not open", "there is no serial port {port}: plug the board in and check the name "
                        "(ls /dev/ttyUSB* /dev/ttyACM*)"),
-    ("Wrong --chip", "the chip on {port} is not the {chip} this board has: pick the --board that matches it ({detail})"),
+    ("Wrong --chip",
+     "the chip on {port} is not the {chip} this board has: pick the --board that matches it ({detail})"),
     ("does not fit", "the image is larger than the board's flash: use the firmware build for this board"),
 )
 

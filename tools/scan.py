@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 
-from edge import regmap
-from tools.bustools import Bus, BusError, bus_arguments, line_settings
-from tools.report import Reporter, StepFailed
-from tools.simulate import load_profile
+from edge import line, regmap
+from edge.profiles import NAMES
+from tools.common.report import Reporter, StepFailed
+from tools.common.rs485 import Bus, BusError, bus_arguments, line_settings, load_profile
 
 
 def scan(bus: Bus, ids: range, function: int = 3, address: int = 0, progress=None) -> list[dict]:
@@ -46,11 +46,11 @@ def _bauds(text: str) -> list[int]:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     bus_arguments(ap)
-    ap.add_argument("--baud", type=_bauds, default=[9600], metavar="BAUD[,BAUD...]",
-                    help="baud rate(s) to try (default: 9600)")
+    ap.add_argument("--baud", type=_bauds, default=[line.BAUD], metavar="BAUD[,BAUD...]",
+                    help="baud rate(s) to try (default: %d)" % line.BAUD)
     ap.add_argument("--ids", type=_ids, default=range(1, 248), metavar="FIRST-LAST",
                     help="slave ids to try (default: 1-247)")
-    ap.add_argument("--profile", choices=("elevator", "water_meter"), default=None,
+    ap.add_argument("--profile", choices=NAMES, default=None,
                     help="read the first register of this profile's map (default: holding register 0)")
 
 

@@ -1,5 +1,5 @@
 """Broker credentials for devices and the gateway: a mosquitto password file and ACL file,
-and `edgectl broker` to run a mosquitto that enforces them.
+and the mosquitto that enforces them (`edgectl broker`, tools/broker.py, runs it).
 
 Each device gets its own user (its id) whose password is derived from its secret, and
 ACL lines that let it publish only under dev/<id>/ and subscribe only to dev/<id>/cmd/.
@@ -14,7 +14,6 @@ Layout of the auth directory (by default gateway-data/mosquitto):
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import hmac
@@ -23,9 +22,9 @@ import secrets
 import signal
 import sys
 
-from tools.mosquitto import Mosquitto
+from edge.ids import GATEWAY_USER
+from tools.common.mosquitto import Mosquitto
 
-GATEWAY_USER = "gateway"
 ITERATIONS = 101          # what mosquitto_passwd writes for $7$
 DEFAULT_DIR = os.path.join("gateway-data", "mosquitto")
 
@@ -180,8 +179,8 @@ def ensure_broker(auth: BrokerAuth, timeout: float = 15) -> int:
     `edgectl broker` in the background on a free port. Returns its port."""
     import subprocess
     import time
-    from tools import runtime
-    from tools.mosquitto import free_port
+    from tools.common import runtime
+    from tools.common.procs import free_port
     port = running_port(auth)
     if port:
         return port
@@ -198,50 +197,3 @@ def ensure_broker(auth: BrokerAuth, timeout: float = 15) -> int:
             return port
         time.sleep(0.1)
     raise RuntimeError("the sandbox broker did not start: see %s" % os.path.join(auth.dir, "broker.out"))
-
-
-# ---------------------------------------------------------------- edgectl broker
-def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--dir", default=DEFAULT_DIR, metavar="DIR",
-                    help="where the password and ACL files live (default: %(default)s; "
-                         "edgectl provision --broker-auth writes to the same place)")
-    ap.add_argument("--port", type=int, default=1883, help="port on 127.0.0.1 (default: 1883)")
-    ap.add_argument("--stop", action="store_true", help="stop the broker running from --dir")
-
-
-def run(args: argparse.Namespace) -> int:
-    auth = BrokerAuth(args.dir)
-    if args.stop:
-        if running_port(auth) is None:
-            print("no broker runs from %s" % args.dir)
-            return 0
-        # the `edgectl broker` process, which stops its mosquitto on the way out
-        os.kill(int(open(os.path.join(auth.dir, "broker.pid")).read()), signal.SIGTERM)
-        print("broker in %s stopped" % args.dir)
-        return 0
-    try:
-        broker = start_broker(auth, args.port)
-    except RuntimeError as e:
-        print("edgectl broker: %s" % e, file=sys.stderr)
-        return 1
-    write_private(os.path.join(auth.dir, "port"), "%d\n" % broker.port)
-    write_private(os.path.join(auth.dir, "broker.pid"), "%d\n" % os.getpid())
-    password_file = os.path.join(auth.dir, "gateway.password")
-    print("broker: mosquitto on 127.0.0.1:%d, anonymous clients refused; users and ACL in %s\n"
-          "the gateway connects as user %r with the password in %s:\n"
-          "  edge-gateway run --broker mqtt://%s:$(cat %s)@127.0.0.1:%d\n"
-          "Ctrl-C stops it" % (broker.port, auth.dir, GATEWAY_USER, password_file,
-                               GATEWAY_USER, password_file, broker.port), flush=True)
-    signal.signal(signal.SIGTERM, lambda *a: broker.proc.terminate())
-    try:
-        broker.proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        broker.stop()
-        for name in ("port", "broker.pid"):
-            try:
-                os.remove(os.path.join(auth.dir, name))
-            except OSError:
-                pass
-    return 0

@@ -12,8 +12,10 @@ import sys
 import tempfile
 import threading
 
-from tools import acl, board as boards, runtime
-from tools.report import StepFailed
+from tools.common import credentials as acl, runtime
+from tools.common import boards
+from tools.testbench import vboard
+from tools.common.report import StepFailed
 
 
 def build_agent(spec: dict, board_name: str, build_dir: str, step) -> tuple[str, int]:
@@ -21,8 +23,7 @@ def build_agent(spec: dict, board_name: str, build_dir: str, step) -> tuple[str,
     CPython (a Pi) the sources themselves."""
     out = os.path.join(build_dir, board_name)
     lib = os.path.join(out, "lib")
-    sources = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(runtime.ROOT, "edge"))
-               for f in fs if f.endswith(".py")]
+    sources = [os.path.join(runtime.ROOT, rel) for rel in runtime.board_modules()]
     newest = max(os.path.getmtime(s) for s in sources)
     stamp = os.path.join(out, ".built")
     if not (os.path.exists(stamp) and os.path.getmtime(stamp) >= newest and os.path.isdir(lib)):
@@ -40,9 +41,11 @@ def build_agent(spec: dict, board_name: str, build_dir: str, step) -> tuple[str,
     manifest = spec.get("manifest")
     if manifest:
         with open(os.path.join(runtime.ROOT, "boards", manifest)) as fh:
-            text = fh.read().replace('base_path=".."', 'base_path="%s"' % runtime.ROOT)
+            text = fh.read()
+        # the board's modules, and only those, frozen from this checkout
+        files = [os.path.relpath(rel, "edge") for rel in runtime.board_modules()]
         with open(os.path.join(out, "manifest.py"), "w") as fh:
-            fh.write(text)
+            fh.write(text + 'package("edge", files=%r, base_path=%r)\n' % (files, runtime.ROOT))
     return out, len(sources)
 
 
@@ -54,8 +57,9 @@ def _compile(lib: str, errors: list) -> None:
 
 
 def _copy_sources(lib: str, errors: list) -> None:
-    shutil.copytree(os.path.join(runtime.ROOT, "edge"), os.path.join(lib, "edge"),
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+    for rel in runtime.board_modules():
+        os.makedirs(os.path.join(lib, os.path.dirname(rel)), exist_ok=True)
+        shutil.copy2(os.path.join(runtime.ROOT, rel), os.path.join(lib, rel))
 
 
 def main_py(spec: dict) -> str:
@@ -130,9 +134,9 @@ class MpremoteTarget(Target):
         return _selftest_line(out)
 
     def start(self) -> tuple[str, bool]:
-        virtual = boards.info_for_console(self.port) if self.spec["port"] == "unix" else None
+        virtual = vboard.info_for_console(self.port) if self.spec["port"] == "unix" else None
         if virtual:
-            boards.reset_virtual(virtual)
+            vboard.reset_virtual(virtual)
             return "virtual board power-cycled; main.py starts the agent", True
         self.mp.run(["reset"], timeout=20)
         return "board reset; main.py starts the agent", True
@@ -195,3 +199,21 @@ def _selftest_line(output: str) -> dict:
             return json.loads(line[len("SELFTEST "):])
     tail = [line for line in output.strip().splitlines() if line.strip()][-3:]
     raise StepFailed("the self-test did not run on the board: %s" % (" | ".join(tail) or "no output"))
+
+
+def package_json() -> dict:
+    """What `mpremote mip install github:OWNER/REPO` reads from package.json at the repo
+    root: every module a board runs, by a URL relative to the package.json. No deps: the
+    agent speaks MQTT itself (edge/link.py). Kept in step with edge/ by tests/test_provision.py."""
+    files = runtime.board_modules()
+    import configparser
+    meta = configparser.ConfigParser()
+    meta.read(os.path.join(runtime.ROOT, "setup.cfg"))
+    return {"version": meta["metadata"]["version"], "urls": [[f, f] for f in files], "deps": []}
+
+
+def format_package_json(pkg: dict) -> str:
+    """One file a line, so a diff shows which module came or went."""
+    urls = ",\n".join("  " + json.dumps(u) for u in pkg["urls"])
+    return '{\n "version": %s,\n "urls": [\n%s\n ],\n "deps": %s\n}\n' % (
+        json.dumps(pkg["version"]), urls, json.dumps(pkg["deps"]))

@@ -7,15 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tools.common.procs import free_port, stop, wait_port  # noqa: F401 (wait_port: the API)
 
 
 def binary() -> str:
@@ -23,18 +18,6 @@ def binary() -> str:
     if not found:
         raise RuntimeError("mosquitto is not installed: run `make setup` (apt-get install mosquitto)")
     return found
-
-
-def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("nothing is listening on %s:%d after %.0f s" % (host, port, timeout))
-            time.sleep(0.05)
 
 
 class Mosquitto:
@@ -99,13 +82,7 @@ class Mosquitto:
         return False
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
         if self.proc:
             self.log.close()
         self.proc = None

@@ -37,7 +37,7 @@ def micropython_env(*extra_paths: str) -> dict[str, str]:
 
 
 def command(runtime: str, module: str, *args: str, heap: str | None = None) -> list[str]:
-    """argv that runs `module` (e.g. edge.replay) under the chosen runtime."""
+    """argv that runs `module` (e.g. tools.testbench.mp_replay) under the chosen runtime."""
     if runtime == "micropython":
         argv = [micropython()]
         if heap:
@@ -48,17 +48,28 @@ def command(runtime: str, module: str, *args: str, heap: str | None = None) -> l
     raise ValueError("runtime must be micropython or cpython, not %r" % runtime)
 
 
-def compile_agent(dest: str, extra: tuple[str, ...] = ()) -> str:
-    """The agent as shipped to a board: every module under edge/ compiled to .mpy under
-    dest (plus extra repo-relative files). Returns dest."""
-    import subprocess
-    sources = []
+# modules under edge/ that a board never runs: pure protocol code that the gateway and the
+# tools share with the agent (the event decoder, the receiving end of MQTT). The one list
+# of what a board is sent.
+NOT_ON_BOARDS = ("edge/codec.py", "edge/mqtt_receiver.py")
+
+
+def board_modules() -> list[str]:
+    """Repo-relative paths of every module a board runs, sorted: what the build compiles,
+    the freeze manifest freezes, package.json lists and a Pi gets as sources."""
+    found = []
     for dirpath, _, files in os.walk(os.path.join(ROOT, "edge")):
-        sources += [(ROOT, os.path.join(dirpath, f)) for f in files if f.endswith(".py")]
-    sources += [(ROOT, os.path.join(ROOT, rel)) for rel in extra]
-    for base, src in sources:
-        out = os.path.join(dest, os.path.relpath(src, base)[:-3] + ".mpy")
+        found += [os.path.relpath(os.path.join(dirpath, f), ROOT) for f in files if f.endswith(".py")]
+    return sorted(f for f in found if f.replace(os.sep, "/") not in NOT_ON_BOARDS)
+
+
+def compile_agent(dest: str, extra: tuple[str, ...] = ()) -> str:
+    """The agent as shipped to a board: every board module compiled to .mpy under dest
+    (plus extra repo-relative files). Returns dest."""
+    import subprocess
+    for rel in board_modules() + list(extra):
+        out = os.path.join(dest, rel[:-3] + ".mpy")
         os.makedirs(os.path.dirname(out), exist_ok=True)
         # -s: tracebacks on the board name edge/agent.py, not this checkout's path
-        subprocess.run([mpy_cross(), "-s", os.path.relpath(src, base), "-o", out, src], check=True)
+        subprocess.run([mpy_cross(), "-s", rel, "-o", out, os.path.join(ROOT, rel)], check=True)
     return dest

@@ -17,12 +17,14 @@ import statistics
 import subprocess
 import tempfile
 
-from edge import codec, slave
+from edge import codec
+from tools.testbench import slave
 from edge.codes import RAISE, REPORT, code_of
 from edge.pipeline import load_module
-from edge.replay import Trace, parse_iso
-from tools import runtime, scenarios
-from tools.mosquitto import Mosquitto
+from tools.testbench.mp_replay import Trace, parse_iso
+from tools.common import runtime
+from tools.testbench import scenarios
+from tools.common.mosquitto import Mosquitto
 
 
 def _words_trace(path: str, header: dict, rows) -> str:
@@ -66,10 +68,12 @@ def bench_pipeline(mpy_dir: str, work: str, heap: str, runs: int, corpus: str | 
             shutil.rmtree(state, ignore_errors=True)
             # cwd outside the repo: MicroPython searches '' first and would compile the
             # .py sources in RAM instead of loading the .mpy
-            proc = subprocess.run([runtime.micropython(), "-X", "heapsize=%dk" % heap_kb, "-m", "tools.mp_bench",
+            proc = subprocess.run([runtime.micropython(), "-X", "heapsize=%dk" % heap_kb,
+                                   "-m", "tools.testbench.mp_bench",
                                    profile, trace, state], env=env, capture_output=True, text=True, cwd=work)
             if proc.returncode != 0 and "MemoryError" not in proc.stderr:
-                raise RuntimeError("the %s agent failed under a %d KiB heap:\n%s" % (profile, heap_kb, proc.stderr or proc.stdout))
+                raise RuntimeError("the %s agent failed under a %d KiB heap:\n%s" % (
+                    profile, heap_kb, proc.stderr or proc.stdout))
             return proc
 
         smallest = _smallest_heap(lambda k: attempt(k).returncode == 0, int(heap[:-1]))
@@ -124,7 +128,8 @@ def bench_publish(mpy_dir: str, work: str, count: int, runs: int) -> dict:
     rates = []
     with Mosquitto(os.path.join(work, "mosquitto")) as broker:
         for _ in range(runs):
-            proc = subprocess.run([runtime.micropython(), "-m", "tools.mp_publish", "127.0.0.1", str(broker.port), str(count)],
+            proc = subprocess.run([runtime.micropython(), "-m", "tools.testbench.mp_publish", "127.0.0.1",
+                                   str(broker.port), str(count)],
                                   env=env, capture_output=True, text=True, timeout=120, cwd=work)
             if proc.returncode != 0:
                 raise RuntimeError("publish probe failed:\n" + (proc.stderr or proc.stdout))
@@ -143,14 +148,17 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="edgectl-bench-") as work:
-        mpy = runtime.compile_agent(os.path.join(work, "mpy"), extra=("tools/mp_bench.py", "tools/mp_publish.py", "tools/__init__.py"))
+        mpy = runtime.compile_agent(os.path.join(work, "mpy"), extra=(
+            "tools/__init__.py", "tools/testbench/__init__.py", "tools/testbench/mp_bench.py",
+            "tools/testbench/mp_publish.py"))
         pipeline = bench_pipeline(mpy, work, args.heap, args.runs, args.corpus)
         wire = wire_sizes()
         publish = bench_publish(mpy, work, args.publish_count, args.runs)
     if args.json:
         print(json.dumps({"pipeline": pipeline, "wire": wire, "publish": publish}, indent=1))
         return 0
-    print("the agent under MicroPython (.mpy, heap %s, flash outbox included), median of %d runs" % (args.heap, args.runs))
+    print("the agent under MicroPython (.mpy, heap %s, flash outbox included), median of %d runs" % (
+        args.heap, args.runs))
     print("  %-12s %8s %8s %10s %12s %12s %12s  %s" % ("profile", "samples", "events", "us/sample", "us/event",
                                                      "heap peak B", "at start B", "smallest heap"))
     for p in pipeline:

@@ -23,9 +23,7 @@ import logging
 import multiprocessing
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,19 +32,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-from edge import codec
-from edge.codes import ACTIONS, code_of
 from gateway.registry import Registry
 from gateway.service import Gateway, GatewayConfig
 from gateway.streams import DEFAULT_STREAMS
-from tools.mosquitto import Mosquitto, free_port, wait_port
+from tools.common.mosquitto import Mosquitto
+from tools.common.procs import free_port
+from tools.testbench.devices import Publisher, event_topic, signed_event
+from tools.testbench.services import Service, start_gateway, start_platform
 
 SECRET = "42" * 32
 T0 = 1_700_000_000
-# tools/mosquitto.py already writes what the gateway needs (docs/delivery.md: no cap on
+# tools/common/mosquitto.py already writes what the gateway needs (docs/delivery.md: no cap on
 # an offline session's queue, persistence); the benchmark only saves less often, so the
 # broker's periodic save does not land inside a measurement.
 BROKER_CONF = "autosave_interval 60\n"
@@ -69,10 +66,8 @@ ALARM = {"elevator": ("elevator.entrapment", {"floor": 7, "duration_s": 61}),
 
 def event(device: tuple[str, str], seq: int, alarm: bool = False, t: int = T0) -> tuple[str, bytes]:
     name, values = (ALARM if alarm else TELEMETRY)[device[1]]
-    code = code_of(name)
-    payload = codec.encode(codec.Signer(bytes.fromhex(SECRET)), code, ACTIONS.index("raise" if alarm else "report"),
-                           1, seq, t, codec.values_of(code, values))
-    return "dev/%s/ev" % device[0], payload
+    payload = signed_event(SECRET, name, seq, values, "raise" if alarm else "report", t=t)
+    return event_topic(device[0]), payload
 
 
 def register(data: Path, site: list[tuple[str, str]]) -> None:
@@ -84,28 +79,16 @@ def register(data: Path, site: list[tuple[str, str]]) -> None:
 
 # ---- publishing -------------------------------------------------------------------------
 
-def publisher(port: int, client_id: str) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
-    client.max_inflight_messages_set(1000)
-    connected = threading.Event()
-    client.on_connect = lambda *a: connected.set()
-    client.connect("127.0.0.1", port, 30)
-    client.loop_start()
-    if not connected.wait(10):
-        raise RuntimeError("publisher: no CONNACK from mosquitto on port %d" % port)
-    return client
+def publisher(port: int, client_id: str) -> Publisher:
+    return Publisher("127.0.0.1", port, client_id, inflight=1000, timeout=WAIT_S)
 
 
 def _publish_part(port: int, part: int, messages: list[tuple[str, bytes]]) -> None:
-    client = publisher(port, "bench-pub-%d-%d" % (os.getpid(), part))
+    pub = publisher(port, "bench-pub-%d-%d" % (os.getpid(), part))
     try:
-        for i in range(0, len(messages), WINDOW):
-            infos = [client.publish(topic, payload, qos=1) for topic, payload in messages[i:i + WINDOW]]
-            for info in infos:
-                info.wait_for_publish(WAIT_S)
+        pub.publish_many(messages, WINDOW)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        pub.close()
 
 
 def publish_all(port: int, messages: list[tuple[str, bytes]], processes: int = 2) -> float:
@@ -127,7 +110,8 @@ class Paced:
     """A thread publishing make(i) at `rate` per second until stopped; records send times."""
 
     def __init__(self, port: int, name: str, rate: float, make: Callable[[int], tuple[str, bytes, str]]) -> None:
-        self.client = publisher(port, name)
+        self.pub = publisher(port, name)
+        self.client = self.pub.client
         self.rate, self.make = rate, make
         self.sent: dict[str, float] = {}
         self._stop = threading.Event()
@@ -153,47 +137,18 @@ class Paced:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.pub.close()
 
 
 # ---- processes: platform receiver and gateway --------------------------------------------
 
-class Proc:
-    """`edge-gateway platform|run` as a child process, stopped by its PID."""
-
-    def __init__(self, work: Path, name: str, args: list[str], ready_port: int) -> None:
-        self.log = open(work / (name + ".log"), "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        try:
-            wait_port(ready_port, 30)
-        except RuntimeError:
-            self.stop()
-            raise RuntimeError("%s did not come up; see %s" % (name, self.log.name)) from None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+def platform_at(work: Path, port: int) -> Service:
+    return start_platform(port, str(work / "platform.sqlite"), str(work / "platform.log"))
 
 
-def start_platform(work: Path, port: int) -> Proc:
-    return Proc(work, "platform", ["platform", "--listen", "127.0.0.1:%d" % port, "--db",
-                                   str(work / "platform.sqlite")], port)
-
-
-def start_gateway(work: Path, broker: Mosquitto, platform_port: int, status_port: int,
-                  extra: list[str]) -> Proc:
-    return Proc(work, "gateway", ["run", "--data", str(work / "gw"), "--broker", broker.url,
-                                  "--platform", "http://127.0.0.1:%d" % platform_port, "--gateway-id",
-                                  "bench", "--status-listen", "127.0.0.1:%d" % status_port, *extra],
-                status_port)
+def gateway_for(work: Path, broker: Mosquitto, platform_port: int, extra: list[str]) -> tuple[Service, int]:
+    return start_gateway(str(work / "gw"), broker.url, "http://127.0.0.1:%d" % platform_port,
+                         str(work / "gateway.log"), ["--gateway-id", "bench", *extra])
 
 
 def get_json(url: str) -> Any:
@@ -268,9 +223,9 @@ def bench_latency(work: Path, broker: Mosquitto, n_devices: int, rate: float, se
                   alarm_every: float) -> None:
     site = devices(n_devices)
     register(work / "gw", site)
-    platform_port, status_port = free_port(), free_port()
-    platform = start_platform(work, platform_port)
-    gateway = start_gateway(work, broker, platform_port, status_port, [])
+    platform_port = free_port()
+    platform = platform_at(work, platform_port)
+    gateway, _ = gateway_for(work, broker, platform_port, [])
     seqs = [0] * n_devices
 
     def tele(i: int) -> tuple[str, bytes, str]:
@@ -313,12 +268,12 @@ def bench_drain(work: Path, broker: Mosquitto, n_devices: int, period: float, al
                 drain_rate: float | None) -> None:
     site = devices(n_devices)
     register(work / "gw", site)
-    platform_port, status_port = free_port(), free_port()
+    platform_port = free_port()
     limit = "telemetry stream limit: %s" % (
         "%.0f/s (default)" % DEFAULT_STREAMS[1].rate if drain_rate is None
         else "none" if drain_rate == 0 else "%.0f/s" % drain_rate)
-    gateway = start_gateway(work, broker, platform_port, status_port,
-                            [] if drain_rate is None else ["--stream", "telemetry:rate=%g" % drain_rate])
+    gateway, status_port = gateway_for(work, broker, platform_port,
+                                       [] if drain_rate is None else ["--stream", "telemetry:rate=%g" % drain_rate])
     status = "http://127.0.0.1:%d/" % status_port
     per_device = int(3600 / period)
     # one hour of the site: every device every `period` s, one alarm per device in the hour
@@ -347,7 +302,7 @@ def bench_drain(work: Path, broker: Mosquitto, n_devices: int, period: float, al
         background = Paced(broker.port, "bench-live", n_devices / period, live).start()
         alarms = Paced(broker.port, "bench-alarms", 1.0 / alarm_every, alarm).start()
         back_at = time.time()
-        platform = start_platform(work, platform_port)
+        platform = platform_at(work, platform_port)
         backlog_ids = {"%s:1:%d" % (site[d][0], k) for k in range(per_device) for d in range(n_devices)}
         wait_for("the backlog to drain", lambda: get_json(status)["store"]["pending"] == 0
                  and get_json("http://127.0.0.1:%d/v1/counts" % platform_port)["total"] >= len(backlog))

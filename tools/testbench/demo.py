@@ -19,8 +19,8 @@ import sys
 import threading
 import urllib.request
 
-from tools import scenarios
-from tools.site import Device, Site
+from tools.testbench import scenarios
+from tools.testbench.site import Device, Site
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     print("demo: starting broker (%s), platform receiver, gateway, 2 virtual buses, 2 simulated sensors, 2 agents"
           % args.broker)
     print("demo: logs and stores in %s" % args.workdir)
-    print("demo: elevator clock x3 (a passenger is trapped at t=30 s), water meter clock x300 (a tap left open at 15 min)")
+    print("demo: elevator clock x3 (a passenger is trapped at t=30 s), "
+          "water meter clock x300 (a tap left open at 15 min)")
     site = Site(args.workdir, devices, broker=args.broker, platform_print=True)
     try:
         site.start()

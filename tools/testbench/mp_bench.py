@@ -1,5 +1,5 @@
 # Agent benchmark, run under the MicroPython unix port by `edgectl bench`:
-#   micropython -X heapsize=96k -m tools.mp_bench PROFILE WORDS_TRACE STATE_DIR
+#   micropython -X heapsize=96k -m tools.testbench.mp_bench PROFILE WORDS_TRACE STATE_DIR
 # Runs the real agent (edge.agent.Agent with its flash outbox in STATE_DIR) over a trace
 # of register words: a master that answers from the trace, a broker that acknowledges
 # at once, the trace's time as the clock. Times each poll's whole path (words -> reading
@@ -12,7 +12,7 @@ import gc
 import json
 import sys
 
-from edge import agent, hal       # the agent's own code counts, though bus and broker are faked
+from edge import agent, hal  # noqa: F401 (the agent's own code counts, though bus and broker are faked)
 from edge.bus import Master  # noqa: F401
 from edge.clock import ticks_diff
 from edge.link import Link

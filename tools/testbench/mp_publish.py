@@ -1,5 +1,5 @@
 # Publish-rate probe, run under the MicroPython unix port (or CPython) by `edgectl bench`:
-#   micropython -m tools.mp_publish HOST PORT COUNT
+#   micropython -m tools.testbench.mp_publish HOST PORT COUNT
 # Publishes COUNT signed telemetry events at QoS 1 through the agent's own Link and
 # prints one JSON line with the elapsed time.
 import sys

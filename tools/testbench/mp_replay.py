@@ -1,6 +1,6 @@
 # Replays a recorded trace through the exact on-device pipeline, with the trace's time
 # as the clock. Runs under the MicroPython unix port and CPython alike:
-#   micropython edge/replay.py TRACE.jsonl.gz OUT.events.jsonl [OVERRIDES_JSON]
+#   micropython tools/testbench/mp_replay.py TRACE.jsonl.gz OUT.events.jsonl [OVERRIDES_JSON]
 import json
 import sys
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from tools import runtime
+from tools.common import runtime
 
 
 def find_traces(paths: list[str]) -> list[str]:
@@ -52,7 +52,7 @@ def replay_one(trace: str, out_dir: str, rt: str, overrides: dict | None = None)
     dest = out_path(out_dir, trace)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     args = [os.path.abspath(trace), dest] + ([json.dumps(overrides)] if overrides else [])
-    proc = subprocess.run(runtime.command(rt, "edge.replay", *args), env=runtime.micropython_env(),
+    proc = subprocess.run(runtime.command(rt, "tools.testbench.mp_replay", *args), env=runtime.micropython_env(),
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError("replay of %s under %s failed:\n%s" % (trace, rt, proc.stderr or proc.stdout))

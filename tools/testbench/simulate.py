@@ -26,7 +26,6 @@ import argparse
 import sys
 import asyncio
 import gzip
-import importlib
 import json
 import os
 import threading
@@ -37,23 +36,19 @@ from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from edge import modbus, regmap, slave
+from edge import line, modbus, regmap
+from edge.profiles import NAMES
+from tools.common.rs485 import load_profile  # noqa: F401 (the simulator's API too)
+from tools.testbench import slave
 from edge.hal.cpython import is_pty
 
 FAULTS = ("silence", "bad_crc", "garbage", "short", "wrong_slave", "exception")
 
 
-def load_profile(profile: str | Any) -> Any:
-    """A profile module from its name ("elevator") or the module itself."""
-    if isinstance(profile, str):
-        return importlib.import_module("edge.profiles." + profile)
-    return profile
-
-
 class TracePlayer:
     """The slave's register image at the current (scaled) trace time."""
 
-    def __init__(self, table, trace_path: str, speed: float = 1.0, order: str = "ABCD",
+    def __init__(self, table, trace_path: str, speed: float = 1.0, order: str = regmap.ORDERS[0],
                  anchor: float | None = None) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be above 0, not {speed}")
@@ -201,13 +196,12 @@ class SimulatedSlave:
         return SimDevice(id=self.slave, simdata=[block], action=self.action)
 
 
-async def serve(slave_sim: SimulatedSlave, port: str, baud: int = 9600, parity: str = "E",
+async def serve(slave_sim: SimulatedSlave, port: str, baud: int = line.BAUD, parity: str = line.PARITY,
                 stop: int | None = None, stop_event: threading.Event | None = None,
                 ready: threading.Event | None = None) -> None:
+    stop = line.stop_bits(parity, stop)
     if is_pty(port):
-        parity = "N"
-    if stop is None:
-        stop = 1 if parity != "N" else 2
+        parity = "N"     # a pty has no parity (edge/hal/cpython.py does the same)
     server = ModbusSerialServer(
         slave_sim.device(), framer=FramerType.RTU, port=port, baudrate=baud,
         parity=parity, stopbits=stop, broadcast_enable=True,
@@ -225,8 +219,8 @@ async def serve(slave_sim: SimulatedSlave, port: str, baud: int = 9600, parity: 
 
 
 def run_simulator(profile, trace_path: str, port: str, speed: float = 1.0, slave: int = 1,
-                  baud: int = 9600, stop_event: threading.Event | None = None, faults=None,
-                  order: str = "ABCD", parity: str = "E", ready: threading.Event | None = None,
+                  baud: int = line.BAUD, stop_event: threading.Event | None = None, faults=None,
+                  order: str = regmap.ORDERS[0], parity: str = line.PARITY, ready: threading.Event | None = None,
                   anchor: float | None = None) -> SimulatedSlave:
     """Serve until stop_event is set (forever if None). Blocking: run it in a thread or
     process. ready, if given, is set once the port is open. anchor: Unix time of trace
@@ -242,16 +236,16 @@ def run_simulator(profile, trace_path: str, port: str, speed: float = 1.0, slave
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--profile", required=True, choices=("elevator", "water_meter"), help="the device's profile")
+    ap.add_argument("--profile", required=True, choices=NAMES, help="the device's profile")
     ap.add_argument("--trace", required=True, help="trace to play (.jsonl.gz, corpus format)")
     ap.add_argument("--port", required=True, help="serial port the slave serves, e.g. the B side of a socat pair")
     ap.add_argument("--speed", type=float, default=1.0, help="trace seconds per real second (default 1)")
     ap.add_argument("--slave", type=int, default=1, help="slave id (default 1)")
-    ap.add_argument("--baud", type=int, default=9600, help="baud rate (default 9600)")
-    ap.add_argument("--parity", choices=("E", "O", "N"), default="E", help="parity (default E)")
+    ap.add_argument("--baud", type=int, default=line.BAUD, help="baud rate (default %(default)s)")
+    ap.add_argument("--parity", choices=line.PARITIES, default=line.PARITY, help="parity (default %(default)s)")
     ap.add_argument("--anchor", type=float, default=None,
                     help="Unix time at which trace time 0 is due (default: the first row plays at once)")
-    ap.add_argument("--order", choices=regmap.ORDERS, default="ABCD",
+    ap.add_argument("--order", choices=regmap.ORDERS, default=regmap.ORDERS[0],
                     help="word/byte order of 32-bit registers (default ABCD)")
     ap.add_argument("--faults", metavar="KIND=N,...", default="",
                     help="misbehave on the next N replies of each kind, in this order: %s "

@@ -17,11 +17,13 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
-from edge.replay import parse_iso
-from tools import runtime
-from tools.faultproxy import FaultProxy
-from tools.mosquitto import Mosquitto, free_port, wait_port
-from tools.vbus import VirtualBus
+from tools.testbench.mp_replay import parse_iso
+from tools.common import runtime
+from tools.testbench.faultproxy import FaultProxy
+from tools.common.mosquitto import Mosquitto
+from tools.common.procs import free_port, stop
+from tools.testbench.services import start_gateway, start_platform
+from tools.testbench.vbus import VirtualBus
 
 
 @dataclass
@@ -88,7 +90,8 @@ class Site:
 
     def stop_broker(self) -> None:
         if self.mosquitto is None:
-            raise RuntimeError("stop_broker: only a separate mosquitto can be stopped (the embedded broker lives in the gateway)")
+            raise RuntimeError("stop_broker: only a separate mosquitto can be stopped "
+                               "(the embedded broker lives in the gateway)")
         self.mosquitto.stop()
 
     @property
@@ -96,12 +99,9 @@ class Site:
         return "mqtt://127.0.0.1:%d" % self.broker_port
 
     def start_platform(self) -> None:
-        argv = self._cli("gateway.cli") + ["platform", "--listen", "127.0.0.1:%d" % self.platform_port,
-                                           "--db", os.path.join(self.workdir, "platform.sqlite")]
-        if self.platform_print:
-            argv.append("--print")
-        self._spawn("platform", argv, show=self.platform_print)
-        wait_port(self.platform_port, 20)
+        log = None if self.platform_print else os.path.join(self.workdir, "platform.log")
+        self.procs["platform"] = start_platform(self.platform_port, os.path.join(self.workdir, "platform.sqlite"),
+                                                log, self.platform_print).proc
         if self.proxy is not None:
             self.proxy.start()
 
@@ -114,22 +114,12 @@ class Site:
                            check=True, capture_output=True, text=True)
 
     def start_gateway(self) -> None:
-        data = os.path.join(self.workdir, "gateway")
         broker = ("embedded" if self.broker_kind == "embedded" else self.broker_url)
         platform = self.proxy.url if self.proxy is not None else self.platform_url
-        argv = self._cli("gateway.cli") + ["run", "--data", data, "--platform", platform,
-                                           "--broker", broker]
-        if self.broker_kind == "embedded":
-            argv += ["--listen", "127.0.0.1:%d" % self.broker_port]
-        # the status page opens only once the broker has confirmed the subscription, so
-        # no device event can be published before the gateway listens for it
-        status = free_port()
-        argv += ["--status-listen", "127.0.0.1:%d" % status]
-        self._spawn("gateway", argv)
-        try:
-            wait_port(status, 30)
-        except RuntimeError:
-            raise RuntimeError("the gateway did not come up:\n" + self.log_of("gateway")[-3000:]) from None
+        extra = ["--listen", "127.0.0.1:%d" % self.broker_port] if self.broker_kind == "embedded" else []
+        gateway, _ = start_gateway(os.path.join(self.workdir, "gateway"), broker, platform,
+                                   os.path.join(self.workdir, "gateway.log"), extra)
+        self.procs["gateway"] = gateway.proc
 
     def agent_config(self, d: Device, port: str) -> dict:
         with_header = _trace_header(d.trace)
@@ -153,7 +143,7 @@ class Site:
     def start_device(self, d: Device) -> None:
         bus = VirtualBus(os.path.join(self.workdir, "bus-" + d.device_id)).start()
         self.buses[d.device_id] = bus
-        self._spawn("sim-" + d.device_id, self._cli("tools.simulate") + [
+        self._spawn("sim-" + d.device_id, self._cli("tools.testbench.simulate") + [
             "--profile", d.profile, "--trace", os.path.abspath(d.trace), "--port", bus.b,
             "--speed", str(d.speed), "--anchor", repr(self.anchor), "--faults", d.faults])
         self.start_agent(d)
@@ -202,15 +192,7 @@ class Site:
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
-            proc = self.procs[name]
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT if name in ("gateway", "platform") else signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(self.procs[name], 10, signal.SIGINT if name in ("gateway", "platform") else signal.SIGTERM)
         self.procs.clear()
         for bus in self.buses.values():
             bus.stop()

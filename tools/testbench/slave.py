@@ -5,7 +5,7 @@
 import struct
 
 from edge.modbus import seal
-from edge.regmap import WORDS, PACK32, check_order, span
+from edge.regmap import ORDERS, PACK32, WORDS, check_order, span
 
 
 def _from_abcd(b, order):
@@ -15,7 +15,7 @@ def _from_abcd(b, order):
     return (wire[0] << 8) | wire[1], (wire[2] << 8) | wire[3]
 
 
-def encode(table, reading, order="ABCD"):
+def encode(table, reading, order=ORDERS[0]):
     """Words for the table's block; fields missing or None are left as 0."""
     check_order(order)
     first, count = span(table)

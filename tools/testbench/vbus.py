@@ -11,6 +11,8 @@ import subprocess
 import tempfile
 import threading
 
+from tools.common.procs import stop
+
 
 class VirtualBus:
     """socat pty pair in a temporary directory; socat is stopped by its own PID."""
@@ -55,13 +57,7 @@ class VirtualBus:
         self._ready.set()  # socat exited: wake start() so it can report why
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(self.timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, self.timeout_s)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
