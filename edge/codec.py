@@ -9,6 +9,10 @@ from edge.mqtt import get_varint
 
 MIN_LEN = 3 + 1 + 1 + 4 + 1 + MAC_LEN
 
+# event type -> code, for the gateway and the tools (a board keeps no second table of the
+# codes: it calls edge.codes.code_of)
+BY_NAME = {entry[0]: code for code, entry in CODES.items()}
+
 
 class CodecError(ValueError):
     """A payload that is not a valid event; the message says which part is wrong."""

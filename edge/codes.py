@@ -39,10 +39,12 @@ RAISE = 1
 CLEAR = 2
 ACTIONS = ("report", "raise", "clear")
 
-BY_NAME = {}
-for _code, _entry in CODES.items():
-    BY_NAME[_entry[0]] = _code
-
 
 def code_of(name):
-    return BY_NAME[name]
+    """The code of an event type. A scan rather than a second table: a board looks names
+    up while it builds its detectors and for its own few reports (the gateway's table is
+    edge.codec.BY_NAME)."""
+    for code in CODES:
+        if CODES[code][0] == name:
+            return code
+    raise KeyError(name)

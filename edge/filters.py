@@ -63,4 +63,4 @@ def build_chain(spec, params=None):
                 a = params[a]
             args.append(a)
         filters.append(cls(*args))
-    return filters[0] if len(filters) == 1 else Chain(filters)
+    return filters[0] if len(filters) == 1 else Chain(tuple(filters))   # a tuple: one allocation

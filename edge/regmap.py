@@ -39,8 +39,14 @@ def decimals(scale):
 
 def span(table):
     """(first address, register count) of the block that covers every field."""
-    first = min(f[1] for f in table)
-    last = max(f[1] + WORDS[f[2]] for f in table)
+    # a loop rather than min() and max() of generator expressions: on a board each of
+    # those is one more function in RAM
+    first = last = None
+    for _, addr, typ, _ in table:
+        if first is None or addr < first:
+            first = addr
+        if last is None or addr + WORDS[typ] > last:
+            last = addr + WORDS[typ]
     return first, last - first
 
 

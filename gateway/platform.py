@@ -17,7 +17,8 @@ from typing import Any, Iterable, TextIO
 from aiohttp import web
 
 from edge import ids
-from edge.codes import ACTIONS, BY_NAME, CODES
+from edge.codec import BY_NAME
+from edge.codes import ACTIONS, CODES
 from gateway.metrics import Metrics
 from gateway.sqlite import DbThread, connect, transaction
 

@@ -78,7 +78,7 @@ def test_profile_and_word_order_choices_come_from_their_homes():
     import pkgutil
     from edge import profiles, regmap
     from edge import detect
-    from edge.codes import BY_NAME
+    from edge.codec import BY_NAME
     from edge.config import SCHEMA
     from gateway import registry
     assert SCHEMA["profile"][2] is profiles.NAMES and registry.PROFILES is profiles.NAMES

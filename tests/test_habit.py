@@ -48,7 +48,7 @@ def test_learns_routine_and_never_raises_in_normal_sleep(routine) -> None:
     awake_mid = int((routine[0] + 5) % 24)
     # the hour it goes to bed allows the night's sleep; mid-shift hours only the floor
     assert det.threshold(sleep_start) > det.threshold(awake_mid)
-    assert det.threshold(awake_mid) == det.p["inact_min_s"]
+    assert det.threshold(awake_mid) == det.inact_min_s
 
 
 @pytest.mark.parametrize("routine", [DAY_SHIFT, NIGHT_SHIFT], ids=["day_shift", "night_shift"])
@@ -66,7 +66,7 @@ def test_raises_within_12h_of_last_use(routine, fall_after_wake_h) -> None:
 
 
 def det_floor() -> int:
-    return detector().p["inact_min_s"]
+    return detector().inact_min_s
 
 
 def test_before_learning_uses_the_fixed_rule() -> None:
@@ -76,7 +76,7 @@ def test_before_learning_uses_the_fixed_rule() -> None:
     r = raises(out, INACT)
     last_use = max(t for t, x in rows if x["flow"] > 0 and t < stop + 600)
     assert len(r) == 1
-    assert last_use + detector().p["inact_max_s"] <= r[0] <= last_use + 12 * H
+    assert last_use + detector().inact_max_s <= r[0] <= last_use + 12 * H
 
 
 def test_unseen_day_out_within_the_floor_does_not_raise() -> None:

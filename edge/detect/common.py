@@ -18,7 +18,7 @@ class CommLoss:
     as the shortest interval between polls (missing lines only make intervals longer)."""
 
     def __init__(self, params):
-        self.after = params["comm_loss_s"]
+        self.comm_loss_s = params["comm_loss_s"]
         self.alarm = Alarm(code_of("device.comm_loss"))
         self.first_bad = None
         self.prev_t = None
@@ -38,5 +38,5 @@ class CommLoss:
         if self.first_bad is None:
             self.first_bad = t
         silent = t - self.first_bad + (self.period or 0)
-        if silent >= self.after:
+        if silent >= self.comm_loss_s:
             self.alarm.update(t, True, out, (int(silent),))

@@ -67,7 +67,15 @@ class Detector:
         p["speed_max"] = rated * p["speed_max_ratio"]
         p["floor_lo"] = floors[0]
         p["floor_hi"] = floors[1]
-        self.p = p
+        # what step() reads on every poll, as attributes: the merged dict of every
+        # parameter need not stay in RAM for six of them (and these attribute names
+        # intern the PARAMS keys as qstrs, so the keys cost no string objects either)
+        self.gap_s = p["gap_s"]
+        self.move_min_speed = p["move_min_speed"]
+        self.relevel_max_speed = p["relevel_max_speed"]
+        self.occupied_window_s = p["occupied_window_s"]
+        self.entrapment_s = p["entrapment_s"]
+        self.stop_outside_s = p["stop_outside_s"]
         self.rated = rated
         self.limit = rated * p["overspeed_ratio"]
         self.fields = [build_chain(FILTERS[f], p) for f in FIELDS]
@@ -112,9 +120,8 @@ class Detector:
             self.fields[i].step(t, None if r is None else r.get(FIELDS[i])) for i in range(len(FIELDS))]
         if r is None:
             return  # unknown: hold every state; comm loss is common.py's business
-        p = self.p
         c = self.c
-        if self.last_t is not None and t - self.last_t > p["gap_s"]:
+        if self.last_t is not None and t - self.last_t > self.gap_s:
             # unseen time: if the car was not parked here before, a trip and a door
             # cycle may have happened, so a passenger latched before it may be gone
             if not self.entrapment.active:
@@ -133,7 +140,7 @@ class Detector:
         # motion: speed if known, else the direction
         mv = None
         if speed is not None:
-            mv = speed >= p["move_min_speed"]
+            mv = speed >= self.move_min_speed
         if dir_ is not None:
             mv = bool(mv) or dir_ != 0
         moving = c["moving"].step(t, mv)
@@ -152,7 +159,7 @@ class Detector:
             self.aboard = False
         elif door == 0 and self.closed_since is None:
             self.closed_since = t
-            self.board_until = t + p["occupied_window_s"]
+            self.board_until = t + self.occupied_window_s
             c["aboard"].reset()   # only presence seen behind shut doors counts
 
         # zone: outside from the first poll out, inside only after zone_in_s
@@ -177,7 +184,7 @@ class Detector:
             if door != 1:
                 hazard = False
             elif speed is not None:
-                hazard = (speed >= p["move_min_speed"] and zone != 1) or speed > p["relevel_max_speed"]
+                hazard = (speed >= self.move_min_speed and zone != 1) or speed > self.relevel_max_speed
             else:
                 hazard = dir_ != 0 and zone == 0
         door_moving = c["door_moving"].step(t, hazard)
@@ -211,7 +218,7 @@ class Detector:
         self.door_moving.update(t, door_moving, out, (self.floor, speed))
 
         start = self._episode_start()
-        trapped = self.aboard and start is not None and t - start >= p["entrapment_s"]
+        trapped = self.aboard and start is not None and t - start >= self.entrapment_s
         if trapped and not self.entrapment.active:
             self.trap_from = start
         self.entrapment.update(t, trapped, out, (self.floor, t - self.trap_from if self.trap_from else None))
@@ -219,7 +226,7 @@ class Detector:
         stuck = False
         if not self.aboard and self.stop_since is not None and self.out_since is not None:
             begin = max(self.stop_since, self.out_since)
-            stuck = t - begin >= p["stop_outside_s"]
+            stuck = t - begin >= self.stop_outside_s
             if stuck and not self.stop_outside.active:
                 self.stuck_from = begin
         self.stop_outside.update(t, stuck, out, (self.floor, t - self.stuck_from if self.stuck_from else None))

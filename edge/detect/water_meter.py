@@ -87,7 +87,11 @@ class _Run:
 
 class Detector:
     def __init__(self, site, params, store):
-        self.p = params
+        # the parameters as attributes (self.cf_s), read on every poll: the merged dict
+        # need not stay in RAM, and the attribute names intern the PARAMS keys as qstrs,
+        # so the keys cost no string objects either
+        for name in PARAMS:
+            setattr(self, name, params[name])
         self.res = site.get("resolution") or 0.001
         self.off = site.get("utc_offset_s") or 0
         self.store = store
@@ -121,18 +125,17 @@ class Detector:
 
     def threshold(self, hour):
         """Seconds of dryness after a last use in local hour `hour` that make an alarm."""
-        p = self.p
-        cap = p["inact_max_s"]
-        if self.habit.days() < p["learn_days"]:
+        cap = self.inact_max_s
+        if self.habit.days() < self.learn_days:
             return cap
-        usual = self.habit.usual_s(hour, p["inact_spread_h"])
+        usual = self.habit.usual_s(hour, self.inact_spread_h)
         if usual is None:
             return cap
-        thr = usual * p["inact_factor_pct"] // 100 + p["inact_margin_s"]
-        return max(p["inact_min_s"], min(cap, thr))
+        thr = usual * self.inact_factor_pct // 100 + self.inact_margin_s
+        return max(self.inact_min_s, min(cap, thr))
 
     def _plausible(self, dt):
-        return self.p["flow_max"] * dt / 3600 + 2 * self.res
+        return self.flow_max * dt / 3600 + 2 * self.res
 
     def _total(self, t, x, out):
         """Feed one total reading; returns (confirmed increase in m3, when it showed)."""
@@ -156,7 +159,7 @@ class Detector:
             if self.back_since is None:
                 self.back_since = t
                 self.glitches += 1
-            elif t - self.back_since >= self.p["glitch_persist_s"]:
+            elif t - self.back_since >= self.glitch_persist_s:
                 self.glitch.update(t, True, out, (1, x))
                 self.ref = x
                 self.ref_t = t
@@ -200,7 +203,7 @@ class Detector:
     def _save(self, t, force):
         if self.store is None:
             return
-        if not force and (not self.dirty or (self.saved_t is not None and t - self.saved_t < self.p["habit_save_s"])):
+        if not force and (not self.dirty or (self.saved_t is not None and t - self.saved_t < self.habit_save_s)):
             return
         self.habit.set_clock(self.last_use, self.ref)
         self.store.save("water_habit", self.habit.to_bytes())
@@ -211,8 +214,8 @@ class Detector:
         """Water was used at t: learn the dry spell that ended, clear inactivity."""
         if self.last_use is not None and t > self.last_use:
             spell = t - self.last_use
-            if spell > self.p["inact_max_s"]:
-                spell = self.p["inact_max_s"]
+            if spell > self.inact_max_s:
+                spell = self.inact_max_s
             if self.habit.learn(self._hour(self.last_use), spell) >= 3:
                 self._save(t, True)     # a new long habit: keep it across a reboot now
             self.last_use = t
@@ -230,7 +233,7 @@ class Detector:
         self.prev_t = t
         self.covered += dt
         f = r.get("flow")
-        if f is not None and (f < 0 or f > self.p["flow_max"]):
+        if f is not None and (f < 0 or f > self.flow_max):
             f = None
             self.glitches += 1
         x = r.get("total")
@@ -251,21 +254,19 @@ class Detector:
             self.last_use = t
 
     def _runs(self, t, f, dt, gap, x, out):
-        p = self.p
-        if self.cf_run.feed(t, f, dt, gap, x, p["use_flow"], p["cf_pause_s"], self.ref):
+        if self.cf_run.feed(t, f, dt, gap, x, self.use_flow, self.cf_pause_s, self.ref):
             self.cf.update(t, False, out, (int(t - self.cf_run.last), 0))
-        if self.leak_run.feed(t, f, dt, gap, x, p["leak_flow"], p["leak_pause_s"], self.ref):
+        if self.leak_run.feed(t, f, dt, gap, x, self.leak_flow, self.leak_pause_s, self.ref):
             self.leak.update(t, False, out, (0, 0))
 
     def _use(self, t, f, x, gain, when, out):
         """Use of water: a total step beyond what a leak explains, or flow on two polls
         (a flow spike is one poll). Then judge inactivity."""
-        p = self.p
         base = 0.0
         lr = self.leak_run
-        if lr.start is not None and t - lr.start >= 3600 and lr.fmin < p["use_flow"]:
+        if lr.start is not None and t - lr.start >= 3600 and lr.fmin < self.use_flow:
             base = lr.fmin
-        flowing = f is not None and f >= p["use_flow"] + base
+        flowing = f is not None and f >= self.use_flow + base
         use_t = None
         # (a leak adds at most two polls' worth to one confirmed step)
         if gain > 0 and gain - base * 120 / 3600 >= (2 if base > 0 else 0.5) * self.res:
@@ -288,15 +289,14 @@ class Detector:
     def _alarms(self, t, f, out):
         """Running without pause, a small flow that never stops, and a flow register
         showing water the total never counts."""
-        p = self.p
         cr = self.cf_run
         lr = self.leak_run
-        if cr.start is not None and t - cr.start >= p["cf_s"] and cr.confirmed(self.ref, self.res):
+        if cr.start is not None and t - cr.start >= self.cf_s and cr.confirmed(self.ref, self.res):
             self.cf.update(t, True, out, (int(t - cr.start), f))
-        if (lr.start is not None and t - lr.start >= p["leak_s"] and lr.fmin < p["use_flow"]
-                and lr.k * 100 >= lr.n * p["leak_duty_pct"] and lr.confirmed(self.ref, self.res)):
+        if (lr.start is not None and t - lr.start >= self.leak_s and lr.fmin < self.use_flow
+                and lr.k * 100 >= lr.n * self.leak_duty_pct and lr.confirmed(self.ref, self.res)):
             self.leak.update(t, True, out, (int(t - lr.start), lr.fmin))
-        frozen = (cr.start is not None and t - cr.start >= p["glitch_persist_s"]
+        frozen = (cr.start is not None and t - cr.start >= self.glitch_persist_s
                   and cr.vol >= 0.01 and not cr.confirmed(self.ref, self.res))
         if frozen:
             self.glitch.update(t, True, out, (2, self.ref))

@@ -4,16 +4,18 @@ import select
 import termios
 import time
 
+from micropython import const
 from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
 
-# Linux termios numbers; the unix port's termios module only names B9600 and up.
+# Linux termios numbers; the unix port's termios module only names B9600 and up. The
+# flags are const(): the compiler writes them into the code, so they are no globals.
 _BAUD = {1200: 0o11, 2400: 0o13, 4800: 0o14, 9600: 0o15, 19200: 0o16, 38400: 0o17,
          57600: 0o10001, 115200: 0o10002}
-_CSTOPB = 0o100
-_PARENB = 0o400
-_PARODD = 0o1000
-_VTIME = 5
-_VMIN = 6
+_CSTOPB = const(0o100)
+_PARENB = const(0o400)
+_PARODD = const(0o1000)
+_VTIME = const(5)
+_VMIN = const(6)
 
 
 def now():
