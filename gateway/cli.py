@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edge import ids
 from gateway.broker import BrokerError, describe_os_error, parse_listen
-from gateway.platform import PlatformServer
+from gateway.http import parse_url
 from gateway.registry import FILENAME, PROFILES, Registry, RegistryError, check_profile
 from gateway.mqtt import VERSIONS
 from gateway.service import EMBEDDED, GatewayConfig, run_gateway
@@ -40,6 +40,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                        % args.max_db_mb)
     if args.upload_timeout <= 0 or args.retention_days < 0:
         raise CliError("--upload-timeout must be above 0 and --retention-days at least 0")
+    try:
+        parse_url(args.platform)
+    except ValueError as e:
+        raise CliError("--platform %s" % e) from None
     cfg = GatewayConfig(data_dir=Path(args.data), platform_url=args.platform, broker=broker,
                         listen=args.listen, gateway_id=args.gateway_id, client_id=args.client_id,
                         share_group=args.share_group, mqtt_version=args.mqtt_version,
@@ -50,6 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_platform(args: argparse.Namespace) -> int:
+    from gateway.platform import PlatformServer   # aiohttp: not in the gateway's own process
     host, port = parse_listen(args.listen, 8080)
 
     async def serve() -> int:

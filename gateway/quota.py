@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from gateway.metrics import Metrics
 from gateway.sqlite import DbThread
@@ -81,11 +82,13 @@ class Housekeeper:
     """Runs the quota check every interval_s (and after many new rows) and the
     retention prune every hour."""
 
-    def __init__(self, cfg: QuotaConfig, store: Store, db: DbThread, metrics: Metrics) -> None:
+    def __init__(self, cfg: QuotaConfig, store: Store, db: DbThread, metrics: Metrics,
+                 on_delete: Callable[[], None] = lambda: None) -> None:
         self.cfg = cfg
         self.store = store
         self.db = db
         self.metrics = metrics
+        self.on_delete = on_delete       # rows were deleted: the upload lanes read again (uplink.py)
         self._wake = asyncio.Event()
         self._new_rows = 0
         self._warned_at = -math.inf
@@ -114,6 +117,7 @@ class Housekeeper:
     async def prune_retention(self) -> int:
         n = await self.db.call(self.store.prune_settled, time.time() - self.cfg.retention_s)
         if n:
+            self.on_delete()
             self.metrics.inc("store.retention_pruned", n)
             log.info("deleted %d events uploaded more than %.1f days ago", n, self.cfg.retention_s / 86400)
         return n
@@ -127,6 +131,7 @@ class Housekeeper:
         for name, n in r.dropped.items():
             self.metrics.inc("quota.dropped." + name, n)
         if r.pruned or r.dropped:
+            self.on_delete()
             log.warning("store over its quota of %.1f MB: deleted %d uploaded events%s; %.1f MB in use",
                         self.cfg.max_bytes / 1e6, r.pruned,
                         "".join(", DROPPED %d pending %s events" % (n, name)

@@ -12,21 +12,24 @@ import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from edge import ids
-from gateway.broker import BrokerAddress, EmbeddedBroker, parse_broker_url, parse_listen
+from gateway.broker import BrokerAddress, parse_broker_url, parse_listen
+from gateway.http import HttpServer
 from gateway.ingest import Ingest
 from gateway.metrics import Metrics
 from gateway.mqtt import MQTT311, VERSIONS
 from gateway.quota import Housekeeper, QuotaConfig
 from gateway.registry import Registry
 from gateway.sqlite import DbThread
-from gateway.status import create_status_app
+from gateway.status import status_routes
 from gateway.store import CommitResult, Store
 from gateway.streams import DEFAULT_STREAMS, Stream
 from gateway.uplink import Uplink, UplinkConfig
+
+if TYPE_CHECKING:
+    from gateway.embedded_broker import EmbeddedBroker
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ class Gateway:
         self.uplink: Uplink | None = None
         self.housekeeper: Housekeeper | None = None
         self.status_url: str | None = None
-        self._status_runner: web.AppRunner | None = None
+        self._status_server: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # set with the reason when a part dies; run_gateway() stops on it
         self.failed: asyncio.Future[str] | None = None
@@ -90,6 +93,7 @@ class Gateway:
                         " `edge-gateway devices add`", self.registry.path)
         self.store = await self.db.call(Store.in_dir, cfg.data_dir, cfg.streams)
         if cfg.broker == EMBEDDED:
+            from gateway.embedded_broker import EmbeddedBroker   # amqtt only when it is used
             self.broker = EmbeddedBroker(cfg.listen)
             self.broker_address = await self.broker.start()
         else:
@@ -103,7 +107,8 @@ class Gateway:
                              self.store, self.db, self.metrics)
         quota = QuotaConfig(None if cfg.max_db_mb is None else int(cfg.max_db_mb * 1e6),
                             cfg.retention_days * 86400.0)
-        self.housekeeper = Housekeeper(quota, self.store, self.db, self.metrics)
+        self.housekeeper = Housekeeper(quota, self.store, self.db, self.metrics,
+                                       on_delete=self.uplink.forget)
         self.ingest = Ingest(self.broker_address, cfg.client_id or ids.GATEWAY_CLIENT_PREFIX + cfg.gateway_id,
                              self.registry, self.store, self.db, self.metrics,
                              on_commit=self._committed, share_group=cfg.share_group,
@@ -118,12 +123,8 @@ class Gateway:
 
     async def _start_status(self, listen: str) -> None:
         host, port = parse_listen(listen, 8081)
-        self._status_runner = web.AppRunner(create_status_app(self.metrics, self.store_counts,
-                                                                  self.stream_counts),
-                                            access_log=None)
-        await self._status_runner.setup()
-        await web.TCPSite(self._status_runner, host, port).start()
-        port = self._status_runner.addresses[0][1]
+        self._status_server = HttpServer(status_routes(self.metrics, self.store_counts, self.stream_counts))
+        port = await self._status_server.start(host, port)
         self.status_url = "http://%s:%d" % (host, port)
         log.info("status page on %s", self.status_url)
 
@@ -158,9 +159,9 @@ class Gateway:
     async def stop(self) -> None:
         """Stop in dependency order: take no more messages, commit and ack what came,
         stop uploading, then close the broker and the database."""
-        if self._status_runner is not None:
-            await self._status_runner.cleanup()
-            self._status_runner = None
+        if self._status_server is not None:
+            await self._status_server.close()
+            self._status_server = None
         if self.ingest is not None:
             await self.ingest.stop()
             self.ingest = None

@@ -2,23 +2,24 @@
 # / and in the Prometheus text format at /metrics, for a technician or a scraper.
 from __future__ import annotations
 
+import json
 from typing import Any, Awaitable, Callable
 
-from aiohttp import web
-
+from gateway.http import Handler
 from gateway.metrics import Metrics
 
 
-def create_status_app(metrics: Metrics,
-                      store_counts: Callable[[], Awaitable[dict[str, int]]],
-                      stream_counts: Callable[[], Awaitable[dict[str, dict[str, int]]]]) -> web.Application:
-    async def status(request: web.Request) -> web.Response:
+def status_routes(metrics: Metrics,
+                  store_counts: Callable[[], Awaitable[dict[str, int]]],
+                  stream_counts: Callable[[], Awaitable[dict[str, dict[str, int]]]]) -> dict[str, Handler]:
+    """The pages, for gateway.http.HttpServer."""
+    async def status() -> tuple[str, bytes]:
         body: dict[str, Any] = metrics.snapshot()
         body["store"] = await store_counts()
         body["streams"] = await stream_counts()
-        return web.json_response(body)
+        return "application/json", json.dumps(body).encode()
 
-    async def prometheus(request: web.Request) -> web.Response:
+    async def prometheus() -> tuple[str, bytes]:
         text = metrics.prometheus()
         for name, value in sorted((await store_counts()).items()):
             metric = "edge_gateway_store_" + name
@@ -29,9 +30,6 @@ def create_status_app(metrics: Metrics,
             text += "# TYPE %s gauge\n" % metric
             text += "".join('%s{stream="%s"} %d\n' % (metric, stream, counts[name])
                             for stream, counts in sorted(streams.items()))
-        return web.Response(text=text, content_type="text/plain")
+        return "text/plain; charset=utf-8", text.encode()
 
-    app = web.Application()
-    app.router.add_get("/", status)
-    app.router.add_get("/metrics", prometheus)
-    return app
+    return {"/": status, "/metrics": prometheus}

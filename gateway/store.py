@@ -9,7 +9,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from gateway.sqlite import connect, transaction
 from gateway.streams import DEFAULT_STREAMS, Stream, rank_of_kind
@@ -53,9 +53,10 @@ CREATE TABLE IF NOT EXISTS device_status (
 """
 
 
-@dataclass(frozen=True)
-class EventRow:
-    """One verified event as ingest hands it to the store."""
+class EventRow(NamedTuple):
+    """One verified event as ingest hands it to the store. A tuple, like mqtt.Message:
+    one is made per event on ingest and per event read for upload, and a frozen
+    dataclass costs ten times as much to create."""
     device: str
     boot: int
     seq: int
@@ -75,22 +76,52 @@ class EventRow:
 
     @property
     def id(self) -> str:
-        return "%s:%d:%d" % (self.device, self.boot, self.seq)
+        return event_id(self.device, self.boot, self.seq)
+
+
+def event_id(device: str, boot: int, seq: int) -> str:
+    """An event's stable id, the platform's key: <device>:<boot>:<seq>."""
+    return "%s:%d:%d" % (device, boot, seq)
 
 
 # The columns that make an EventRow, in EventRow's field order.
 ROW_COLUMNS = "device, boot, seq, code, type, kind, action, t, clock_set, values_json"
 
 
+# made once: json.dumps(v, separators=...) builds a new encoder on every call
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+_decode_json = json.JSONDecoder().decode
+
+
 def _event_row(r: Sequence[Any]) -> EventRow:
-    return EventRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), json.loads(r[9]))
+    return EventRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), _decode_json(r[9]))
 
 
-@dataclass(frozen=True)
-class PendingEvent:
+class PendingEvent(NamedTuple):
+    """An event waiting for upload, as read from the store: its values still the stored
+    JSON text, which the uplink sends as it is (decoding and encoding them again for
+    every event was most of the uplink's work)."""
     rowid: int
-    row: EventRow
     received_at: float
+    device: str                      # then ROW_COLUMNS, in order
+    boot: int
+    seq: int
+    code: int
+    type: str
+    kind: str
+    action: str
+    t: int
+    clock_set: int
+    values_json: str
+
+    @property
+    def id(self) -> str:
+        return event_id(self.device, self.boot, self.seq)
+
+    @property
+    def row(self) -> EventRow:
+        """The event, its values decoded (tests, debugging)."""
+        return _event_row(self[2:])
 
 
 @dataclass(frozen=True)
@@ -98,6 +129,7 @@ class CommitResult:
     inserted: int
     duplicates: int
     by_rank: tuple[int, ...] = ()    # events of the batch per stream rank, new or duplicate
+    at: float = 0.0                  # the received_at of the new rows (unix time)
 
 
 INSERT_EVENT = ("INSERT OR IGNORE INTO events (device, boot, seq, code, type, kind, prio, action,"
@@ -136,7 +168,7 @@ class Store:
             rank = self._rank.get(e.kind, last)
             per_rank[rank] += 1
             rows.append((e.device, e.boot, e.seq, e.code, e.type, e.kind, rank, e.action, e.t,
-                         int(e.clock_set), json.dumps(e.values, separators=(",", ":")), now))
+                         int(e.clock_set), _encode_json(e.values), now))
         with transaction(self.conn) as c:
             # executemany: one prepared statement for the whole batch, in arrival order;
             # total_changes tells how many rows were new (INSERT OR IGNORE skips duplicates)
@@ -147,16 +179,23 @@ class Store:
                 c.executemany("INSERT INTO device_status (device, status, at) VALUES (?,?,?)"
                               " ON CONFLICT (device) DO UPDATE SET status = excluded.status,"
                               " at = excluded.at", [(d, st, now) for d, st in statuses])
-        return CommitResult(inserted, len(events) - inserted, tuple(per_rank))
+        return CommitResult(inserted, len(events) - inserted, tuple(per_rank), now)
 
-    def next_batch(self, rank: int, limit: int) -> list[PendingEvent]:
-        """The next events of one stream to upload, oldest first."""
+    def next_batch(self, rank: int, limit: int, after: int = 0) -> list[PendingEvent]:
+        """The next events of one stream to upload, oldest first.
+
+        after: only rows past this rowid. An upload lane passes the last rowid it was
+        handed, so it reads each pending row once, not again on every commit while its
+        batch fills. Rowids only grow while no row is deleted; after a delete (the
+        quota, retention) the lane starts again from 0.
+        """
         rows = self.conn.execute(
             "SELECT rowid, received_at, " + ROW_COLUMNS + " FROM events"
-            " WHERE prio = ? AND " + PENDING + " ORDER BY rowid LIMIT ?", (rank, limit)).fetchall()
-        return [PendingEvent(r[0], _event_row(r[2:]), r[1]) for r in rows]
+            " WHERE prio = ? AND " + PENDING + " AND rowid > ? ORDER BY rowid LIMIT ?",
+            (rank, after, limit)).fetchall()
+        return list(map(PendingEvent._make, rows))
 
-    def _mark(self, rows: Iterable[EventRow], set_sql: str, params: tuple[Any, ...]) -> int:
+    def _mark(self, rows: Iterable[EventRow | PendingEvent], set_sql: str, params: tuple[Any, ...]) -> int:
         # by primary key, not rowid: the quota may delete rows while their batch is on the
         # wire, and SQLite may then give a deleted row's rowid to a new event
         with transaction(self.conn) as c:
@@ -165,11 +204,12 @@ class Store:
                           [params + (r.device, r.boot, r.seq) for r in rows])
             return c.total_changes - before
 
-    def mark_uploaded(self, rows: Iterable[EventRow], now: float | None = None) -> int:
+    def mark_uploaded(self, rows: Iterable[EventRow | PendingEvent], now: float | None = None) -> int:
         now = time.time() if now is None else now
         return self._mark(rows, "uploaded_at = ?", (now,))
 
-    def mark_rejected(self, rows: Iterable[EventRow], reason: str, now: float | None = None) -> int:
+    def mark_rejected(self, rows: Iterable[EventRow | PendingEvent], reason: str,
+                      now: float | None = None) -> int:
         now = time.time() if now is None else now
         return self._mark(rows, "rejected_at = ?, reject_reason = ?", (now, reason))
 

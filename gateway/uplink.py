@@ -6,7 +6,8 @@
 # connection pool: an alarm never waits behind a telemetry batch on the wire, and a
 # telemetry backlog after an outage drains at the stream's rate limit while alarms go
 # at once. A lane sends when its batch is full (batch_max) or its oldest event is
-# batch_age old (0 for alarms: at once). Every event has a stable id
+# batch_age old (0 for alarms: at once); it reads each pending row from the store once,
+# when its batch is due, and sends the stored JSON as it is. Every event has a stable id
 # (<device>:<boot>:<seq>) and the platform stores by id, so a retry after a lost
 # response cannot create a duplicate; the Idempotency-Key header (a hash of the ids)
 # lets a platform or a proxy recognise a repeated request as a whole.
@@ -21,13 +22,11 @@ import random
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
-import aiohttp
-
+from gateway.http import HttpClient, HttpError
 from gateway.metrics import Metrics
 from gateway.sqlite import DbThread
-from gateway.store import CommitResult, EventRow, PendingEvent, Store
+from gateway.store import CommitResult, PendingEvent, Store
 from gateway.streams import DEFAULT_STREAMS, Stream
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,8 @@ USER_AGENT = "citynet-edge-gateway/0.1"
 RETRY_STATUSES = {408, 429}
 # These say the gateway is misconfigured (wrong URL, credentials), not that the events
 # are bad: rejecting would throw away every event in turn, so retry and log it loudly.
-CONFIG_STATUSES = {401, 403, 404, 405}
+# So does any 3xx: redirects are not followed (a POST must not turn into a GET).
+CONFIG_STATUSES = {401, 403, 404, 405} | set(range(300, 400))
 
 
 @dataclass
@@ -57,11 +57,22 @@ class Outcome(Enum):
     RETRY = "retry"                  # platform unreachable or failing: back off
 
 
-def upload_json(row: EventRow) -> dict[str, Any]:
-    """One event as the platform API carries it."""
-    return {"id": row.id, "device": row.device, "boot": row.boot, "seq": row.seq,
-            "type": row.type, "action": row.action, "t": row.t, "clock_set": row.clock_set,
-            "values": row.values}
+# a JSON string literal, escaped as json.dumps does
+_string = json.encoder.encode_basestring_ascii
+
+
+def upload_json(p: PendingEvent) -> str:
+    """One event as the platform API carries it, as JSON text: the values go in as the
+    store holds them (JSON already), never decoded and encoded again."""
+    return ('{"id":%s,"device":%s,"boot":%d,"seq":%d,"type":%s,"action":%s,"t":%d,"clock_set":%s,'
+            '"values":%s}' % (_string(p.id), _string(p.device), p.boot, p.seq, _string(p.type),
+                              _string(p.action), p.t, "true" if p.clock_set else "false", p.values_json))
+
+
+def upload_body(gateway_id: str, batch: list[PendingEvent]) -> bytes:
+    """POST /v1/events: {"gateway": id, "events": [...]}."""
+    return ('{"gateway":%s,"events":[%s]}'
+            % (_string(gateway_id), ",".join([upload_json(p) for p in batch]))).encode()
 
 
 def idempotency_key(ids: list[str]) -> str:
@@ -69,7 +80,15 @@ def idempotency_key(ids: list[str]) -> str:
 
 
 class Lane:
-    """The upload loop of one stream."""
+    """The upload loop of one stream.
+
+    It reads each pending row of its stream once: the rows it has read wait in
+    `buffer` (at most batch_max, oldest first), and `cursor` is the last rowid it was
+    handed, so the next read starts after it. Commits only tell it how many rows came
+    and when (note()); it reads them when a batch is due: batch_max known, or the
+    oldest batch_age old, or at once for a stream with batch_age 0 (alarms). So a
+    telemetry batch costs one read, not one per commit while it fills.
+    """
 
     def __init__(self, uplink: "Uplink", rank: int, stream: Stream) -> None:
         self.uplink = uplink
@@ -78,27 +97,56 @@ class Lane:
         self.wake = asyncio.Event()
         self.idle = asyncio.Event()          # set while no request of this lane is on the wire
         self.idle.set()
+        self.buffer: list[PendingEvent] = []
+        self.cursor = 0                      # rowid of the last row read
+        self.unread = 0                      # rows committed since the last read (duplicates too: an upper bound)
+        self.unread_at = 0.0                 # unix time of the first of them
+        self.stale = True                    # the store may hold rows past cursor we were not told of
+        self._gen = 0                        # bumped by forget(): a read begun before it is discarded
 
-    async def run(self, http: aiohttp.ClientSession) -> None:
+    def note(self, n: int, at: float) -> None:
+        """n rows of this stream were committed at unix time `at` (ingest, via Uplink.notify)."""
+        if not self.unread:
+            self.unread_at = at
+        self.unread += n
+        # wake only when it changes what the lane waits for: a first row starts the
+        # batch_age clock, a full batch goes now, a stream with batch_age 0 goes at once
+        if (self.unread == n or self.stream.batch_age <= 0
+                or len(self.buffer) + self.unread >= self.stream.batch_max):
+            self.wake.set()
+
+    def forget(self) -> None:
+        """Rows were deleted (quota, retention): what was read may be gone, and SQLite may
+        hand a deleted rowid to a new row. Start again from the oldest pending row."""
+        self._gen += 1
+        self.buffer, self.cursor, self.stale = [], 0, True
+        self.wake.set()
+
+    async def run(self, http: HttpClient) -> None:
         up, s = self.uplink, self.stream
         loop = asyncio.get_running_loop()
         backoff = up.cfg.backoff_min
         next_at = 0.0                        # rate limit: loop time before which no batch goes
         while True:
-            # cleared before the query: a notify() that lands after it wakes the wait below
+            # cleared before deciding: a note() that lands after it wakes the wait below
             self.wake.clear()
-            batch = await up.db.call(up.store.next_batch, self.rank, s.batch_max)
-            if not batch:
+            due = self._due_in()
+            if due is None:
                 await self.wake.wait()
                 continue
-            hold = self._hold_for(batch)
-            if hold > 0:
-                await _wait(self.wake, hold)
+            if due > 0:
+                await _wait(self.wake, due)
+                continue
+            if (self.stale or self.unread) and len(self.buffer) < s.batch_max:
+                await self._read()
+                continue                     # decide again with what the read brought
+            if not self.buffer:
                 continue
             if next_at > loop.time():
-                # paced: sleep, then read the batch again (the quota may have dropped rows)
+                # paced: sleep, then send what is buffered by then
                 await asyncio.sleep(next_at - loop.time())
                 continue
+            batch, self.buffer = self.buffer, []
             self.idle.clear()
             started = loop.time()
             try:
@@ -106,6 +154,8 @@ class Lane:
             finally:
                 self.idle.set()
             if outcome is Outcome.RETRY:
+                # read the batch again after the wait: the quota may drop rows meanwhile
+                self.forget()
                 # jitter: gateways that lost the platform together do not return in step
                 delay = backoff * random.uniform(0.8, 1.2)
                 backoff = min(backoff * 2, up.cfg.backoff_max, s.retry_max)
@@ -124,12 +174,31 @@ class Lane:
                 # from the send, not the answer: the request's own time counts against the pace
                 next_at = max(next_at, started) + len(batch) / s.rate
 
-    def _hold_for(self, batch: list[PendingEvent]) -> float:
-        """Seconds to wait for a fuller batch; 0 to send now."""
-        if len(batch) >= self.stream.batch_max or self.stream.batch_age <= 0:
+    def _due_in(self) -> float | None:
+        """Seconds until the lane should read or send; None while nothing is pending."""
+        s = self.stream
+        known = len(self.buffer) + self.unread
+        if self.stale or known >= s.batch_max or (known and s.batch_age <= 0):
             return 0.0
-        oldest = min(p.received_at for p in batch)
-        return self.stream.batch_age - (time.time() - oldest)
+        if not known:
+            return None
+        oldest = self.buffer[0].received_at if self.buffer else self.unread_at
+        return oldest + s.batch_age - time.time()
+
+    async def _read(self) -> None:
+        """Top the buffer up with rows past the cursor."""
+        up, gen = self.uplink, self._gen
+        limit = self.stream.batch_max - len(self.buffer)
+        # counted from here: a commit noted during the read may be in it or not (an
+        # upper bound again, at worst one read that finds nothing)
+        self.unread = 0
+        rows = await up.db.call(up.store.next_batch, self.rank, limit, self.cursor)
+        if gen != self._gen:
+            return                           # forgotten meanwhile: stale, read again
+        self.buffer += rows
+        if rows:
+            self.cursor = rows[-1].rowid
+        self.stale = len(rows) == limit      # a full read: there may be more
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
@@ -143,6 +212,8 @@ class Uplink:
     def __init__(self, cfg: UplinkConfig, store: Store, db: DbThread, metrics: Metrics) -> None:
         self.cfg = cfg
         self.url = cfg.platform_url.rstrip("/") + EVENTS_PATH
+        # ValueError here, at the start, for a URL that is not http[s]://host[:port][/path]
+        self.http = HttpClient(cfg.platform_url, cfg.timeout, {"User-Agent": USER_AGENT})
         self.store = store
         self.db = db
         self.metrics = metrics
@@ -152,15 +223,25 @@ class Uplink:
         self.metrics.set_state("platform_ok", 1)
 
     def notify(self, result: CommitResult | None = None) -> None:
-        """New events are in the store (ingest calls this after each commit)."""
+        """New events are in the store (ingest calls this after each commit); without a
+        result, the lanes look in the store at once."""
         for lane in self.lanes:
-            if result is None or (lane.rank < len(result.by_rank) and result.by_rank[lane.rank]):
+            if result is None:
+                lane.stale = True
                 lane.wake.set()
+            elif lane.rank < len(result.by_rank) and result.by_rank[lane.rank]:
+                lane.note(result.by_rank[lane.rank], result.at or time.time())
+
+    def forget(self) -> None:
+        """Rows were deleted from the store: every lane reads again from the oldest pending."""
+        for lane in self.lanes:
+            lane.forget()
 
     async def run(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout)
-        async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": USER_AGENT}) as http:
-            await asyncio.gather(*(lane.run(http) for lane in self.lanes))
+        try:
+            await asyncio.gather(*(lane.run(self.http) for lane in self.lanes))
+        finally:
+            self.http.close()
 
     async def finish_request(self, timeout: float) -> None:
         """Before a stop: let requests on the wire get their answer, so what the platform
@@ -170,12 +251,12 @@ class Uplink:
         except asyncio.TimeoutError:
             log.info("stopping during an upload; its events will be sent again after the restart")
 
-    async def deliver(self, http: aiohttp.ClientSession, batch: list[PendingEvent],
+    async def deliver(self, http: HttpClient, batch: list[PendingEvent],
                       stream: str) -> Outcome:
         """POST a batch; on a content error split it to isolate the bad events."""
         status, text = await self._post(http, batch)
         if status is not None and 200 <= status < 300:
-            await self.db.call(self.store.mark_uploaded, [p.row for p in batch])
+            await self.db.call(self.store.mark_uploaded, batch)
             self.metrics.inc("uplink.events", len(batch))
             self.metrics.inc("uplink.events." + stream, len(batch))
             self.metrics.inc("uplink.batches")
@@ -198,31 +279,29 @@ class Uplink:
                     return Outcome.RETRY
             return Outcome.DONE
         reason = "HTTP %d %s" % (status, text[:300])
-        await self.db.call(self.store.mark_rejected, [batch[0].row], reason)
+        await self.db.call(self.store.mark_rejected, batch[:1], reason)
         self.metrics.inc("uplink.rejected")
         log.error("platform rejected event %s: %s; kept in the store as rejected, not retried",
-                  batch[0].row.id, reason)
+                  batch[0].id, reason)
         return Outcome.DONE
 
-    async def _post(self, http: aiohttp.ClientSession,
+    async def _post(self, http: HttpClient,
                     batch: list[PendingEvent]) -> tuple[int | None, str]:
         """(HTTP status, body text), or (None, what went wrong) when there was no answer."""
-        events = [upload_json(p.row) for p in batch]
-        body = json.dumps({"gateway": self.cfg.gateway_id, "events": events},
-                          separators=(",", ":")).encode()
+        body = upload_body(self.cfg.gateway_id, batch)
         headers = {"Content-Type": "application/json",
-                   "Idempotency-Key": idempotency_key([e["id"] for e in events])}
+                   "Idempotency-Key": idempotency_key([p.id for p in batch])}
         if len(body) >= self.cfg.gzip_min:
             body = gzip.compress(body, 6)
             headers["Content-Encoding"] = "gzip"
         self.metrics.inc("uplink.requests")
         try:
-            async with http.post(self.url, data=body, headers=headers) as resp:
-                return resp.status, await resp.text()
+            status, answer = await http.post(EVENTS_PATH, body, headers)
         except asyncio.TimeoutError:
             return None, "no answer within %.0f s" % self.cfg.timeout
-        except aiohttp.ClientError as e:
+        except (HttpError, OSError) as e:
             return None, "%s: %s" % (type(e).__name__, e)
+        return status, answer.decode("utf-8", "replace")
 
     def _unreachable(self, why: str) -> None:
         self.metrics.inc("uplink.failures")

@@ -143,6 +143,8 @@ def test_console_scripts_end_to_end_with_graceful_stop(tmp_path: Path) -> None:
     (["--stream", "alarms:kinds=alarm"], "no stream takes kind report"),
     (["--stream", "alarms:on_full=drop"], "stream 'alarms': on_full must be one of keep, drop_oldest"),
     (["--max-db-mb", "0"], "--max-db-mb 0.0: give a size in MB above 0"),
+    (["--platform", "ftp://district"], "--platform 'ftp://district': expected http://host[:port][/path]"),
+    (["--platform", "http://district:port"], "--platform 'http://district:port': the port is not a number"),
 ])
 def test_run_rejects_bad_stream_and_quota_options(tmp_path: Path, capsys: Any, args: list[str],
                                                   message: str) -> None:

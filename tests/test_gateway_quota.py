@@ -130,3 +130,28 @@ def test_running_gateway_over_quota_drops_telemetry_keeps_alarms(tmp_path: Path,
             alarms = [r.seq for r in await gw.db.call(gw.store.events) if r.kind == "alarm"]
             assert alarms == list(range(0, 6000, 500))
     asyncio.run(main())
+
+
+def test_housekeeper_says_when_it_deleted_rows(tmp_path: Path) -> None:
+    """The upload lanes read pending rows once and keep them (gateway/uplink.py); after a
+    delete they must read again, so the housekeeper tells them, and only then."""
+    store = filled(tmp_path, telemetry=500, alarms=0, uploaded=100)    # uploaded in 1970
+    deletes: list[str] = []
+
+    async def main() -> None:
+        db = DbThread("test-db")
+        try:
+            def keeper(max_bytes: int | None) -> Housekeeper:
+                return Housekeeper(QuotaConfig(max_bytes, retention_s=86400.0), store, db, Metrics(),
+                                   on_delete=lambda: deletes.append("deleted"))
+            await keeper(store.used_bytes() * 2).check_quota()
+            assert deletes == []                          # under the quota: nothing to delete
+            assert await keeper(None).prune_retention() == 100
+            assert deletes == ["deleted"]
+            assert await keeper(None).prune_retention() == 0
+            assert deletes == ["deleted"]
+            await keeper(4096).check_quota()              # over: pending telemetry dropped
+            assert deletes == ["deleted"] * 2
+        finally:
+            db.close()
+    asyncio.run(main())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -9,9 +10,14 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from gateway.metrics import Metrics
 from gateway.platform import PlatformServer
+from gateway.quota import Housekeeper, QuotaConfig
 from gateway.service import Gateway, GatewayConfig
+from gateway.sqlite import DbThread
+from gateway.store import EventRow, PendingEvent, Store
 from gateway.streams import DEFAULT_STREAMS, Stream, apply_options
+from gateway.uplink import Outcome, Uplink, UplinkConfig, upload_body
 from rig import Publisher, free_port, signed_event
 from test_gateway_ingest import DEVICE, SECRET, make_registry
 
@@ -27,6 +33,7 @@ class Faults:
         self.lose_next = 0               # store, then answer 500: the response is "lost"
         self.hang_next = 0               # store, then hang past the gateway's upload timeout
         self.hang_s = 0.0
+        self.redirect_next = 0           # answer 307 elsewhere without storing
         self.reject_ids: set[str] = set()  # answer 400 to any batch holding one of these
         self.posts: list[dict[str, Any]] = []
 
@@ -47,6 +54,9 @@ class Faults:
         if self.fail_next:
             self.fail_next -= 1
             return web.json_response({"error": "injected failure"}, status=500)
+        if self.redirect_next:
+            self.redirect_next -= 1
+            return web.Response(status=307, headers={"Location": "/v2/events"})
         if self.reject_ids.intersection(ids):
             return web.json_response({"error": "events[0].type: injected rejection"}, status=400)
         response = await handler(request)
@@ -172,6 +182,17 @@ def test_a_rejected_event_does_not_block_the_queue(tmp_path: Path, mosquitto: An
     run(tmp_path, mosquitto.url, body, streams=streams("telemetry:batch_age=0.2"))
 
 
+def test_a_redirect_is_a_misconfiguration_retried_never_a_rejection(tmp_path: Path, mosquitto: Any) -> None:
+    async def body(gw: Gateway, p: PlatformServer, pub: Publisher, faults: Faults) -> None:
+        faults.redirect_next = 2
+        await asyncio.to_thread(pub.publish_many, [alarm(1)])
+        m = gw.metrics
+        await m.wait_until(lambda: m.get("uplink.events") == 1, WAIT_S)
+        assert m.get("uplink.failures") == 2 and m.get("uplink.rejected") == 0
+        assert [e["seq"] for e in await platform_events(p)] == [1]
+    run(tmp_path, mosquitto.url, body)
+
+
 def test_unreachable_platform_logs_once_and_loses_nothing(tmp_path: Path, mosquitto: Any,
                                                           caplog: Any) -> None:
     """No platform at all for a while: one log line, then everything arrives once it is up."""
@@ -211,3 +232,110 @@ def test_platform_hanging_past_the_timeout_stores_each_event_once(tmp_path: Path
         assert await gw.store_counts() == {"stored": 30, "uploaded": 30, "rejected": 0, "pending": 0,
                                            "dropped": 0}
     run(tmp_path, mosquitto.url, body, upload_timeout=0.5, streams=streams("telemetry:batch_age=0.2"))
+
+
+# ---- the lanes: each pending row read once, alarms at once --------------------------------
+
+def count_reads(gw: Gateway) -> list[int]:
+    """Make the store count the rows it hands to the upload lanes (one entry per read)."""
+    store = gw.store
+    assert store is not None
+    reads: list[int] = []
+    next_batch = store.next_batch
+
+    def counted(rank: int, limit: int, after: int = 0) -> list[PendingEvent]:
+        batch = next_batch(rank, limit, after)
+        reads.append(len(batch))
+        return batch
+    store.next_batch = counted              # type: ignore[method-assign]
+    return reads
+
+
+def test_a_steady_stream_reads_each_pending_row_once(tmp_path: Path, mosquitto: Any) -> None:
+    """Events trickling in, one commit after another while a telemetry batch fills: the
+    lane reads each row once when the batch is due, not all pending rows on every commit."""
+    async def body(gw: Gateway, p: PlatformServer, pub: Publisher, faults: Faults) -> None:
+        reads = count_reads(gw)
+        for i in range(0, 60, 3):
+            await asyncio.to_thread(pub.publish_many, [telemetry(i), telemetry(i + 1),
+                                                       alarm(i + 2) if i % 15 == 0 else telemetry(i + 2)])
+        m = gw.metrics
+        await m.wait_until(lambda: m.get("uplink.events") == 60, WAIT_S)
+        assert m.get("ingest.commits") > 1
+        assert sum(reads) == 60                  # every row handed out once, none twice
+        pm = p.platform.metrics
+        assert pm.get("platform.accepted") == 60 and pm.get("platform.duplicates") == 0
+    run(tmp_path, mosquitto.url, body, streams=streams("telemetry:batch_age=0.3,batch_max=1000"))
+
+
+def test_an_alarm_goes_at_once_while_telemetry_waits_for_its_batch(tmp_path: Path, mosquitto: Any) -> None:
+    async def body(gw: Gateway, p: PlatformServer, pub: Publisher, faults: Faults) -> None:
+        await asyncio.to_thread(pub.publish_many, [telemetry(i) for i in range(5)])
+        await gw.metrics.wait_until(lambda: gw.metrics.get("ingest.stored") == 5, WAIT_S)
+        await asyncio.to_thread(pub.publish_many, [alarm(5)])
+        pm = p.platform.metrics
+        await pm.wait_until(lambda: pm.get("platform.accepted") == 1, WAIT_S)
+        assert [e["seq"] for e in await platform_events(p)] == [5]
+        assert (await gw.stream_counts())["telemetry"]["pending"] == 5     # its batch is not due
+    run(tmp_path, mosquitto.url, body, streams=streams("telemetry:batch_age=600,batch_max=1000"))
+
+
+def test_rows_the_quota_deletes_are_not_sent_from_a_lane_s_memory(tmp_path: Path) -> None:
+    """A lane holds the rows it has read until its batch is due. When the quota drops
+    some of them meanwhile, the lane reads again: a dropped event is not uploaded, the
+    others are, once."""
+    cfg = streams("telemetry:batch_age=600,batch_max=10")
+    store = Store.in_dir(tmp_path, cfg)
+
+    async def main() -> list[int]:
+        db, metrics = DbThread("test-db"), Metrics()
+        uplink = Uplink(UplinkConfig("http://127.0.0.1:9", "gw-test", cfg), store, db, metrics)
+        keeper = Housekeeper(QuotaConfig(max_bytes=1), store, db, metrics, on_delete=uplink.forget)
+        sent: list[int] = []
+        read, delivered = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        next_batch = store.next_batch
+
+        def reading(rank: int, limit: int, after: int = 0) -> list[PendingEvent]:
+            batch = next_batch(rank, limit, after)
+            if batch:
+                loop.call_soon_threadsafe(read.set)
+            return batch
+        store.next_batch = reading              # type: ignore[method-assign]
+
+        async def deliver(http: Any, batch: list[PendingEvent], stream: str) -> Outcome:
+            sent.extend(p.seq for p in batch)
+            await db.call(store.mark_uploaded, batch)
+            delivered.set()
+            return Outcome.DONE
+        uplink.deliver = deliver                # type: ignore[method-assign]
+        task = asyncio.create_task(uplink.run())
+        try:
+            uplink.notify(await db.call(store.commit, [tele_row(i) for i in range(6)]))
+            await asyncio.wait_for(read.wait(), WAIT_S)       # the lane holds 6 of its 10
+            await keeper.check_quota()                         # drops every pending telemetry row
+            assert metrics.get("quota.dropped.telemetry") == 6
+            uplink.notify(await db.call(store.commit, [tele_row(i) for i in range(6, 16)]))
+            await asyncio.wait_for(delivered.wait(), WAIT_S)
+        finally:
+            task.cancel()
+            db.close()
+        return sent
+    assert asyncio.run(main()) == list(range(6, 16))
+
+
+def tele_row(seq: int) -> EventRow:
+    return EventRow(DEVICE, 1, seq, 1, "telemetry.elevator", "telemetry", "report",
+                    1_700_000_000 + seq, True, {"floor": seq % 9})
+
+
+def test_the_upload_body_is_the_api_s_json(tmp_path: Path) -> None:
+    store = Store.in_dir(tmp_path)
+    store.commit([tele_row(3), EventRow("wm-7", 2, 9, 0x32, "water.leak", "alarm", "raise", 120, False,
+                                        {"duration_s": 3600, "flow": 0.125})])
+    batch = store.next_batch(0, 10) + store.next_batch(1, 10)
+    assert json.loads(upload_body('gw "north"', batch)) == {"gateway": 'gw "north"', "events": [
+        {"id": "wm-7:2:9", "device": "wm-7", "boot": 2, "seq": 9, "type": "water.leak", "action": "raise",
+         "t": 120, "clock_set": False, "values": {"duration_s": 3600, "flow": 0.125}},
+        {"id": "elev-001:1:3", "device": "elev-001", "boot": 1, "seq": 3, "type": "telemetry.elevator",
+         "action": "report", "t": 1_700_000_003, "clock_set": True, "values": {"floor": 3}}]}

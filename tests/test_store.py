@@ -148,6 +148,30 @@ def test_next_batch_hands_out_the_same_events_until_they_are_marked(tmp_path: Pa
     assert seqs(store.next_batch(TELEMETRY, 3)) == [4, 5]
 
 
+def test_next_batch_after_a_rowid_hands_out_only_what_came_since(tmp_path: Path) -> None:
+    # an upload lane's cursor: each pending row is read once, however many commits come
+    store = Store.in_dir(tmp_path)
+    store.commit([tele(1), alarm(2), tele(3)])
+    first = store.next_batch(TELEMETRY, 10)
+    assert seqs(first) == [1, 3]
+    store.commit([tele(4), alarm(5)])
+    store.commit([tele(6)])
+    assert seqs(store.next_batch(TELEMETRY, 10, after=first[-1].rowid)) == [4, 6]
+    assert seqs(store.next_batch(TELEMETRY, 1, after=first[-1].rowid)) == [4]
+    assert seqs(store.next_batch(TELEMETRY, 10)) == [1, 3, 4, 6]    # from the start: still pending
+
+
+def test_a_pending_event_keeps_its_values_as_stored_json(tmp_path: Path) -> None:
+    store = Store.in_dir(tmp_path)
+    result = store.commit([tele(1, floor=4)], now=12.5)
+    assert result.at == 12.5
+    (pending,) = store.next_batch(TELEMETRY, 10)
+    assert pending.values_json == '{"floor":4,"speed":1.25}'
+    assert pending.id == "elev-001:1:1" and pending.received_at == 12.5
+    assert pending.row == tele(1, floor=4)
+    assert store.mark_uploaded([pending]) == 1 and store.next_batch(TELEMETRY, 10) == []
+
+
 def test_a_rejected_event_leaves_the_queue_and_keeps_its_reason(tmp_path: Path) -> None:
     store = Store.in_dir(tmp_path)
     store.commit([alarm(1), alarm(2)])
