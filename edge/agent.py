@@ -1,21 +1,25 @@
 # The edge agent: poll the sensor at its profile's period, run the pipeline, sign the
-# events, store them in the flash outbox, send them at QoS 1, in one loop that sleeps
+# events, store them in the flash outbox, send them at QoS 1 and forget them once the
+# gateway acknowledges committing them (edge/ack.py), in one loop that waits on the link
 # until the nearest deadline. Polling never waits for the network: between two polls the
 # loop does at most one network exchange at a time, each with its own deadline. A
 # watchdog is fed only while polls keep coming. (One loop instead of asyncio tasks: every
 # network call blocks with a deadline anyway, and asyncio costs 7 KB of a board's heap.)
 #   micropython -m edge.agent config.json state/   (an ESP32's main.py does the same)
+import gc
 import sys
 import time
 
-from edge import event, regmap
+from edge import ack, event, regmap
 from edge.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms
-from edge.codes import ACTIONS, CODES, REPORT, code_of
+from edge.codes import ACTIONS, CODES, REPORT   # own reports by code number, as the profiles give theirs
 from edge.modbus import ModbusError
 from edge.pipeline import Pipeline, load_module
 
 VERSION = 1
 FAULT_REPORT_S = 60       # while a bus keeps failing, one comm_fault report a minute
+ACK_WAIT_MS = 10000       # no acknowledgement for this long: send the unacknowledged again
+ACK_WAIT_MAX_MS = 60000   # ... backing off to this while the gateway stays away
 
 
 def log(*args):
@@ -25,6 +29,14 @@ def log(*args):
 
 class Agent:
     def __init__(self, cfg, master, link, store, outbox, now=time.time):
+        # While the pipeline is built, collect after every KB allocated (MicroPython's
+        # gc.threshold): each import's garbage is gone before the next long-lived object
+        # is placed, so those fill the holes instead of scattering new ones. On a heap
+        # left fragmented, building the detector fails with KBs free and no 600 B piece.
+        threshold = getattr(gc, "threshold", None)
+        if threshold:
+            before = threshold()
+            threshold(1024)
         # what the loop needs from the config; the rest is garbage once built
         self.device_id = cfg["device_id"]
         self.profile = cfg["profile"]
@@ -53,6 +65,13 @@ class Agent:
         self.fault_kind = 0
         self.polls = 0
         self.polled_at = ticks_ms()
+        self.acked_at = ticks_ms()    # the last acknowledgement, or the first send after one
+        self.ack_wait = ACK_WAIT_MS
+        self.bad_acks = 0
+        link.on_message = self.on_ack
+        link.sub_topic = ack.topic(self.device_id)
+        if threshold:
+            threshold(before)   # by default -1: the loop collects only when the heap is full
 
     @staticmethod
     def _next_boot(store):
@@ -81,7 +100,7 @@ class Agent:
             self.fault_reported = t
             self.fault_kind = e.kind
             log("bus fault: %s (%d failed polls)" % (e, self.faults))
-            self.emit(t, code_of("device.comm_fault"), REPORT, (e.kind, getattr(e, "code", 0), self.faults))
+            self.emit(t, 0x11, REPORT, (e.kind, getattr(e, "code", 0), self.faults))   # device.comm_fault
 
     def poll_once(self):
         r = self.read()
@@ -109,33 +128,57 @@ class Agent:
         if d[0] or d[1]:
             self.outbox.dropped = [0, 0]
             log("outbox full: dropped %d telemetry, %d alarms" % (d[0], d[1]))
-            self.emit(self.now(), code_of("device.outbox_drop"), REPORT, d)
+            self.emit(self.now(), 0x13, REPORT, d)   # device.outbox_drop
 
     def send_one(self):
         """One network step: connect, publish the next event, or ping an idle link.
-        Oldest first, alarms before telemetry; an event leaves the outbox only once the
-        broker has acknowledged it. Returns how long the network has nothing to do (ms,
-        0: call again at once)."""
+        Oldest first, alarms before telemetry, one of each out at a time; an event
+        leaves the outbox only once the gateway has acknowledged committing it. Returns
+        how long the network has nothing to do (ms, 0: call again at once)."""
         link = self.link
+        ob = self.outbox
         if not link.up:
             wait = link.wait_ms()   # backing off after a failure
-            if not wait:
-                self._net(link.connect)
+            if not wait and self._net(link.connect):
+                # what was in flight may have died with the broker or the connection
+                ob.rewind()
+                self.acked_at = ticks_ms()
             return wait
-        head = self.outbox.peek()
+        if ob.inflight and ticks_diff(ticks_ms(), self.acked_at) >= self.ack_wait:
+            log("no acknowledgement from the gateway for %d ms: sending %d events again" % (
+                self.ack_wait, ob.inflight))
+            ob.rewind()
+            self.acked_at = ticks_ms()
+            self.ack_wait = min(2 * self.ack_wait, ACK_WAIT_MAX_MS)
+        head = ob.next()
         self.report_drops()
         if head is None:
             wait = link.ping_in_ms()
             if not wait:
                 self._net(link.ping)
-            return wait
+            if ob.inflight:
+                wait = min(wait, self.ack_wait - ticks_diff(ticks_ms(), self.acked_at))
+            return max(wait, 1)
         q, payload = head
+        if not ob.inflight:
+            self.acked_at = ticks_ms()   # the wait for an acknowledgement starts now
         # a resend after a failure or a reboot may have arrived before: DUP says so
         if self._net(link.publish, payload, None, False, q.dup):
-            q.ack()
+            q.sent(payload)
         else:
-            q.dup = True
+            q.dup = True    # it may have reached the broker: DUP next time
         return 0
+
+    def on_ack(self, payload):
+        """The gateway's acknowledgement (edge/ack.py): forget what it committed."""
+        ranges = ack.decode(self.signer, payload)
+        if ranges is None:
+            self.bad_acks += 1
+            log("ignored an acknowledgement that is not signed with this device's key")
+            return
+        if self.outbox.acked(ranges):
+            self.acked_at = ticks_ms()
+            self.ack_wait = ACK_WAIT_MS
 
     @staticmethod
     def _net(call, *args):
@@ -154,7 +197,7 @@ class Agent:
         bus = self.bus
         log("agent %s: profile %s, boot %d, bus %s at %d baud, slave %d, outbox %d unsent" % (
             self.device_id, self.profile, self.boot, bus["port"], bus["baud"], bus["slave"], self.outbox.count))
-        self.emit(self.now(), code_of("device.boot"), REPORT, (VERSION,))
+        self.emit(self.now(), 0x12, REPORT, (VERSION,))   # device.boot
         due = ticks_ms()
         fed = True
         while True:
@@ -175,14 +218,16 @@ class Agent:
                 fed = ok
                 idle = min(idle, wdt.timeout_ms // 4)
             if idle and wait:
-                sleep_ms(min(idle, wait))
+                if self.link.up:
+                    self._net(self.link.wait, min(idle, wait))   # acknowledgements arrive meanwhile
+                else:
+                    sleep_ms(min(idle, wait))
 
 
 def main(argv):
     """Start the agent from a config file and run it until stopped; returns the exit
     status. Start-up (edge/boot.py, with the config schema) is unloaded before the
     pipeline is built, so none of it takes RAM while the agent runs."""
-    import gc
     import edge.boot
     cfg, parts = edge.boot.start(argv, log)
     edge.boot.unload("edge.boot")

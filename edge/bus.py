@@ -31,14 +31,9 @@ class Master:
         """Register values (list of int) from FC 03 (holding) or 04 (input)."""
         return self.transact(modbus.read_request(slave, fc, addr, count))
 
-    def write_register(self, slave, addr, value):
-        return self.transact(modbus.write_single_request(slave, addr, value))
-
-    def write_registers(self, slave, addr, values):
-        return self.transact(modbus.write_multiple_request(slave, addr, values))
-
     def transact(self, request):
-        """Send a request frame, return the parsed reply (None for a broadcast)."""
+        """Send a request frame, return the parsed reply (None for a broadcast). A board
+        only reads; a write request comes from edge/modbus_write.py."""
         want = modbus.expected_length(request)
         err = None
         for _ in range(self.retries + 1):

@@ -10,7 +10,7 @@ from edge.mqtt import get_varint
 MIN_LEN = 3 + 1 + 1 + 4 + 1 + MAC_LEN
 
 # event type -> code, for the gateway and the tools (a board keeps no second table of the
-# codes: it calls edge.codes.code_of)
+# codes: board modules name a code by its number)
 BY_NAME = {entry[0]: code for code, entry in CODES.items()}
 
 

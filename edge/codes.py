@@ -41,9 +41,9 @@ ACTIONS = ("report", "raise", "clear")
 
 
 def code_of(name):
-    """The code of an event type. A scan rather than a second table: a board looks names
-    up while it builds its detectors and for its own few reports (the gateway's table is
-    edge.codec.BY_NAME)."""
+    """The code of an event type, for the tools and the tests. A scan rather than a second
+    table (the gateway's is edge.codec.BY_NAME); board modules name a code by its number
+    with the name in a comment, as the profiles do, so its name is in RAM once."""
     for code in CODES:
         if CODES[code][0] == name:
             return code

@@ -28,8 +28,11 @@ class Signer:
         if len(key) > 64:
             key = hashlib.sha256(key).digest()
         key = key + bytes(64 - len(key))
-        self._ipad = bytes(b ^ 0x36 for b in key)
-        self._opad = bytes(b ^ 0x5C for b in key)
+        self._ipad = bytearray(key)
+        self._opad = bytearray(key)
+        for i in range(64):   # a loop, not a generator: that would be a function in RAM
+            self._ipad[i] ^= 0x36
+            self._opad[i] ^= 0x5C
 
     def mac(self, msg):
         inner = hashlib.sha256(self._ipad)

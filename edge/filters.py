@@ -23,7 +23,10 @@ REGISTRY = ("range", "filter_out", "clamp", "rate_limit", "median", "delayed_on"
 def load(name):
     """The class of the filter called name."""
     mod = __import__("edge.filter." + name, None, None, ("x",))
-    return getattr(mod, "".join([w[0].upper() + w[1:] for w in name.split("_")]))
+    cls = ""
+    for w in name.split("_"):   # a loop, not a comprehension: one function less in RAM
+        cls += w[0].upper() + w[1:]
+    return getattr(mod, cls)
 
 
 class Chain:

@@ -1,9 +1,10 @@
-# The agent's MQTT 3.1.1 link on one TCP socket: CONNECT with a last will, QoS 1
-# PUBLISH that waits for its PUBACK, PINGREQ while idle, reconnection with exponential
-# backoff and jitter. Every wait has a deadline (umqtt.simple's connect() and its
-# PUBACK wait have none, so the agent has its own client; edge/mqtt.py builds and parses
-# the packets), and every packet is one write with TCP_NODELAY (small writes under
-# Nagle cost 40 ms each).
+# The agent's MQTT 3.1.1 link on one TCP socket: CONNECT with a last will, a subscription
+# to the gateway's acknowledgements (edge/ack.py), QoS 1 PUBLISH that waits for its
+# PUBACK, PINGREQ while idle, reconnection with exponential backoff and jitter. A PUBLISH
+# that arrives (an acknowledgement) goes to on_message(payload) whenever the link reads.
+# Every wait has a deadline (umqtt.simple's connect() and its PUBACK wait have none, so
+# the agent has its own client; edge/mqtt.py builds and parses the packets), and every
+# packet is one write with TCP_NODELAY (small writes under Nagle cost 40 ms each).
 import random
 import select
 import socket
@@ -20,11 +21,13 @@ class LinkDown(OSError):
 
 
 class Link:
-    def __init__(self, broker, device_id, log=print, timeout_ms=5000):
+    def __init__(self, broker, device_id, log=print, timeout_ms=5000, on_message=None, subscribe=None):
         self.broker = broker
         self.device_id = device_id
         self.topic = ("dev/%s/ev" % device_id).encode()
         self.status_topic = ("dev/%s/status" % device_id).encode()
+        self.on_message = on_message   # called with the payload of each PUBLISH received
+        self.sub_topic = subscribe     # a topic filter to subscribe to at QoS 0 on connect
         self.sock = None
         self.poller = None
         self.rx = b""            # received bytes not yet parsed into a packet
@@ -78,15 +81,22 @@ class Link:
             body = self._expect(0x20, "CONNACK")
             if len(body) != 2 or body[1]:
                 raise OSError("broker refused the connection: CONNACK %r" % bytes(body))
+            if self.sub_topic:
+                # QoS 0: an acknowledgement lost on the way is made good by a resend
+                s.sendall(mqtt.subscribe(1, (self.sub_topic,), 0))
+                body = self._expect(0x90, "SUBACK")
+                if len(body) != 3 or body[2] & 0x80:
+                    raise OSError("broker refused the subscription to %s: SUBACK %r" % (self.sub_topic, bytes(body)))
             self.publish(b"online", self.status_topic, retain=True)
         except Exception as e:  # OSError, a cut stream, a refused CONNECT
-            self._down("connect to %s failed: %r" % (where, e))
-            raise LinkDown(str(e))
+            raise self._down("connect to " + where, e)
         self.failures = 0
         self.retry_at = None
         self.log("mqtt connected to " + where)
 
-    def _down(self, why):
+    def _down(self, what, e):
+        """Close the socket after what failed with e and schedule the next attempt;
+        returns the LinkDown to raise."""
         if self.sock is not None:
             try:
                 self.sock.close()
@@ -99,7 +109,8 @@ class Link:
         delay = min(60000, 500 * (1 << min(self.failures, 7)))
         delay = delay // 2 + random.getrandbits(16) % (delay // 2 + 1)
         self.retry_at = ticks_add(ticks_ms(), delay)
-        self.log("mqtt down (%s); retry in %d ms" % (why, delay))
+        self.log("mqtt down (%s failed: %r); retry in %d ms" % (what, e, delay))
+        return LinkDown(str(e))
 
     def publish(self, payload, topic=None, retain=False, dup=False):
         """QoS 1 publish; returns when the broker has acknowledged it. Raises LinkDown.
@@ -116,8 +127,7 @@ class Link:
                     return
                 # an older PUBACK (its publish timed out before): read and ignored
         except Exception as e:
-            self._down("publish failed: %r" % (e,))
-            raise LinkDown(str(e))
+            raise self._down("publish", e)
 
     def ping(self):
         """PINGREQ and its PINGRESP: keeps the session alive while there is nothing to
@@ -127,22 +137,24 @@ class Link:
             self._expect(0xD0, "PINGRESP")
             self.used = ticks_ms()
         except Exception as e:
-            self._down("ping failed: %r" % (e,))
-            raise LinkDown(str(e))
+            raise self._down("ping", e)
 
-    def _expect(self, ptype, name):
+    def _expect(self, ptype, name, wait_ms=None):
         """The body of the next packet whose first byte's type bits are ptype (0x20
-        CONNACK, 0x40 PUBACK, 0xD0 PINGRESP), within the deadline. Other packets (a
-        PINGRESP, a stray PUBACK) are skipped."""
-        deadline = ticks_add(ticks_ms(), self.timeout_ms)
+        CONNACK, 0x40 PUBACK, 0x90 SUBACK, 0xD0 PINGRESP), within the deadline. A PUBLISH
+        goes to on_message; other packets (a PINGRESP, a stray PUBACK) are skipped.
+        wait_ms: only read what arrives within it, then return None (no error)."""
+        deadline = ticks_add(ticks_ms(), self.timeout_ms if wait_ms is None else wait_ms)
         while True:
-            # the broker sends only small control packets: refuse anything above 1 KiB
+            # the broker sends only small packets: refuse anything above 1 KiB
             got = mqtt.parse(self.rx, 0, len(self.rx), 1024)
             if got is None:
                 left = ticks_diff(deadline, ticks_ms())
                 if left <= 0 or not self.poller.poll(left):
+                    if wait_ms is not None:
+                        return None
                     raise OSError("no %s within %d ms" % (name, self.timeout_ms))
-                chunk = self.sock.recv(64)
+                chunk = self.sock.recv(256)
                 if not chunk:
                     raise OSError("broker closed the connection")
                 self.rx += chunk
@@ -152,6 +164,19 @@ class Link:
             self.rx = self.rx[end:]
             if first & 0xF0 == ptype:
                 return body
+            if first & 0xF0 == 0x30 and self.on_message is not None:
+                _, _, start = mqtt.split_publish(body, first, 0, len(body))
+                self.on_message(body[start:])
+                if wait_ms is not None:
+                    return None     # the caller may have more to send now
+
+    def wait(self, ms):
+        """Read what the broker sends for up to ms, instead of sleeping: returns early
+        once a PUBLISH (an acknowledgement) has been handed on. Raises LinkDown."""
+        try:
+            self._expect(0, "", ms)
+        except Exception as e:
+            raise self._down("read", e)
 
     def close(self):
         if self.sock is not None:

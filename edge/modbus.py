@@ -1,5 +1,6 @@
 # Modbus RTU framing, sans-I/O: build requests, size and check responses, CRC-16/MODBUS.
 # Bytes in, values or a distinct error out; the bus transport (edge/bus.py) does the waiting.
+# The write requests, which a board never sends, are edge/modbus_write.py.
 from array import array
 
 # Function codes this stack speaks (Application Protocol V1.1b).
@@ -9,7 +10,6 @@ WRITE_SINGLE = 0x06
 WRITE_MULTIPLE = 0x10
 
 MAX_READ = 125          # 0x7D registers per read
-MAX_WRITE = 123         # 0x7B registers per write multiple
 EXCEPTION_LEN = 5       # slave, fc|0x80, code, CRC lo, CRC hi: the shortest valid reply
 MAX_ADU = 256           # 1 address + 253 PDU + 2 CRC
 
@@ -123,25 +123,6 @@ def read_request(slave, fc, addr, count):
     return seal(bytearray((slave, fc, addr >> 8, addr & 0xFF, count >> 8, count & 0xFF)))
 
 
-def write_single_request(slave, addr, value):
-    """FC 06; slave 0 broadcasts (no reply)."""
-    _check(slave, addr, 1, 1, True)
-    _check_u16("value", value)
-    return seal(bytearray((slave, WRITE_SINGLE, addr >> 8, addr & 0xFF, value >> 8, value & 0xFF)))
-
-
-def write_multiple_request(slave, addr, values):
-    """FC 16, 1..123 registers; slave 0 broadcasts (no reply)."""
-    n = len(values)
-    _check(slave, addr, n, MAX_WRITE, True)
-    body = bytearray((slave, WRITE_MULTIPLE, addr >> 8, addr & 0xFF, 0, n, 2 * n))
-    for v in values:
-        _check_u16("value", v)
-        body.append(v >> 8)
-        body.append(v & 0xFF)
-    return seal(body)
-
-
 def expected_length(request_or_fc, count=1):
     """Bytes of a normal reply: to a request frame, or to (fc, register count).
 
@@ -202,7 +183,10 @@ def parse_response(request, frame):
     if fc in (READ_HOLDING, READ_INPUT):
         if frame[2] != n - 5:
             raise FrameError("byte count %d in a %d-byte frame" % (frame[2], n))
-        return [(frame[i] << 8) | frame[i + 1] for i in range(3, n - 2, 2)]
+        words = []
+        for i in range(3, n - 2, 2):   # a loop, not a comprehension: one function less in RAM
+            words.append((frame[i] << 8) | frame[i + 1])
+        return words
     # Writes echo address and value/count: anything else means the slave did not do it.
     if frame[2:6] != request[2:6]:
         raise FrameError("write echo differs from request")

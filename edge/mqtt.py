@@ -1,9 +1,10 @@
 # MQTT packets, sans I/O: the 7-bit varint (MQTT's remaining length, and the event
 # format's fields), the incremental parser, and the packets a publishing client sends.
 # Bytes in, bytes out: the agent's link, the gateway and the test brokers do the I/O and
-# build and parse every packet here. The side a board never plays (a broker's answers,
-# subscribing, receiving a PUBLISH) is in edge/mqtt_receiver.py, so that a board does not
-# carry it in RAM. MQTT 3.1.1, and MQTT 5 where the gateway uses it: props is None for
+# build and parse every packet here. A client subscribes and receives PUBLISHes too (the
+# agent, for the gateway's acknowledgements). The side a board never plays (a broker's
+# answers, PUBACK of a received PUBLISH) is in edge/mqtt_receiver.py, so that a board does
+# not carry it in RAM. MQTT 3.1.1, and MQTT 5 where the gateway uses it: props is None for
 # 3.1.1, else the encoded properties (b"" for none). Golden vectors: tests/vectors/mqtt.json.
 
 
@@ -96,8 +97,39 @@ def connect(client_id, keepalive, clean, user, password, will, props=None):
     return packet(0x10, b)
 
 
-def publish(topic, payload, qos, pid, dup, retain):
+def publish(topic, payload, qos, pid, dup, retain, props=None):
     """PUBLISH at QoS 0 or 1 (pid: its packet id, left out at QoS 0)."""
     # first byte: DUP 0x08, QoS << 1, RETAIN 0x01
     b = string(topic) + (bytes((pid >> 8, pid & 0xFF)) if qos else b"")
+    if props is not None:
+        b = bytearray(b)
+        put_varint(b, len(props))
+        b += props
     return packet(0x30 | (8 if dup else 0) | qos << 1 | (1 if retain else 0), b + payload)
+
+
+def subscribe(pid, filters, qos, props=None):
+    """SUBSCRIBE to these topic filters, all at one maximum QoS."""
+    b = bytearray((pid >> 8, pid & 0xFF))
+    if props is not None:
+        put_varint(b, len(props))
+        b += props
+    for f in filters:
+        b += string(f)
+        b.append(qos)                   # subscription options: the maximum QoS
+    return packet(0x82, b)              # the flags of SUBSCRIBE are fixed: 0b0010
+
+
+def split_publish(buf, first, i, end):
+    """The PUBLISH body buf[i:end] as (topic, packet id, where the rest starts): the
+    payload, or in MQTT 5 the properties before it (edge/mqtt_receiver.skip_props). The
+    topic is a slice of buf; the packet id 0 at QoS 0. ValueError when the body is too
+    short for its header."""
+    if end - i < 2:
+        raise ValueError("PUBLISH without a topic")
+    j = i + 2 + (buf[i] << 8 | buf[i + 1])   # u16 topic length, then the topic
+    k = j + 2 if first & 0x06 else j          # QoS 1 or 2: a u16 packet id follows
+    if k > end:
+        raise ValueError("PUBLISH cut short in its topic or packet id")
+    pid = buf[j] << 8 | buf[j + 1] if k > j else 0
+    return buf[i + 2:j], pid, k

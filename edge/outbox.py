@@ -1,5 +1,6 @@
 # The outbox: every event is on flash before it counts as emitted, and stays there until
-# the broker has acknowledged it, so an outage or a power cut loses nothing. Design and
+# the gateway has acknowledged committing it (edge/ack.py; the broker's PUBACK only frees
+# the link), so an outage, a broker crash or a power cut loses nothing. Design and
 # guarantees: docs/outbox.md.
 #
 # Two logs, alarms (alarms and reports) and telemetry; alarms are sent first. A log is a
@@ -11,10 +12,13 @@
 # cursor per log, "segment offset" in a small file replaced atomically every
 # COMMIT_EVERY acks and whenever a segment is deleted; after a power cut at most that
 # many events go out twice, and the gateway drops those by (device, boot, seq).
+# One event of each log is out at a time: the next goes once the gateway has acknowledged
+# it; rewind() sends it again (after a reconnect, or when the acknowledgement is late).
 # Bounded: when the segments would pass max_bytes, the oldest telemetry segment goes
 # first, alarms only when no telemetry is left; `dropped` counts what went.
 import os
 
+from edge.mqtt import get_varint
 from edge.state import FileStore, sync
 
 try:
@@ -69,6 +73,7 @@ class Log:
         self.path = store.root + "/" + name + "."
         self.seg_bytes = seg_bytes
         self.head = None        # the first unacknowledged payload, read once
+        self.out = None         # (boot, seq) of the head once sent, until the gateway has it
         self.acks = 0           # acks since the cursor was last saved
         self.lost = 0           # records found corrupt when their turn came
         cur, off = self._cursor()
@@ -77,7 +82,7 @@ class Log:
             if f.startswith(name + ".") and f[len(name) + 1:].isdigit():
                 nums.append(int(f[len(name) + 1:]))
         nums.sort()
-        self.next = max(nums + [cur]) + 1
+        self.new_seg = max(nums + [cur]) + 1   # the number the next segment gets
         self.segs = []
         for num in nums:
             if num < cur:
@@ -94,10 +99,17 @@ class Log:
 
     @property
     def count(self):
-        return sum([s[2] for s in self.segs])
+        # loops, not sum() of comprehensions: on a board each of those is a function in RAM
+        n = 0
+        for s in self.segs:
+            n += s[2]
+        return n
 
     def bytes(self):
-        return sum([s[1] for s in self.segs])
+        n = 0
+        for s in self.segs:
+            n += s[1]
+        return n
 
     def _cursor(self):
         try:
@@ -107,7 +119,7 @@ class Log:
             return 0, 0   # none yet, or unreadable: resend everything rather than lose it
 
     def save(self):
-        num, off = (self.segs[0][0], self.off) if self.segs else (self.next, 0)
+        num, off = (self.segs[0][0], self.off) if self.segs else (self.new_seg, 0)
         self.store.save(self.name, b"%d %d" % (num, off))
         self.acks = 0
 
@@ -143,8 +155,8 @@ class Log:
     def append(self, payload):
         rec = frame(payload)
         if not self.open or self.segs[-1][1] + len(rec) > self.seg_bytes:
-            self.segs.append([self.next, 0, 0])
-            self.next += 1
+            self.segs.append([self.new_seg, 0, 0])
+            self.new_seg += 1
             self.open = True
         seg = self.segs[-1]
         try:
@@ -178,9 +190,16 @@ class Log:
                 return self.peek()
         return self.head
 
+    def sent(self, payload):
+        """The head (payload, from Outbox.next) has reached the broker: it waits for the
+        gateway."""
+        boot, i = get_varint(payload, 3, len(payload), 10)
+        self.out = (boot, get_varint(payload, i, len(payload), 10)[0])
+
     def ack(self):
         self.off += len(self.head) + 5
         self.head = None
+        self.out = None
         self.dup = False
         self.segs[0][2] -= 1
         self.acks += 1
@@ -203,6 +222,7 @@ class Log:
         num, _, lost = self.segs.pop(0)
         self.off = 0
         self.head = None
+        self.out = None
         self.dup = False
         if not self.segs:
             self.open = False
@@ -215,9 +235,11 @@ class Outbox:
     """The alarm log and the telemetry log under one byte budget.
 
     append(alarm, payload) stores one event; dropped = [telemetry, alarms] lost to make
-    room (or to corruption, or to a failing filesystem) since the caller last reset it. peek() -> (log, payload) to
-    send next, alarms first, or None; log.ack() once the broker has it. log.dup: that
-    payload may have reached the broker before (a resend)."""
+    room (or to corruption, or to a failing filesystem) since the caller last reset it.
+    next() -> (log, payload) to send next, alarms first, or None; log.sent(payload) once
+    the broker has it; acked(ranges) when the gateway has committed; rewind() to send
+    again what is unacknowledged. log.dup: that payload may have reached the broker
+    before (a resend)."""
 
     def __init__(self, root, max_bytes=65536, seg_bytes=4096):
         store = FileStore(root)
@@ -245,9 +267,35 @@ class Outbox:
         except OSError:
             self.dropped[bool(alarm)] += 1   # the filesystem itself failed: lost, and said so
 
-    def peek(self):
+    @property
+    def inflight(self):
+        """How many events are out, waiting for the gateway's acknowledgement (0 to 2)."""
+        return (self.alarms.out is not None) + (self.telemetry.out is not None)
+
+    def acked(self, ranges):
+        """The gateway has committed these (boot, first seq, count): each log whose event
+        out is one of them moves past it. Returns how many did."""
+        moved = 0
         for log in (self.alarms, self.telemetry):
-            p = log.peek()
+            if log.out:
+                boot, seq = log.out
+                for b, first, n in ranges:
+                    if b == boot and first <= seq < first + n:
+                        log.ack()
+                        moved += 1
+                        break
+        return moved
+
+    def rewind(self):
+        """Send the events that are out again, marked as possible duplicates."""
+        for log in (self.alarms, self.telemetry):
+            if log.out:
+                log.out = None
+                log.dup = True
+
+    def next(self):
+        for log in (self.alarms, self.telemetry):
+            p = None if log.out else log.peek()   # one out at a time per log
             if log.lost:
                 self.dropped[log is self.alarms] += log.lost
                 log.lost = 0

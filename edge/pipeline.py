@@ -61,7 +61,10 @@ class Telemetry:
                 return
         self.last_t = t
         self.last = r
-        out.append((t, self.code, REPORT, [r.get(f) for f in self.fields]))
+        values = []
+        for f in self.fields:   # loops, not comprehensions: on a board each is a function in RAM
+            values.append(r.get(f))
+        out.append((t, self.code, REPORT, values))
 
     def _changed(self, r):
         last = self.last
@@ -95,7 +98,10 @@ class Pipeline:
         prof = load_module("edge.profiles." + profile) if telemetry else None
         if prof is not None:
             code = prof.TELEMETRY
-            self.telemetry = Telemetry(code, [f[0] for f in CODES[code][2]], prof.TELEMETRY_WATCH,
+            fields = []
+            for f in CODES[code][2]:
+                fields.append(f[0])
+            self.telemetry = Telemetry(code, fields, prof.TELEMETRY_WATCH,
                                        prof.TELEMETRY_MIN_S, prof.TELEMETRY_HEARTBEAT_S)
 
     def step(self, t, r):

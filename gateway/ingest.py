@@ -6,6 +6,11 @@
 #
 # The device id is taken from the topic (the MQTT identity), never from the payload.
 #
+#   dev/<device_id>/cmd/ack  the gateway's acknowledgement (edge/ack.py), published at
+#                            QoS 0 after each commit: the (boot, seq) of every event of
+#                            the device the batch stored or already had. The device
+#                            forgets an event only then (docs/delivery.md).
+#
 # One thread: the MQTT connection (gateway/mqtt.py) is an asyncio protocol on the event
 # loop, so a read hands every message it completed to the writer in one call, and the
 # writer acks a whole batch in one write after its commit. Nothing is shared between
@@ -29,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from edge import ack
 from edge.codec import CodecError, decode
 from gateway.broker import BrokerAddress, BrokerError
 from gateway.metrics import Metrics
@@ -45,6 +51,10 @@ STATUSES = {b"online": "online", b"offline": "offline"}
 CONNECT_TIMEOUT_S = 10.0
 KEEPALIVE_S = 30
 STORE_RETRY_MAX_S = 30.0
+# at most one commit (one fsync, one PUBACK write, one acknowledgement per device) this
+# often: at a trickle, events of several devices share it; under load the commit itself
+# takes longer and nothing waits. An alarm waits at most this long for its commit.
+COMMIT_EVERY_S = 0.05
 RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 30.0
 
@@ -62,6 +72,17 @@ def topic_filters(share_group: str | None) -> list[str]:
     return [prefix + "dev/+/" + EVENT_LEAF, prefix + "dev/+/" + STATUS_LEAF]
 
 
+def ranges_of(pairs: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """(boot, seq) pairs, in any order, as the fewest (boot, first seq, count) triples."""
+    out: list[list[int]] = []
+    for boot, seq in sorted(set(pairs)):
+        if out and out[-1][0] == boot and out[-1][1] + out[-1][2] == seq:
+            out[-1][2] += 1
+        else:
+            out.append([boot, seq, 1])
+    return [(b, s, n) for b, s, n in out]
+
+
 def parse_topic(topic: str) -> tuple[str, str] | None:
     """dev/<device_id>/<leaf> -> (device_id, leaf), or None for any other shape."""
     parts = topic.split("/")
@@ -75,6 +96,7 @@ class Ingest:
                  db: DbThread, metrics: Metrics,
                  on_commit: Callable[[CommitResult], None] = lambda r: None,
                  share_group: str | None = None, max_batch: int = 5000,
+                 commit_every: float = COMMIT_EVERY_S,
                  mqtt_version: int = MQTT5) -> None:
         self.broker = broker
         self.client_id = client_id
@@ -85,6 +107,7 @@ class Ingest:
         self.on_commit = on_commit
         self.share_group = share_group
         self.max_batch = max_batch
+        self.commit_every = commit_every
         self.mqtt_version = mqtt_version
         # (connection it came on, message): acks go back on that connection only
         self._inbox: deque[tuple[MqttConnection, Message]] = deque()
@@ -217,12 +240,19 @@ class Ingest:
 
     async def _write_loop(self) -> None:
         inbox = self._inbox
+        loop = asyncio.get_running_loop()
+        began = -self.commit_every
         while True:
             if not inbox:
                 self._drained.set()
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
+            # group commit at a trickle too: the first event after a quiet spell goes at once
+            wait = began + self.commit_every - loop.time()
+            if wait > 0 and len(inbox) < self.max_batch:
+                await asyncio.sleep(wait)
+            began = loop.time()
             batch = [inbox.popleft() for _ in range(min(len(inbox), self.max_batch))]
             sorted_ = self._sort([m for _, m in batch])
             result = await self._commit(sorted_)
@@ -237,12 +267,31 @@ class Ingest:
                 if m.qos:
                     mids.append(m.mid)
             conn.ack(mids)
+            self._acknowledge(sorted_.events)
             self.metrics.inc("ingest.received", len(batch))
             self.metrics.inc("ingest.stored", result.inserted)
             self.metrics.inc("ingest.duplicates", result.duplicates)
             self.metrics.inc("ingest.status", len(sorted_.statuses))
             self.metrics.inc("ingest.commits")
             self.on_commit(result)
+
+    def _acknowledge(self, events: list[EventRow]) -> None:
+        """Tell each device which of its events are now in the store, signed with its key."""
+        if not events or self._conn is None:
+            return
+        by_device: dict[str, list[tuple[int, int]]] = {}
+        for e in events:
+            by_device.setdefault(e.device, []).append((e.boot, e.seq))
+        acks = []
+        for device, pairs in by_device.items():
+            signer = self.registry.signer(device)
+            if signer is None:
+                continue
+            ranges = ranges_of(pairs)
+            for i in range(0, len(ranges), ack.MAX_RANGES):
+                acks.append((ack.topic(device), ack.encode(signer, ranges[i:i + ack.MAX_RANGES])))
+        self._conn.publish_many(acks)
+        self.metrics.inc("ingest.acks_sent", len(acks))
 
     def _sort(self, batch: list[Message]) -> Sorted:
         out = Sorted()

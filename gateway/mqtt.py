@@ -150,7 +150,7 @@ class MqttConnection(asyncio.Protocol):
         mid = self._mid()
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._subacks[mid] = fut
-        self._write(mqtt_receiver.subscribe(mid, filters, qos, b"" if self.version == MQTT5 else None))
+        self._write(mqtt.subscribe(mid, filters, qos, b"" if self.version == MQTT5 else None))
         return list(await self._await(fut))
 
     def ack(self, mids: list[int]) -> None:
@@ -160,6 +160,14 @@ class MqttConnection(asyncio.Protocol):
         if mids and not self.closed.done() and self.transport is not None and not self.transport.is_closing():
             puback = mqtt_receiver.puback
             self._write(b"".join([puback(mid) for mid in mids]))
+
+    def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        """PUBLISH each (topic, payload) at QoS 0, in one write. On a connection that is
+        gone, nothing: these are the gateway's acknowledgements to devices, and a device
+        that misses one sends its events again."""
+        if messages and not self.closed.done() and self.transport is not None and not self.transport.is_closing():
+            props = b"" if self.version == MQTT5 else None
+            self._write(b"".join([mqtt.publish(t, p, 0, 0, False, False, props) for t, p in messages]))
 
     def disconnect(self) -> None:
         """A clean DISCONNECT: the session stays (clean_start was False)."""

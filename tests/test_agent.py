@@ -91,7 +91,7 @@ def stored(ob: Outbox) -> list[dict]:
     """Every event in the outbox, alarms first, as the gateway would decode them."""
     events = []
     while True:
-        head = ob.peek()
+        head = ob.next()
         if head is None:
             return events
         events.append(decode(head[1]))

@@ -16,6 +16,7 @@ from edge import regmap
 from edge.bus import Master
 from edge.hal import cpython as hal
 from edge.modbus import CrcError, FrameError, ModbusException, ModbusTimeout
+from edge.modbus_write import write_multiple_request, write_single_request
 from edge.profiles import elevator, water_meter
 from tools.common import runtime
 from tools.testbench.simulate import run_simulator
@@ -211,10 +212,10 @@ def test_other_slave_ids_get_no_answer(master):
 
 
 def test_writes_echo_and_read_back(master):
-    assert master.write_register(1, 7, 99) == (7, 99)
-    assert master.write_registers(1, 5, [0, 1]) == (5, 2)
+    assert master.transact(write_single_request(1, 7, 99)) == (7, 99)
+    assert master.transact(write_multiple_request(1, 5, [0, 1])) == (5, 2)
     assert master.read_registers(1, 3, 5, 3) == [0, 1, 99]
-    assert master.write_register(1, 7, 7) == (7, 7)
+    assert master.transact(write_single_request(1, 7, 7)) == (7, 7)
 
 
 def test_trace_rows_drive_the_slave(tmp_path):

@@ -1,11 +1,15 @@
 """Nothing lost, nothing twice, through every outage at once.
 
 Ten agents under the MicroPython unix port (six elevators, four water meters, each a
-pymodbus slave on its own pty), mosquitto, the gateway and the platform receiver behind
-a fault proxy. The test kills the gateway with SIGKILL five times, answers 500 from the
-platform, hangs it for a minute, stops mosquitto for 30 s, and pulls the power on agents
-(SIGKILL) while their outbox holds events, then restarts them. At the end every event
-that every agent generated must be stored at the platform exactly once.
+pymodbus slave on its own pty), mosquitto with persistence off (it keeps nothing across
+a restart: the devices' end-to-end acknowledgements must make up for it), the gateway
+and the platform receiver behind a fault proxy. The test kills the gateway with SIGKILL
+five times, crashes mosquitto (SIGKILL) three times while events are queued for a
+gateway that is down, answers 500 from the platform, hangs it for a minute, stops
+mosquitto for 30 s, and pulls the power on agents (SIGKILL) while their outbox holds
+events, then restarts them. A second, shorter run does the same to a gateway on its
+embedded broker. At the end every event that every agent generated must be stored at
+the platform exactly once.
 
 What an agent generated is read from its own log: it prints one line per event, after
 the event is in its flash outbox, and one line per boot. `pytest --chaos-scale 4` makes
@@ -79,6 +83,21 @@ class Chaos:
         self.site.start_gateway()
         self.note("gateway restarted")
 
+    def crash_broker_under_a_dead_gateway(self) -> None:
+        """The gateway dies, events queue up for it in mosquitto, then mosquitto is killed
+        (and, persistence off, forgets them) and restarted, then the gateway."""
+        self.site.kill("gateway")
+        self.note("kill -9 gateway")
+        time.sleep(4)
+        self.site.stop_broker(crash=True)
+        self.note("kill -9 mosquitto with events queued for the gateway")
+        time.sleep(1)
+        self.site.start_broker()
+        self.note("mosquitto back, empty")
+        time.sleep(1)
+        self.site.start_gateway()
+        self.note("gateway restarted")
+
     def power_cut(self, devices: list[Device], then_restart: bool = True) -> None:
         for d in devices:
             self.site.kill("agent-" + d.device_id)
@@ -92,9 +111,41 @@ class Chaos:
         self.note("power back on " + ", ".join(d.device_id for d in devices))
 
 
+def settle(site: Site, chaos: Chaos, devices: list[Device]) -> tuple[dict, list[dict], Counter]:
+    """Wait until everything the agents generated so far is at the platform; returns what
+    each generated, the platform's events, and how often the platform saw each id."""
+    logs = {d.device_id: site.log_of("agent-" + d.device_id) for d in devices}
+    want = {dev: generated(log) for dev, log in logs.items()}
+    chaos.note("snapshot: %d events generated" % sum(len(v) for v in want.values()))
+
+    def arrived(events):
+        have = {(e["device"], e["boot"], e["seq"]) for e in events}
+        return all((dev, b, s) in have for dev, keys in want.items() for b, s in keys)
+    events = site.wait_for(arrived, timeout=180)
+    chaos.note("platform caught up")
+    return want, events, Counter(site.proxy.delivered) if site.proxy is not None else Counter()
+
+
+def judge(want: dict, events: list[dict], delivered_ids: Counter, chaos: Chaos) -> int:
+    """Assert nothing lost, nothing twice; returns the repeated deliveries absorbed."""
+    stored = Counter((e["device"], e["boot"], e["seq"]) for e in events)
+    wanted = {(dev, b, s) for dev, keys in want.items() for b, s in keys}
+    lost = sorted(wanted - set(stored))
+    duplicated = sorted(k for k, n in stored.items() if n > 1)
+    repeats = sum(n - 1 for n in delivered_ids.values() if n > 1)
+    print("\nchaos: generated %d, delivered %d, duplicated %d, lost %d "
+          "(%d repeated deliveries absorbed by the platform's idempotent ingest; %d more events after the snapshot)"
+          % (len(wanted), len(wanted & set(stored)), len(duplicated), len(lost), repeats,
+             len(set(stored) - wanted)))
+    print("\n".join(chaos.done))
+    assert not lost, "lost events (device, boot, seq): %s" % lost[:20]
+    assert not duplicated, "events stored twice: %s" % duplicated[:20]
+    return repeats
+
+
 def test_nothing_lost_nothing_twice(tmp_path, chaos_scale):
     devices = fleet(tmp_path)
-    with Site(str(tmp_path / "site"), devices, fault_proxy=True) as site:
+    with Site(str(tmp_path / "site"), devices, fault_proxy=True, broker_persistence=False) as site:
         assert site.proxy is not None
         site.wait_for(lambda ev: {e["device"] for e in ev if e["type"] == "device.boot"}
                       >= {d.device_id for d in devices}, timeout=90)
@@ -107,6 +158,11 @@ def test_nothing_lost_nothing_twice(tmp_path, chaos_scale):
             chaos.kill_gateway()
             if i in (1, 3):
                 chaos.power_cut([chaos.rnd.choice(devices)])
+
+        # the broker crashes while the gateway is down and events wait for it there
+        for _ in range(3):
+            chaos.sleep(chaos.rnd.uniform(2, 5))
+            chaos.crash_broker_under_a_dead_gateway()
 
         # the platform fails: 500 for a while, then it hangs for a minute, and while it
         # hangs the broker goes away for 30 s and three agents lose power with a full outbox
@@ -131,32 +187,30 @@ def test_nothing_lost_nothing_twice(tmp_path, chaos_scale):
         chaos.sleep(10)
 
         # what the agents generated up to now must all arrive
+        want, events, delivered_ids = settle(site, chaos, devices)
         logs = {d.device_id: site.log_of("agent-" + d.device_id) for d in devices}
-        want = {dev: generated(log) for dev, log in logs.items()}
-        chaos.note("snapshot: %d events generated" % sum(len(v) for v in want.values()))
 
-        def arrived(events):
-            have = {(e["device"], e["boot"], e["seq"]) for e in events}
-            return all((dev, b, s) in have for dev, keys in want.items() for b, s in keys)
-        events = site.wait_for(arrived, timeout=180)
-        chaos.note("platform caught up")
-        delivered_ids = Counter(site.proxy.delivered)
-
-    stored = Counter((e["device"], e["boot"], e["seq"]) for e in events)
-    wanted = {(dev, b, s) for dev, keys in want.items() for b, s in keys}
-    lost = sorted(wanted - set(stored))
-    duplicated = sorted(k for k, n in stored.items() if n > 1)
-    repeats = sum(n - 1 for n in delivered_ids.values() if n > 1)
-    print("\nchaos: generated %d, delivered %d, duplicated %d, lost %d "
-          "(%d repeated deliveries absorbed by the platform's idempotent ingest; %d more events after the snapshot)"
-          % (len(wanted), len(wanted & set(stored)), len(duplicated), len(lost), repeats,
-             len(set(stored) - wanted)))
-    print("\n".join(chaos.done))
-    assert not lost, "lost events (device, boot, seq): %s" % lost[:20]
-    assert not duplicated, "events stored twice: %s" % duplicated[:20]
+    repeats = judge(want, events, delivered_ids, chaos)
     # the faults did happen: the agents cut while the broker was away came back with
     # events still in their flash outbox, and the platform saw repeated deliveries
     for d in cut:
         held = [int(n) for n in UNSENT.findall(logs[d.device_id])[1:]]
         assert held and max(held) > 0, "%s rebooted with an empty outbox: %s" % (d.device_id, held)
     assert repeats > 0
+
+
+def test_a_gateway_crash_on_the_embedded_broker_loses_nothing(tmp_path, chaos_scale):
+    # the embedded broker lives and dies with the gateway: what it held for the gateway
+    # is gone with it, and the devices, never acknowledged, send it again
+    devices = fleet(tmp_path)[::3]
+    with Site(str(tmp_path / "site"), devices, broker="embedded", fault_proxy=True) as site:
+        site.wait_for(lambda ev: {e["device"] for e in ev if e["type"] == "device.boot"}
+                      >= {d.device_id for d in devices}, timeout=90)
+        chaos = Chaos(site, chaos_scale)
+        chaos.note("%d agents on the embedded broker" % len(devices))
+        for _ in range(3):
+            chaos.sleep(chaos.rnd.uniform(3, 6))
+            chaos.kill_gateway()
+        chaos.sleep(5)
+        want, events, delivered_ids = settle(site, chaos, devices)
+    judge(want, events, delivered_ids, chaos)

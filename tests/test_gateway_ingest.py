@@ -245,3 +245,76 @@ def test_share_group_splits_devices_between_gateways(tmp_path: Path, mosquitto: 
             assert sorted(seqs) == list(range(40))
             assert a.metrics.get("ingest.stored") and b.metrics.get("ingest.stored")
     asyncio.run(main())
+
+
+class AckListener:
+    """A device's view of dev/<id>/cmd/ack: every acknowledgement, decoded with its key."""
+
+    def __init__(self, host: str, port: int, device: str, secret: str) -> None:
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from edge import ack
+        from edge.event import Signer
+        self.ranges: list[tuple[int, int, int]] = []
+        self.refused = 0
+        signer = Signer(bytes.fromhex(secret))
+        ready = threading.Event()
+
+        def on_message(client: Any, userdata: Any, msg: Any) -> None:
+            got = ack.decode(signer, msg.payload)
+            if got is None:
+                self.refused += 1
+            else:
+                self.ranges += got
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ack-%s-%s" % (device, secret[:4]))
+        self.client.on_message = on_message
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.on_connect = lambda c, *a: c.subscribe(ack.topic(device), 0)
+        self.client.connect(host, port, 30)
+        self.client.loop_start()
+        assert ready.wait(WAIT_S), "no SUBACK for the ack topic"
+
+    def acked(self) -> set[tuple[int, int]]:
+        return {(b, s) for b, first, n in self.ranges for s in range(first, first + n)}
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_the_gateway_acknowledges_what_it_stored_to_each_device_signed_with_its_key(
+        tmp_path: Path, mosquitto: Any) -> None:
+    async def body(gw: Gateway, pub: Publisher) -> None:
+        assert gw.broker_address is not None
+        mine = await asyncio.to_thread(AckListener, gw.broker_address.host, gw.broker_address.port,
+                                       DEVICE, SECRET)
+        forged = await asyncio.to_thread(AckListener, gw.broker_address.host, gw.broker_address.port,
+                                         DEVICE, OTHER_SECRET)
+        try:
+            msgs = [("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", i)) for i in range(1, 6)]
+            msgs.append(("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", 3)))   # a resend
+            msgs.append(("dev/%s/ev" % DEVICE, signed_event(OTHER_SECRET, "telemetry.elevator", 9)))  # forged
+            await asyncio.to_thread(pub.publish_many, msgs)
+            m = gw.metrics
+            await m.wait_until(lambda: m.get("ingest.received") >= 7, WAIT_S)
+            deadline = asyncio.get_running_loop().time() + WAIT_S
+            while mine.acked() != {(1, s) for s in range(1, 6)}:
+                assert asyncio.get_running_loop().time() < deadline, mine.ranges
+                await asyncio.sleep(0.05)
+            # the resend was acknowledged again; the forged event never; nobody else can
+            # read an acknowledgement as genuine
+            assert sum(1 for b, first, n in mine.ranges for s in range(first, first + n) if s == 3) >= 1
+            assert (1, 9) not in mine.acked() and mine.refused == 0
+            assert forged.refused >= 1 and forged.ranges == []
+        finally:
+            mine.close()
+            forged.close()
+    run_with_gateway(tmp_path, mosquitto.url, body)
+
+
+def test_ranges_of_groups_consecutive_events_per_boot() -> None:
+    from gateway.ingest import ranges_of
+    assert ranges_of([(1, 5), (1, 3), (1, 4), (2, 1), (1, 9), (1, 4)]) == [(1, 3, 3), (1, 9, 1), (2, 1, 1)]

@@ -15,21 +15,28 @@ from typing import Iterator
 
 import pytest
 
-from edge import mqtt, mqtt_receiver as mr
+from edge import ack, codec, mqtt, mqtt_receiver as mr
 from tools.common import runtime
 
 RUNTIMES = ("micropython", "cpython")
 
 
+SECRET = "00" * 16       # the agent's key in AGENT below
+
+
 class FakeBroker:
-    """MQTT 3.1.1 on 127.0.0.1, just enough of it. mode: "ok"; "silent" (accepts TCP,
-    never answers); "refuse" (CONNACK 5, not authorised); "lose_first_puback" (the
-    first event publish gets no PUBACK: the connection is closed instead)."""
+    """MQTT 3.1.1 on 127.0.0.1, just enough of it, with a gateway behind it that
+    acknowledges each event (edge/ack.py) on the subscribed topic after its PUBACK.
+    mode: "ok"; "silent" (accepts TCP, never answers); "refuse" (CONNACK 5, not
+    authorised); "lose_first_puback" (the first event publish gets no PUBACK: the
+    connection is closed instead); "no_gateway" (PUBACKs, but no gateway ever
+    acknowledges); "forged_ack" (acknowledgements signed with another key)."""
 
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
         self.packets: list[tuple[int, int, bytes]] = []   # (connection, first byte, body)
         self.lost = False
+        self.subscribed = b""
         self.conns: list[socket.socket] = []
         self.srv = socket.socket()
         self.srv.bind(("127.0.0.1", 0))
@@ -71,12 +78,17 @@ class FakeBroker:
                     continue
                 if kind == mr.CONNECT:
                     conn.sendall(mr.connack(5 if self.mode == "refuse" else 0, False))   # 5: not authorised
+                elif kind == mr.SUBSCRIBE:
+                    self.subscribed = bytes(mqtt.split_publish(body, 0x30, 2, len(body))[0])
+                    conn.sendall(mr.suback(body[0] << 8 | body[1], [0]))
                 elif kind == mr.PUBLISH:
-                    topic, pid, _ = mr.split_publish(body, first, 0, len(body))
+                    topic, pid, start = mqtt.split_publish(body, first, 0, len(body))
                     if self.mode == "lose_first_puback" and topic.endswith(b"/ev") and not self.lost:
                         self.lost = True
                         break
                     conn.sendall(mr.puback(pid))
+                    if topic.endswith(b"/ev") and self.subscribed and self.mode != "no_gateway":
+                        conn.sendall(self._gateway_ack(body[start:]))
                 elif kind == mr.PINGREQ:
                     conn.sendall(mr.pingresp())
                 elif kind == mr.DISCONNECT:
@@ -85,15 +97,27 @@ class FakeBroker:
             pass
         conn.close()
 
+    def _gateway_ack(self, event: bytes) -> bytes:
+        ev = codec.decode(event)
+        key = "11" * 16 if self.mode == "forged_ack" else SECRET
+        payload = ack.encode(codec.Signer(bytes.fromhex(key)), [(ev["boot"], ev["seq"], 1)])
+        return mqtt.publish(self.subscribed, payload, 0, 0, False, False)
+
     def publishes(self, topic_end: bytes = b"/ev") -> list[tuple[int, bool, bytes]]:
         """(connection, DUP flag, payload) of every PUBLISH to a topic ending so."""
         out = []
         for idx, first, body in self.packets:
             if first >> 4 == mr.PUBLISH:
-                topic, _, start = mr.split_publish(body, first, 0, len(body))
+                topic, _, start = mqtt.split_publish(body, first, 0, len(body))
                 if topic.endswith(topic_end):
                     out.append((idx, bool(first & 0x08), body[start:]))
         return out
+
+    def __enter__(self) -> "FakeBroker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self.srv.close()
@@ -183,9 +207,12 @@ t0 = ticks_ms()
 while ticks_diff(ticks_ms(), t0) < run_ms:
     idle = agent.send_one()
     if idle:
-        sleep_ms(min(idle, 50))
+        if link.up:
+            agent._net(link.wait, min(idle, 50))
+        else:
+            sleep_ms(min(idle, 50))
 agent.outbox.commit()
-print(json.dumps({"left": agent.outbox.count, "seq": agent.seq}))
+print(json.dumps({"left": agent.outbox.count, "seq": agent.seq, "bad_acks": agent.bad_acks}))
 """
 
 
@@ -201,6 +228,31 @@ def test_a_publish_whose_puback_was_lost_is_resent_with_dup(broker, rt, tmp_path
     assert sent[1] == (1, True, first[2])
     assert [s[1] for s in sent[2:]] == [False, False]
     assert len({s[2] for s in sent}) == 3, "an event was lost or a new one was marked DUP"
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+@pytest.mark.parametrize("broker", ["no_gateway", "forged_ack"], indirect=True)
+def test_events_the_broker_has_but_the_gateway_never_acknowledged_stay_and_go_again(broker, rt, tmp_path):
+    state = str(tmp_path / "state")
+    out = run_script(rt, AGENT, str(broker.port), state, "30", "3", "1500")
+    # PUBACKed by the broker, but no (genuine) word from the gateway: all still on flash,
+    # and the next one waits for the first to be acknowledged
+    assert out["left"] == 3 and len(broker.publishes()) == 1
+    assert out["bad_acks"] == (1 if broker.mode == "forged_ack" else 0)
+    with FakeBroker("ok") as good:
+        out = run_script(rt, AGENT, str(good.port), state, "30", "0", "1500")
+        assert out["left"] == 0 and out["bad_acks"] == 0
+        sent = good.publishes()
+    assert [s[1] for s in sent] == [True, False, False], "the resend after the reboot is not marked DUP"
+    assert sent[0][2] == broker.publishes()[0][2] and len({s[2] for s in sent}) == 3
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+def test_each_event_goes_once_the_one_before_is_acknowledged(broker, rt, tmp_path):
+    out = run_script(rt, AGENT, str(broker.port), str(tmp_path / "state"), "30", "40", "2500")
+    assert out["left"] == 0 and out["bad_acks"] == 0
+    sent = broker.publishes()
+    assert len(sent) == 40 and len({s[2] for s in sent}) == 40 and not any(s[1] for s in sent)
 
 
 @pytest.mark.parametrize("rt", RUNTIMES)

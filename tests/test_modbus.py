@@ -11,7 +11,7 @@ from pymodbus.pdu import DecodePDU
 from pymodbus.pdu.register_message import (ReadHoldingRegistersRequest, ReadInputRegistersRequest,
                                            WriteMultipleRegistersRequest, WriteSingleRegisterRequest)
 
-from edge import codes, modbus
+from edge import codes, modbus, modbus_write
 from edge.modbus import CrcError, FrameError, ModbusError, ModbusException, ModbusTimeout
 from tools.testbench.slave import exception_response, read_response, write_response
 from tools.common import runtime
@@ -54,13 +54,14 @@ def test_read_request_matches_pymodbus(slave, fc, addr, count):
 @given(slaves, u16, u16)
 def test_write_single_matches_pymodbus(slave, addr, value):
     pdu = WriteSingleRegisterRequest(address=addr, registers=[value], dev_id=slave)
-    assert modbus.write_single_request(slave, addr, value) == _pymodbus_frame(pdu)
+    assert modbus_write.write_single_request(slave, addr, value) == _pymodbus_frame(pdu)
 
 
-@given(slaves, st.integers(0, 0xFFFF - modbus.MAX_WRITE), st.lists(u16, min_size=1, max_size=modbus.MAX_WRITE))
+@given(slaves, st.integers(0, 0xFFFF - modbus_write.MAX_WRITE),
+       st.lists(u16, min_size=1, max_size=modbus_write.MAX_WRITE))
 def test_write_multiple_matches_pymodbus(slave, addr, values):
     pdu = WriteMultipleRegistersRequest(address=addr, registers=values, dev_id=slave)
-    assert modbus.write_multiple_request(slave, addr, values) == _pymodbus_frame(pdu)
+    assert modbus_write.write_multiple_request(slave, addr, values) == _pymodbus_frame(pdu)
 
 
 @pytest.mark.parametrize("call", [
@@ -70,9 +71,9 @@ def test_write_multiple_matches_pymodbus(slave, addr, values):
     lambda: modbus.read_request(0, 3, 0, 1),             # nobody answers a broadcast read
     lambda: modbus.read_request(248, 3, 0, 1),           # 248..255 reserved
     lambda: modbus.read_request(1, 3, 0xFFFF, 2),        # past the last address
-    lambda: modbus.write_multiple_request(1, 0, [0] * 124),
-    lambda: modbus.write_multiple_request(1, 0, []),
-    lambda: modbus.write_single_request(1, 0, 0x10000),
+    lambda: modbus_write.write_multiple_request(1, 0, [0] * 124),
+    lambda: modbus_write.write_multiple_request(1, 0, []),
+    lambda: modbus_write.write_single_request(1, 0, 0x10000),
 ])
 def test_builders_refuse_what_the_spec_forbids(call):
     with pytest.raises(ValueError):
@@ -82,9 +83,9 @@ def test_builders_refuse_what_the_spec_forbids(call):
 def test_expected_length():
     assert modbus.expected_length(modbus.read_request(1, 3, 0, 8)) == 5 + 16
     assert modbus.expected_length(4, 125) == 255
-    assert modbus.expected_length(modbus.write_single_request(1, 0, 1)) == 8
-    assert modbus.expected_length(modbus.write_multiple_request(1, 0, [1, 2, 3])) == 8
-    assert modbus.expected_length(modbus.write_single_request(0, 0, 1)) == 0   # broadcast: no reply
+    assert modbus.expected_length(modbus_write.write_single_request(1, 0, 1)) == 8
+    assert modbus.expected_length(modbus_write.write_multiple_request(1, 0, [1, 2, 3])) == 8
+    assert modbus.expected_length(modbus_write.write_single_request(0, 0, 1)) == 0   # broadcast: no reply
 
 
 @pytest.mark.parametrize("baud, ms", [(2400, 16.04), (4800, 8.021), (9600, 4.010), (19200, 2.005),
@@ -131,12 +132,12 @@ def test_read_round_trip(slave, fc, addr, values):
     assert modbus.parse_response(req, reply) == values
 
 
-@given(slaves, u16, u16, st.lists(u16, min_size=1, max_size=modbus.MAX_WRITE))
+@given(slaves, u16, u16, st.lists(u16, min_size=1, max_size=modbus_write.MAX_WRITE))
 def test_write_round_trip(slave, addr, value, values):
-    req = modbus.write_single_request(slave, addr, value)
+    req = modbus_write.write_single_request(slave, addr, value)
     assert modbus.parse_response(req, write_response(req)) == (addr, value)
     addr = min(addr, 0x10000 - len(values))
-    req = modbus.write_multiple_request(slave, addr, values)
+    req = modbus_write.write_multiple_request(slave, addr, values)
     assert modbus.parse_response(req, write_response(req)) == (addr, len(values))
 
 
@@ -184,9 +185,9 @@ def test_well_sealed_but_wrong_frames(reply, match):
 
 
 def test_write_echo_must_match():
-    req = modbus.write_single_request(1, 5, 99)
+    req = modbus_write.write_single_request(1, 5, 99)
     with pytest.raises(FrameError, match="echo"):
-        modbus.parse_response(req, write_response(modbus.write_single_request(1, 5, 98)))
+        modbus.parse_response(req, write_response(modbus_write.write_single_request(1, 5, 98)))
 
 
 @settings(max_examples=300)

@@ -185,7 +185,7 @@ def test_publishes_fed_in_any_chunks_come_back_whole_and_in_order(sent, data):
             if packet is None:
                 break
             first, start, end = packet
-            topic, pid, at = mqtt_receiver.split_publish(buf, first, start, end)
+            topic, pid, at = mqtt.split_publish(buf, first, start, end)
             got.append((topic.decode(), bytes(buf[at:end]), first >> 1 & 3, pid, bool(first & 8), bool(first & 1)))
             i = end
     assert i == len(stream)

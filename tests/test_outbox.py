@@ -25,7 +25,7 @@ def ev(i: int, size: int = 24) -> bytes:
 def drain(ob: Outbox, limit: int = 10_000) -> list[bytes]:
     out = []
     while len(out) < limit:
-        head = ob.peek()
+        head = ob.next()
         if head is None:
             break
         out.append(head[1])
@@ -53,7 +53,7 @@ def test_alarms_go_first_and_order_holds_within_each_log(tmp_path):
         ob.append(i % 2 == 0, ev(i))
     assert ob.count == 5
     assert drain(ob) == [ev(0), ev(2), ev(4), ev(1), ev(3)]
-    assert ob.count == 0 and ob.peek() is None
+    assert ob.count == 0 and ob.next() is None
 
 
 def test_reboot_keeps_what_was_not_acknowledged(tmp_path):
@@ -88,7 +88,7 @@ def test_the_first_record_after_a_reboot_is_marked_as_a_possible_resend(tmp_path
     ob.append(True, ev(1))
     assert ob.alarms.dup is False
     again = Outbox(str(tmp_path))
-    log, payload = again.peek()
+    log, payload = again.next()
     assert log.dup and payload == ev(1)
     log.ack()
     assert not log.dup
@@ -256,7 +256,7 @@ def ev(i): return (b"%06d" % i) + b"." * 18
 def drain(ob, limit=1000):
     out = []
     while len(out) < limit:
-        h = ob.peek()
+        h = ob.next()
         if h is None: break
         out.append(h[1]); h[0].ack()
     return out
@@ -333,3 +333,69 @@ def test_a_failing_filesystem_loses_the_event_says_so_and_corrupts_nothing(tmp_p
     # after a reboot: the half-written record never comes back; ev(4) does, acknowledged
     # but not yet committed (ev(1)'s segment was deleted, cursor first)
     assert drain(Outbox(str(tmp_path))) == [ev(4)]
+
+
+# ---- one out at a time, until the gateway acknowledges it (edge/ack.py) -----------------
+
+def signed(seq: int, boot: int = 1) -> bytes:
+    from edge import event
+    return event.encode(event.Signer(b"k" * 16), 0x12, 0, boot, seq, 1_780_000_000, (seq,))
+
+
+def send(ob: Outbox) -> list[tuple[bool, bytes]]:
+    """What the agent would publish now, (marked as a resend, payload), until next() stops."""
+    out = []
+    while True:
+        head = ob.next()
+        if head is None:
+            return out
+        out.append((head[0].dup, head[1]))
+        head[0].sent(head[1])
+
+
+def test_an_event_leaves_flash_only_when_the_gateway_acknowledges_it(tmp_path):
+    ob = Outbox(str(tmp_path))
+    for seq in range(1, 4):
+        ob.append(False, signed(seq))
+    ob.append(True, signed(4))
+    # the alarm and the oldest telemetry are out; the broker's PUBACK freed nothing
+    assert send(ob) == [(False, signed(4)), (False, signed(1))]
+    assert ob.count == 4 and ob.inflight == 2
+    assert ob.acked([(2, 1, 9), (1, 2, 2)]) == 0 and ob.count == 4   # another boot's, and not the head
+    assert ob.acked([(1, 1, 1)]) == 1 and ob.count == 3 and ob.inflight == 1
+    assert send(ob) == [(False, signed(2))]
+    assert ob.acked([(1, 2, 3)]) == 2 and ob.count == 1
+    assert send(ob) == [(False, signed(3))]
+
+
+def test_rewind_sends_the_unacknowledged_again_as_a_resend(tmp_path):
+    ob = Outbox(str(tmp_path))
+    for seq in range(1, 3):
+        ob.append(False, signed(seq))
+    send(ob)
+    ob.rewind()
+    assert send(ob) == [(True, signed(1))]
+    ob.acked([(1, 1, 1)])
+    assert send(ob) == [(False, signed(2))]
+
+
+def test_a_power_cut_with_an_event_out_sends_it_again(tmp_path):
+    ob = Outbox(str(tmp_path))
+    for seq in range(1, 4):
+        ob.append(True, signed(seq))
+    send(ob)
+    again = Outbox(str(tmp_path))
+    assert again.count == 3 and send(again) == [(True, signed(1))]
+
+
+def test_dropping_the_segment_of_the_event_out_goes_on_with_the_next(tmp_path):
+    ob = Outbox(str(tmp_path), max_bytes=250, seg_bytes=75)
+    for seq in range(1, 4):
+        ob.append(False, signed(seq))
+    send(ob)
+    for seq in range(4, 12):                # no room: the oldest telemetry segments go
+        ob.append(False, signed(seq))
+    assert ob.dropped[0] > 0 and ob.inflight == 0
+    assert ob.acked([(1, 1, 3)]) == 0       # a late acknowledgement of what was dropped
+    (dup, first), = send(ob)
+    assert not dup and first != signed(1)

@@ -1,7 +1,6 @@
 # Detectors every device has, whatever its profile: losing contact with the sensor.
 # Why the numbers are what they are: docs/detectors-water.md, "Comm loss".
 from edge.alarm import Alarm
-from edge.codes import code_of
 
 # name: default,  # why (one line; a comment, so no RAM on a board)
 PARAMS = {
@@ -19,7 +18,7 @@ class CommLoss:
 
     def __init__(self, params):
         self.comm_loss_s = params["comm_loss_s"]
-        self.alarm = Alarm(code_of("device.comm_loss"))
+        self.alarm = Alarm(0x10)   # edge.codes: device.comm_loss
         self.first_bad = None
         self.prev_t = None
         self.period = None

@@ -3,7 +3,6 @@
 # Rules and the reason for every number: docs/filters.md. Field filters are tables
 # (edge/filters.py); this module only says how the cleaned fields make an incident.
 from edge.alarm import Alarm
-from edge.codes import code_of
 from edge.filters import build_chain
 
 # name: default,  # why (one line). Times in seconds, speeds in m/s; all overridable per
@@ -78,18 +77,21 @@ class Detector:
         self.stop_outside_s = p["stop_outside_s"]
         self.rated = rated
         self.limit = rated * p["overspeed_ratio"]
-        self.fields = [build_chain(FILTERS[f], p) for f in FIELDS]
+        self.fields = []
+        for f in FIELDS:
+            self.fields.append(build_chain(FILTERS[f], p))
         c = {}
         for k in CONDITIONS:
             c[k] = build_chain(CONDITIONS[k], p)
         self.c = c
         fast = p["hold_fast_s"]
         slow = p["hold_slow_s"]
-        self.entrapment = Alarm(code_of("elevator.entrapment"), slow)
-        self.door_moving = Alarm(code_of("elevator.door_open_moving"), fast)
-        self.overspeed = Alarm(code_of("elevator.overspeed"), fast)
-        self.stop_outside = Alarm(code_of("elevator.stop_outside_zone"), slow)
-        self.maintenance = Alarm(code_of("elevator.maintenance"))
+        # codes by number, as the profiles give theirs: a board holds each name once, in edge/codes.py
+        self.entrapment = Alarm(0x20, slow)      # elevator.entrapment
+        self.door_moving = Alarm(0x21, fast)     # elevator.door_open_moving
+        self.overspeed = Alarm(0x22, fast)       # elevator.overspeed
+        self.stop_outside = Alarm(0x23, slow)    # elevator.stop_outside_zone
+        self.maintenance = Alarm(0x24)           # elevator.maintenance
         self.last_t = None
         self.floor = None          # last known floor
         self.insp = False          # last known "mode is inspection"
@@ -116,8 +118,11 @@ class Detector:
         self.served = []
 
     def step(self, t, r, out):
-        mode, dir_, speed, floor, door, zone, occ = [
-            self.fields[i].step(t, None if r is None else r.get(FIELDS[i])) for i in range(len(FIELDS))]
+        # a loop rather than a comprehension: on a board that is one more function in RAM
+        v = []
+        for i in range(len(FIELDS)):
+            v.append(self.fields[i].step(t, None if r is None else r.get(FIELDS[i])))
+        mode, dir_, speed, floor, door, zone, occ = v
         if r is None:
             return  # unknown: hold every state; comm loss is common.py's business
         c = self.c

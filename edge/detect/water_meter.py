@@ -5,7 +5,6 @@
 # fact here is confirmed by a second reading or by the other register before it counts.
 # Why each rule and number: docs/detectors-water.md.
 from edge.alarm import Alarm
-from edge.codes import code_of
 from edge.habit import Habit
 
 # name: default,  # why (one line); the full reasoning per entry is in
@@ -98,10 +97,11 @@ class Detector:
         data = store.load("water_habit") if store is not None else None
         self.habit = Habit(data)
         self.saved_use, self.saved_total = self.habit.clock()
-        self.inact = Alarm(code_of("water.inactivity"))
-        self.cf = Alarm(code_of("water.continuous_flow"))
-        self.leak = Alarm(code_of("water.leak"))
-        self.glitch = Alarm(code_of("water.meter_glitch"), 3600)
+        # codes by number, as the profiles give theirs: a board holds each name once, in edge/codes.py
+        self.inact = Alarm(0x30)            # water.inactivity
+        self.cf = Alarm(0x31)               # water.continuous_flow
+        self.leak = Alarm(0x32)             # water.leak
+        self.glitch = Alarm(0x33, 3600)     # water.meter_glitch
         self.cf_run = _Run()
         self.leak_run = _Run()
         self.glitches = 0           # single-sample glitches ridden through, for diagnostics

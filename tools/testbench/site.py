@@ -44,10 +44,12 @@ class Device:
 
 class Site:
     def __init__(self, workdir: str, devices: list[Device], broker: str = "mosquitto",
-                 platform_print: bool = False, quiet: bool = True, fault_proxy: bool = False):
+                 platform_print: bool = False, quiet: bool = True, fault_proxy: bool = False,
+                 broker_persistence: bool = True):
         self.workdir = os.path.abspath(workdir)
         self.devices = devices
         self.broker_kind = broker
+        self.broker_persistence = broker_persistence
         self.platform_print = platform_print
         self.quiet = quiet
         self.procs: dict[str, subprocess.Popen] = {}
@@ -81,18 +83,23 @@ class Site:
     # ------------------------------------------------------------------ parts
     def start_broker(self) -> None:
         """Start the broker; after stop_broker() it comes back on the same port, with the
-        sessions and queued messages it saved (mosquitto persistence)."""
+        sessions and queued messages it saved (unless broker_persistence is off)."""
         if self.broker_kind == "mosquitto":
-            self.mosquitto = Mosquitto(os.path.join(self.workdir, "mosquitto"), port=self.broker_port or None).start()
+            self.mosquitto = Mosquitto(os.path.join(self.workdir, "mosquitto"), port=self.broker_port or None,
+                                       persistence=self.broker_persistence).start()
             self.broker_port = self.mosquitto.port
         elif not self.broker_port:
             self.broker_port = free_port()
 
-    def stop_broker(self) -> None:
+    def stop_broker(self, crash: bool = False) -> None:
+        """Stop mosquitto (crash: SIGKILL, so it saves nothing on the way out)."""
         if self.mosquitto is None:
             raise RuntimeError("stop_broker: only a separate mosquitto can be stopped "
                                "(the embedded broker lives in the gateway)")
-        self.mosquitto.stop()
+        if crash:
+            self.mosquitto.kill()
+        else:
+            self.mosquitto.stop()
 
     @property
     def broker_url(self) -> str:
