@@ -111,6 +111,15 @@ class Chaos:
         self.note("power back on " + ", ".join(d.device_id for d in devices))
 
 
+def booted(site: Site, devices: list[Device], scale: float) -> Chaos:
+    """Wait until every agent's boot report is at the platform; then the faults may start."""
+    site.wait_for(lambda ev: {e["device"] for e in ev if e["type"] == "device.boot"}
+                  >= {d.device_id for d in devices}, timeout=90)
+    chaos = Chaos(site, scale)
+    chaos.note("all %d agents booted and delivering (broker: %s)" % (len(devices), site.broker_kind))
+    return chaos
+
+
 def settle(site: Site, chaos: Chaos, devices: list[Device]) -> tuple[dict, list[dict], Counter]:
     """Wait until everything the agents generated so far is at the platform; returns what
     each generated, the platform's events, and how often the platform saw each id."""
@@ -147,10 +156,7 @@ def test_nothing_lost_nothing_twice(tmp_path, chaos_scale):
     devices = fleet(tmp_path)
     with Site(str(tmp_path / "site"), devices, fault_proxy=True, broker_persistence=False) as site:
         assert site.proxy is not None
-        site.wait_for(lambda ev: {e["device"] for e in ev if e["type"] == "device.boot"}
-                      >= {d.device_id for d in devices}, timeout=90)
-        chaos = Chaos(site, chaos_scale)
-        chaos.note("all %d agents booted and delivering" % len(devices))
+        chaos = booted(site, devices, chaos_scale)
 
         # the gateway dies at random moments; an agent or two lose power meanwhile
         for i in range(5):
@@ -204,10 +210,7 @@ def test_a_gateway_crash_on_the_embedded_broker_loses_nothing(tmp_path, chaos_sc
     # is gone with it, and the devices, never acknowledged, send it again
     devices = fleet(tmp_path)[::3]
     with Site(str(tmp_path / "site"), devices, broker="embedded", fault_proxy=True) as site:
-        site.wait_for(lambda ev: {e["device"] for e in ev if e["type"] == "device.boot"}
-                      >= {d.device_id for d in devices}, timeout=90)
-        chaos = Chaos(site, chaos_scale)
-        chaos.note("%d agents on the embedded broker" % len(devices))
+        chaos = booted(site, devices, chaos_scale)
         for _ in range(3):
             chaos.sleep(chaos.rnd.uniform(3, 6))
             chaos.kill_gateway()
