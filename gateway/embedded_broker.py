@@ -7,8 +7,9 @@
 # queued and delivered when it comes back), but a QoS 1 message that was in flight to
 # the gateway and not yet acknowledged is DROPPED when the gateway disconnects or does
 # not ack within 5 s; mosquitto redelivers it. And the broker's queue lives in the
-# gateway's memory, so a gateway crash loses what the broker had acknowledged to devices
-# but the gateway had not committed yet. Use mosquitto (with persistence) in production.
+# gateway's memory, so a gateway crash loses what the broker held. Neither loses an
+# event: a device keeps it until the gateway's own acknowledgement (edge/ack.py) and
+# sends it again (tests/test_chaos.py). It has no ACL: on a shared network use mosquitto.
 from __future__ import annotations
 
 import logging
