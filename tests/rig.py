@@ -15,8 +15,6 @@ from tools.common.procs import free_port  # noqa: F401  (for the tests)
 # a device stand-in on MQTT: the test bench's signed events and publisher
 from tools.testbench.devices import Publisher, signed_event  # noqa: F401  (for the tests)
 
-READY_TIMEOUT_S = 5.0
-
 
 class MosquittoError(RuntimeError):
     """mosquitto could not be started; the message carries its own output."""

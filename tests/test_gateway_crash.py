@@ -59,9 +59,6 @@ class Processes:
             if service is not None:
                 service.stop()
 
-    def stored_by_gateway(self) -> int:
-        return int(get_json("http://127.0.0.1:%d/" % self.status_port)["counters"].get("ingest.stored", 0))
-
 
 def publish_all(port: int, acked: list[str], failures: list[BaseException]) -> None:
     """Each device's events, interleaved, at about 1,000/s; an id goes in acked once
