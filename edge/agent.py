@@ -12,12 +12,12 @@ import time
 
 from edge import ack, event, regmap
 from edge.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms
-from edge.codes import ACTIONS, CODES, REPORT   # own reports by code number, as the profiles give theirs
+from edge.codes import ACTIONS, CODES, FIELD_MAX, REPORT   # own reports by code number, as the profiles give theirs
 from edge.modbus import ModbusError
 from edge.pipeline import Pipeline, load_module
 
 VERSION = 1
-FAULT_REPORT_S = 60       # while a bus keeps failing, one comm_fault report a minute
+FAULT_REPORT_S = 60       # while a bus or a reading keeps failing, one report a minute
 ACK_WAIT_MS = 10000       # no acknowledgement for this long: send the unacknowledged again
 ACK_WAIT_MAX_MS = 60000   # ... backing off to this while the gateway stays away
 
@@ -52,17 +52,20 @@ class Agent:
         self.link = link
         self.outbox = outbox
         self.now = now
-        self.signer = event.Signer(bytes.fromhex(cfg["secret"]))
+        self.signer = event.Signer(bytes.fromhex(cfg["secret"]), self.device_id)
         site = dict(cfg.get("site") or {})
         site["utc_offset_s"] = cfg.get("utc_offset_s", 28800)
         self.pipeline = Pipeline(cfg["profile"], site, cfg.get("params"), store, cfg.get("telemetry", True))
         self.first, self.count = regmap.span(self.prof.REGISTERS)
         self.period_ms = int(self.prof.PERIOD_S * 1000 / self.speed)
-        self.boot = self._next_boot(store)
+        self.boot = self._next_boot(store, cfg.get("boot_floor", 0))
         self.seq = 0
         self.faults = 0           # failed polls in the current streak
         self.fault_reported = None
         self.fault_kind = 0
+        self.poll_faults = [0, 0, 0]   # since the last device.poll_fault: NaN, out of range, errors
+        self.poll_fault_at = None
+        self.error = None             # the last poll error logged
         self.polls = 0
         self.polled_at = ticks_ms()
         self.acked_at = ticks_ms()    # the last acknowledgement, or the first send after one
@@ -74,15 +77,18 @@ class Agent:
             threshold(before)   # by default -1: the loop collects only when the heap is full
 
     @staticmethod
-    def _next_boot(store):
+    def _next_boot(store, floor):
+        # floor: the last boot the gateway has seen, written by edgectl provision, so a
+        # board whose flash was erased never reuses an old (boot, seq)
         raw = store.load("boot")
-        boot = (int(raw) if raw else 0) + 1
+        boot = max(int(raw) if raw else 0, floor) + 1
         store.save("boot", str(boot).encode())
         return boot
 
     # ---------------------------------------------------------------- polling
     def read(self):
-        """One poll: the decoded reading, or None when the device did not answer well."""
+        """One poll: the decoded reading, or None when the device did not answer well. A
+        field the meter gave no number for (NaN, infinity) is None, and counted."""
         bus = self.bus
         try:
             words = self.master.read_registers(bus["slave"], self.prof.FUNCTION, self.first, self.count)
@@ -90,7 +96,11 @@ class Agent:
             self._fault(e)
             return None
         self.faults = 0
-        return regmap.decode(self.prof.REGISTERS, words, bus["word_order"], self.first)
+        r = regmap.decode(self.prof.REGISTERS, words, bus["word_order"], self.first)
+        for f in r:
+            if r[f] is None:
+                self.poll_faults[0] += 1
+        return r
 
     def _fault(self, e):
         self.faults += 1
@@ -103,19 +113,55 @@ class Agent:
             self.emit(t, 0x11, REPORT, (e.kind, getattr(e, "code", 0), self.faults))   # device.comm_fault
 
     def poll_once(self):
-        r = self.read()
+        # Whatever a poll raises (a bug, a reading nothing foresaw, a serial adapter pulled
+        # out) is counted and reported, and the loop goes on: the next poll, the sending,
+        # the watchdog. A read that raised is a failed poll for the pipeline (comm loss).
+        try:
+            r = self.read()
+        except Exception as e:
+            self._error(e)
+            r = None
         self.polls += 1
-        for t, code, action, values in self.pipeline.step(self.now(), r):
-            self.emit(t, code, action, values)
+        try:
+            for t, code, action, values in self.pipeline.step(self.now(), r):
+                self.emit(t, code, action, values)
+        except Exception as e:
+            self._error(e)
+        self.report_faults()
         self.report_drops()
         self.polled_at = ticks_ms()
 
+    def _error(self, e):
+        what = "%s %s" % (type(e).__name__, e)
+        if not self.poll_faults[2] or what != self.error:   # once a report, and each new error
+            log("poll failed: " + what)
+            self.error = what
+        self.poll_faults[2] += 1
+
+    def report_faults(self):
+        """Values sent as unknown and polls that raised, as one device.poll_fault: at
+        once after a quiet spell, then at most one a minute while they go on."""
+        c = self.poll_faults
+        if c[0] or c[1] or c[2]:
+            t = self.now()
+            if self.poll_fault_at is None or t - self.poll_fault_at >= FAULT_REPORT_S:
+                self.poll_faults = [0, 0, 0]
+                self.poll_fault_at = t
+                self.emit(t, 0x14, REPORT, c)   # device.poll_fault
+
     # ---------------------------------------------------------------- events
     def emit(self, t, code, action, values):
-        """Sign an event and store it in the outbox: from here on it survives a reboot."""
+        """Sign an event and store it in the outbox: from here on it survives a reboot. A
+        value its field cannot carry (edge.codes.FIELD_MAX) goes as unknown, counted."""
+        name, kind, fields = CODES[code]
+        for i in range(len(values)):
+            v = values[i]
+            if v is not None and not abs(v * 10 ** fields[i][1]) < FIELD_MAX:   # NaN too
+                values = list(values)   # the caller's may be a tuple, or its own state
+                values[i] = None
+                self.poll_faults[1] += 1
         self.seq += 1
         payload = event.encode(self.signer, code, action, self.boot, self.seq, t, values)
-        name, kind, _ = CODES[code]
         self.outbox.append(kind != "telemetry", payload)
         if kind != "telemetry" or self.log_telemetry:   # logged once stored: a promise kept
             log("event %s %s seq=%d %s" % (ACTIONS[action], name, self.seq, list(values)))

@@ -18,6 +18,9 @@ CODES = {
     0x11: ("device.comm_fault", "report", (("kind", 0), ("detail", 0), ("count", 0))),
     0x12: ("device.boot", "report", (("version", 0),)),
     0x13: ("device.outbox_drop", "report", (("telemetry", 0), ("alarms", 0))),
+    # since the last report (at most one a minute): values read as NaN or infinity and
+    # values too large for their field (both sent as unknown), polls that raised an error
+    0x14: ("device.poll_fault", "report", (("not_a_number", 0), ("out_of_range", 0), ("errors", 0))),
     # elevator
     0x20: ("elevator.entrapment", "alarm", (("floor", 0), ("duration_s", 0))),
     0x21: ("elevator.door_open_moving", "alarm", (("floor", 0), ("speed", 2))),
@@ -32,6 +35,11 @@ CODES = {
     # kind: 1 total went backwards, 2 total frozen while flow is reported
     0x33: ("water.meter_glitch", "alarm", (("kind", 0), ("total", 3))),
 }
+
+# A field carries value * 10**decimals as an integer below FIELD_MAX in magnitude: exact
+# in a double, so in every JSON reader downstream. The agent sends a value beyond it as
+# unknown (and counts it in device.poll_fault) rather than an event nobody can read.
+FIELD_MAX = 1 << 53
 
 # action, written in the low two bits of the flags byte
 REPORT = 0

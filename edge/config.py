@@ -18,12 +18,18 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _hex(v):
-    try:
-        bytes.fromhex(v)
-        return len(v) >= 32
-    except (ValueError, TypeError):
+SECRET_RULE = "an even number of hex digits, at least 32 (16 bytes)"
+
+
+def is_secret(v):
+    """A device secret: SECRET_RULE (also the gateway registry's). bytes.fromhex alone
+    would take spaces: 40 of them make an empty key."""
+    if not isinstance(v, str) or len(v) < 32 or len(v) % 2:
         return False
+    for c in v:
+        if c not in "0123456789abcdefABCDEF":
+            return False
+    return True
 
 
 def _floors(v):
@@ -36,7 +42,10 @@ def _floors(v):
 REQUIRED = object()
 SCHEMA = {
     "device_id": ("str", REQUIRED, ids.check, ids.RULE),
-    "secret": ("str", REQUIRED, _hex, "at least 32 hex digits (edgectl provision makes one)"),
+    "secret": ("str", REQUIRED, is_secret, SECRET_RULE + "; edgectl provision makes one"),
+    # the last boot the gateway saw from this device: the boot counter starts above it
+    # (edgectl provision writes it, so an erased flash never reuses an event id)
+    "boot_floor": ("int", 0, lambda v: 0 <= v < 0xFFFFFFFF, "0..4294967294"),
     "profile": ("str", REQUIRED, PROFILES, None),
     "bus.port": ("str", REQUIRED, None, None),
     "bus.baud": ("int", line.BAUD, line.BAUDS, None),
@@ -57,6 +66,12 @@ SCHEMA = {
     "broker.user": ("str", None, None, None),
     "broker.password": ("str", None, None, None),
     "broker.keepalive": ("int", 60, lambda v: 10 <= v <= 3600, "10..3600"),
+    # TLS to the broker (docs/tls.md): ca is the file (DER) of the CA that signed the
+    # broker's certificate, beside the config file; plain MQTT only to a loopback broker
+    # or with insecure_plain
+    "broker.tls": ("bool", False, None, None),
+    "broker.ca": ("str", None, None, None),
+    "broker.insecure_plain": ("bool", False, None, None),
     "site.rated_speed": ("num", None, lambda v: 0 < v <= 20, "a speed in m/s, 0..20"),
     "site.floors": ("any", None, _floors, "[lowest, highest], integers, lowest < highest"),
     "site.resolution": ("num", 0.001, lambda v: 0 < v <= 1, "m3 per count, e.g. 0.001"),
@@ -118,7 +133,8 @@ def validate(cfg):
             if section + "." + key not in SCHEMA:
                 raise ConfigError("config.%s.%s: unknown field; known: %s" % (section, key, ", ".join(
                     sorted([p.split(".")[1] for p in SCHEMA if p.startswith(section + ".")]))))
-    required = PROFILE_REQUIRES.get(cfg.get("profile"), ())
+    profile = cfg.get("profile")
+    required = PROFILE_REQUIRES.get(profile, ()) if isinstance(profile, str) else ()
     for path in SCHEMA:
         kind, default, check, allowed = SCHEMA[path]
         value, present = _get(cfg, path)
@@ -146,17 +162,51 @@ def validate(cfg):
                 raise ConfigError("config.%s: %r is not allowed; expected %s" % (path, value, allowed))
     bus = cfg["bus"]
     bus["stop"] = line.stop_bits(bus["parity"], bus.get("stop"))
+    _check_tls(cfg["broker"])
     return cfg
+
+
+def is_loopback(host):
+    """localhost, ::1 or an IPv4 address in 127.0.0.0/8 (not a name that starts with 127.):
+    the only brokers plain MQTT may go to (the gateway's rule too)."""
+    if host in ("localhost", "::1"):
+        return True
+    parts = host.split(".")
+    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() and int(p) < 256 for p in parts)
+
+
+def _check_tls(broker):
+    host = broker["host"]
+    if broker["tls"]:
+        if not broker.get("ca"):
+            raise ConfigError("config.broker.ca: required with broker.tls: the CA certificate (DER) that signed"
+                              " the broker's (edgectl provision --broker-ca FILE puts it on the board)")
+    elif not (broker["insecure_plain"] or is_loopback(host)):
+        raise ConfigError("config.broker.host: %s is not this machine, and plain MQTT would send the password"
+                          " and every event in clear: set broker.tls true and broker.ca (edgectl provision"
+                          " --broker-ca FILE), or broker.insecure_plain true on a network you trust" % host)
 
 
 def load(path):
     try:
         with open(path) as f:
             text = f.read()
-    except OSError as e:
-        raise ConfigError("%s: cannot read the config file (%s)" % (path, e))
+    except (OSError, ValueError) as e:   # ValueError: not UTF-8
+        raise ConfigError("%s: cannot read the config file (%s); re-run edgectl provision to rewrite it" % (path, e))
     try:
         cfg = json.loads(text)
     except ValueError as e:
         raise ConfigError("%s: not valid JSON (%s); re-run edgectl provision to rewrite it" % (path, e))
-    return validate(cfg)
+    cfg = validate(cfg)
+    ca = cfg["broker"].get("ca")
+    if ca:
+        # beside the config file, as provisioning puts it
+        folder = path.rpartition("/")[0]
+        if folder and not ca.startswith("/"):
+            ca = cfg["broker"]["ca"] = folder + "/" + ca
+        try:
+            open(ca, "rb").close()
+        except (OSError, ValueError) as e:   # ValueError: a NUL or a lone surrogate in the name
+            raise ConfigError("config.broker.ca: cannot read %s (%s); edgectl provision --broker-ca FILE puts"
+                              " it beside the config" % (ca, e))
+    return cfg

@@ -4,7 +4,8 @@
 # that arrives (an acknowledgement) goes to on_message(payload) whenever the link reads.
 # Every wait has a deadline (umqtt.simple's connect() and its PUBACK wait have none, so
 # the agent has its own client; edge/mqtt.py builds and parses the packets), and every
-# packet is one write with TCP_NODELAY (small writes under Nagle cost 40 ms each).
+# packet is one write with TCP_NODELAY (small writes under Nagle cost 40 ms each). With
+# broker.tls the socket is wrapped in TLS (docs/tls.md: what it costs on the heap).
 import random
 import select
 import socket
@@ -18,6 +19,29 @@ TCP_NODELAY = 1
 
 class LinkDown(OSError):
     pass
+
+
+def tls_context(ca_file):
+    """A TLS client context that trusts only the CA in ca_file (DER, on the board's flash).
+    Made once, when the link is: with its CA it is the largest piece of TLS on the
+    MicroPython heap (about 3.7 KB, 3 KB of it one block), which the heap of a running
+    agent may no longer have in one piece."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    with open(ca_file, "rb") as f:
+        ctx.load_verify_locations(cadata=f.read())
+    return ctx
+
+
+def _wrap(ctx, sock, host):
+    """sock in TLS: the broker's certificate must chain to the CA and name host."""
+    try:
+        return ctx.wrap_socket(sock, server_hostname=host)
+    except (ValueError, OSError) as e:   # MicroPython: ValueError; CPython: SSLError, an OSError
+        sock.close()
+        raise OSError("TLS refused: %s; broker.ca must be the CA that signed the broker's certificate, and"
+                      " the certificate must name %s" % (str(e).strip() or repr(e), host))
 
 
 class Link:
@@ -40,6 +64,7 @@ class Link:
         self.ping_ms = broker.get("keepalive", 60) * 500
         self.used = ticks_ms()         # last acknowledged packet
         self.log = log
+        self.tls = tls_context(broker["ca"]) if broker.get("tls") else None
 
     @property
     def up(self):
@@ -64,12 +89,14 @@ class Link:
             # DNS has no deadline on MicroPython; a site broker is named by its address
             addr = socket.getaddrinfo(b["host"], b.get("port", 1883))[0][-1]
             s = self.sock = socket.socket()
-            s.settimeout(self.timeout_ms / 1000)   # bounds the TCP handshake
+            s.settimeout(self.timeout_ms / 1000)   # bounds the TCP and TLS handshakes, and every write
             s.connect(addr)
             try:
                 s.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
             except OSError:
                 pass   # a port without it: each packet is one write anyway
+            if self.tls is not None:
+                s = self.sock = _wrap(self.tls, s, b["host"])
             self.poller = select.poll()
             self.poller.register(s, select.POLLIN)
             self.rx = b""
@@ -150,7 +177,7 @@ class Link:
             got = mqtt.parse(self.rx, 0, len(self.rx), 1024)
             if got is None:
                 left = ticks_diff(deadline, ticks_ms())
-                if left <= 0 or not self.poller.poll(left):
+                if left <= 0 or not self._readable(left):
                     if wait_ms is not None:
                         return None
                     raise OSError("no %s within %d ms" % (name, self.timeout_ms))
@@ -169,6 +196,12 @@ class Link:
                 self.on_message(body[start:])
                 if wait_ms is not None:
                     return None     # the caller may have more to send now
+
+    def _readable(self, ms):
+        # CPython's ssl keeps the rest of a TLS record past a short recv() where poll()
+        # cannot see it; MicroPython's poll() counts it
+        pending = getattr(self.sock, "pending", None)
+        return (pending is not None and pending() > 0) or self.poller.poll(ms)
 
     def wait(self, ms):
         """Read what the broker sends for up to ms, instead of sleeping: returns early

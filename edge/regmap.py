@@ -6,6 +6,8 @@
 # type u16, i16, u32, i32 or f32. 32-bit types span two registers in the device's
 # byte order, named by where the big-endian bytes A B C D of the value land on the
 # wire: ABCD (high word first), CDAB (word swap), BADC (byte swap), DCBA (little-endian).
+# An f32 register holding NaN or an infinity (many meters' "no value") decodes as None:
+# unknown, as a field that could not be read, never a number that poisons a detector.
 import math
 import struct
 
@@ -51,7 +53,7 @@ def span(table):
 
 
 def _round_sig(x, digits):
-    if x == 0 or x != x or x in (math.inf, -math.inf):
+    if x == 0:
         return x
     return round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))
 
@@ -70,7 +72,8 @@ def _to_abcd(w0, w1, order):
 
 
 def decode(table, words, order="ABCD", first=None):
-    """Reading dict from words read starting at `first` (default: the table's lowest address)."""
+    """Reading dict from words read starting at `first` (default: the table's lowest
+    address); None for an f32 that is not a finite number."""
     check_order(order)
     if first is None:
         first = span(table)[0]
@@ -85,7 +88,7 @@ def decode(table, words, order="ABCD", first=None):
         else:
             raw = struct.unpack(PACK32[typ], _to_abcd(w, words[i + 1], order))[0]
         if typ == "f32":
-            out[field] = _round_sig(raw * scale if scale != 1 else raw, F32_DIGITS)
+            out[field] = _round_sig(raw * scale if scale != 1 else raw, F32_DIGITS) if math.isfinite(raw) else None
         else:
             d = decimals(scale)
             out[field] = int(raw * scale) if d == 0 else round(raw * scale, d)

@@ -1,14 +1,28 @@
 # Which MQTT broker the gateway uses: an embedded amqtt broker in the same process
 # (embedded_broker.py: the zero set-up default for a small site and the demo) or an
-# external one such as mosquitto, given as mqtt://[user[:password]@]host[:port].
-# This module is the address: parsing the URL and the listen address, and the error.
+# external one such as mosquitto, given as mqtts://[user@]host[:port] (TLS, the broker's
+# certificate checked against --broker-ca or the system's CAs) or mqtt://... (plain: only
+# to a loopback broker, or with --insecure-plain-mqtt). The password never comes in the
+# URL (a command line is visible to every user in /proc): --broker-password-file or
+# $EDGE_GATEWAY_BROKER_PASSWORD. This module is the address and who may log in: parsing
+# the URL and the listen address, the TLS context, the passwords, and the errors.
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import os
-from dataclasses import dataclass
+import ssl
+import stat
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+from edge.config import is_loopback
+
 DEFAULT_PORT = 1883
+TLS_PORT = 8883
+PASSWORD_ENV = "EDGE_GATEWAY_BROKER_PASSWORD"
+INSECURE_FLAG = "--insecure-plain-mqtt"
 
 
 class BrokerError(Exception):
@@ -20,26 +34,84 @@ class BrokerAddress:
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    ca: str | None = None      # the CA file the broker's certificate must chain to; None: the system's
 
     @property
     def url(self) -> str:
         """The URL without the password, for log lines and error messages."""
         user = (self.username + "@") if self.username else ""
-        return "mqtt://%s%s:%d" % (user, self.host, self.port)
+        return "%s://%s%s:%d" % ("mqtts" if self.tls else "mqtt", user, self.host, self.port)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """For mqtts://: a client context that checks the broker's certificate and name
+        (made once; the service asks for it at start, so a bad CA file stops the start)."""
+        return self._context if self.tls else None
+
+    @functools.cached_property
+    def _context(self) -> ssl.SSLContext:
+        try:
+            return ssl.create_default_context(cafile=self.ca)
+        except (OSError, ssl.SSLError) as e:
+            raise BrokerError("--broker-ca %s: cannot load it as a PEM CA certificate (%s)" % (self.ca, e)) from None
 
 
-def parse_broker_url(url: str) -> BrokerAddress:
+def parse_broker_url(url: str, password: str | None = None, ca: str | None = None,
+                     insecure_plain: bool = False) -> BrokerAddress:
+    """mqtts://[user@]host[:port] or mqtt://...; password and ca come separately."""
     parts = urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise BrokerError("broker %r: expected 'embedded' or mqtt://host[:port]" % url)
+    shown = url if parts.password is None else url.replace(":" + parts.password + "@", ":***@", 1)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise BrokerError("broker %r: expected 'embedded', mqtts://host[:port] or mqtt://host[:port]" % shown)
+    if parts.password is not None:
+        raise BrokerError("broker %s: no password in the URL (every user can read a command line in /proc);"
+                          " put it in a file only the gateway's user can read (chmod 600) and pass"
+                          " --broker-password-file FILE, or set $%s" % (shown, PASSWORD_ENV))
+    tls = parts.scheme == "mqtts"
     try:
-        port = parts.port or DEFAULT_PORT
+        port = parts.port or (TLS_PORT if tls else DEFAULT_PORT)
     except ValueError:
-        raise BrokerError("broker %r: the port is not a number" % url) from None
-    return BrokerAddress(parts.hostname, port,
-                         unquote(parts.username) if parts.username else None,
-                         unquote(parts.password) if parts.password else None)
+        raise BrokerError("broker %r: the port is not a number" % shown) from None
+    if not tls:
+        if ca is not None:
+            raise BrokerError("--broker-ca is for a TLS broker: use mqtts://%s:%d" % (parts.hostname, TLS_PORT))
+        if not (insecure_plain or is_loopback(parts.hostname)):
+            raise BrokerError("broker %s: plain MQTT would send the broker password and every event in clear"
+                              " over the network; use mqtts://%s:%d with --broker-ca FILE (the CA that signed"
+                              " the broker's certificate, docs/tls.md), or %s on a network you trust"
+                              % (shown, parts.hostname, TLS_PORT, INSECURE_FLAG))
+    return BrokerAddress(parts.hostname, port, unquote(parts.username) if parts.username else None,
+                         password, tls, ca)
+
+
+def read_password_file(path: str) -> str:
+    """The first line of a file only its owner may read (like ssh with its keys)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
+            text = fh.readline().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BrokerError("--broker-password-file %s: cannot read it (%s)" % (path, e)) from None
+    if mode & 0o077:
+        raise BrokerError("--broker-password-file %s: mode %04o lets other users read the password;"
+                          " chmod 600 %s" % (path, mode, path))
+    if not text:
+        raise BrokerError("--broker-password-file %s: the file is empty" % path)
+    return text
+
+
+def broker_password(path: str | None) -> str | None:
+    """The gateway's broker password: from the file, else from $EDGE_GATEWAY_BROKER_PASSWORD."""
+    return read_password_file(path) if path else (os.environ.get(PASSWORD_ENV) or None)
+
+
+def device_password(secret_hex: str) -> str:
+    """The broker password of a device, derived from its secret: rotating the secret
+    rotates the password, and there is one thing to keep per device, not two.
+    edgectl provision writes it into the device's config and mosquitto's password file;
+    the embedded broker checks it against the registry."""
+    return hmac.new(bytes.fromhex(secret_hex), b"citynet-edge mqtt password", hashlib.sha256).hexdigest()[:32]
 
 
 def parse_listen(listen: str, default_port: int) -> tuple[str, int]:

@@ -6,15 +6,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import json
 import signal
-import socket
 import sys
 from pathlib import Path
 
 from edge import ids
-from gateway.broker import BrokerError, describe_os_error, parse_listen
-from gateway.http import parse_url
-from gateway.registry import FILENAME, PROFILES, Registry, RegistryError, check_profile
+from gateway.broker import (INSECURE_FLAG, PASSWORD_ENV, BrokerError, broker_password, describe_os_error,
+                            parse_broker_url, parse_listen)
+from gateway import auth
+from gateway.http import check_transport, client_tls
+from gateway.registry import FILENAME, GRACE_S, PROFILES, Registry, RegistryError, check_profile
 from gateway.mqtt import VERSIONS
 from gateway.service import EMBEDDED, GatewayConfig, run_gateway
 from gateway.streams import DEFAULT_STREAMS, StreamError, apply_options
@@ -33,21 +35,39 @@ class CliError(Exception):
 
 def cmd_run(args: argparse.Namespace) -> int:
     broker = args.broker
-    if broker != EMBEDDED and not broker.startswith("mqtt://"):
-        raise CliError("--broker %r: use 'embedded' or mqtt://host:port" % broker)
+    if broker != EMBEDDED:
+        parse_broker_url(broker, None, args.broker_ca, args.insecure_plain_mqtt)   # BrokerError: one line
+    elif args.broker_ca or args.broker_password_file:
+        raise CliError("--broker-ca and --broker-password-file are for an external broker (--broker mqtts://...);"
+                       " the embedded broker checks the devices against %s" % FILENAME)
     if args.max_db_mb is not None and args.max_db_mb <= 0:
         raise CliError("--max-db-mb %s: give a size in MB above 0, or leave it out for no quota"
                        % args.max_db_mb)
     if args.upload_timeout <= 0 or args.retention_days < 0:
         raise CliError("--upload-timeout must be above 0 and --retention-days at least 0")
     try:
-        parse_url(args.platform)
+        check_transport(args.platform, args.insecure_plain_http)
     except ValueError as e:
         raise CliError("--platform %s" % e) from None
+    if args.platform_ca:
+        try:
+            client_tls(args.platform_ca)
+        except (OSError, ValueError) as e:     # ssl.SSLError is an OSError
+            raise CliError("--platform-ca %s: not a CA certificate file (PEM) that loads: %s"
+                           % (args.platform_ca, e)) from None
+    streams = apply_options(DEFAULT_STREAMS, args.stream)
+    # last: a missing credentials file is the error to fix after the options are right
+    credentials = Path(args.platform_credentials or Path(args.data) / auth.FILENAME)
+    creds = auth.Credentials.load(credentials)         # CredentialsError: one line
+    gateway_id = args.gateway_id or creds.gateway
     cfg = GatewayConfig(data_dir=Path(args.data), platform_url=args.platform, broker=broker,
-                        listen=args.listen, gateway_id=args.gateway_id, client_id=args.client_id,
+                        broker_ca=args.broker_ca, broker_password=broker_password(args.broker_password_file),
+                        insecure_plain_mqtt=args.insecure_plain_mqtt,
+                        listen=args.listen, gateway_id=gateway_id, client_id=args.client_id,
+                        platform_credentials=credentials, platform_ca=args.platform_ca,
+                        insecure_plain_http=args.insecure_plain_http,
                         share_group=args.share_group, mqtt_version=args.mqtt_version,
-                        streams=apply_options(DEFAULT_STREAMS, args.stream),
+                        streams=streams,
                         upload_timeout=args.upload_timeout, max_db_mb=args.max_db_mb,
                         retention_days=args.retention_days, status_listen=args.status_listen)
     return asyncio.run(run_gateway(cfg))
@@ -58,7 +78,13 @@ def cmd_platform(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen, 8080)
 
     async def serve() -> int:
-        server = PlatformServer(args.db, host, port, echo=sys.stdout if args.print else None)
+        if bool(args.cert) != bool(args.key):
+            raise CliError("--cert and --key go together: the certificate (PEM) and its private key")
+        try:
+            server = PlatformServer(args.db, host, port, echo=sys.stdout if args.print else None,
+                                    tls=(args.cert, args.key) if args.cert else None)
+        except OSError as e:                   # ssl.SSLError is an OSError
+            raise CliError("--cert %s --key %s: %s" % (args.cert, args.key, e)) from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -76,6 +102,80 @@ def cmd_platform(args: argparse.Namespace) -> int:
     return asyncio.run(serve())
 
 
+def cmd_platform_add_gateway(args: argparse.Namespace) -> int:
+    from gateway.platform import PlatformDB
+    out = Path(args.out or "%s.%s" % (args.gateway_id, auth.FILENAME))
+    db = PlatformDB(args.db)
+    try:
+        creds = db.add_gateway(args.gateway_id, args.replace)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    finally:
+        db.close()
+    creds.save(out)
+    print("gateway %s %s in %s; its credentials are in %s (mode 0600, the secret is not shown): copy the file"
+          " to the gateway and run it with --platform-credentials FILE"
+          % (args.gateway_id, "given a new secret" if args.replace else "added", args.db, out))
+    return 0
+
+
+def cmd_platform_import_keys(args: argparse.Namespace) -> int:
+    from gateway.platform import PlatformDB
+    data = auth.read_private_json(args.file)
+    keys = {}
+    for device, entry in data.items() if isinstance(data, dict) else ():
+        entry = entry if isinstance(entry, dict) else {}
+        previous = entry.get("previous") if isinstance(entry.get("previous"), dict) else {}
+        try:
+            ids.check(device)
+            for secret in (entry.get("secret"), previous.get("secret", "00" * 16)):
+                if not isinstance(secret, str) or len(bytes.fromhex(secret)) < 16:
+                    raise ValueError("secret: expected at least 32 hex digits")
+            if previous and not isinstance(previous.get("until"), (int, float)):
+                raise ValueError("previous.until: expected the unix time until which the previous key is good")
+        except ValueError as e:
+            raise CliError("%s: device %r: %s" % (args.file, device[:64], e)) from None
+        keys[device] = (entry["secret"], previous.get("secret"), previous.get("until"))
+    if not keys:
+        raise CliError('%s: no device keys; expected {"<device>": {"secret": "<hex>"}, ...} as'
+                       " `edge-gateway devices export-keys` writes it" % args.file)
+    db = PlatformDB(args.db)
+    try:
+        db.import_keys(keys)
+    finally:
+        db.close()
+    print("imported the keys of %d devices into %s: their events' MACs are checked from now on; delete %s"
+          % (len(keys), args.db, args.file))
+    return 0
+
+
+def cmd_platform_verify(args: argparse.Namespace) -> int:
+    from gateway.platform import PlatformDB
+    if not Path(args.db).is_file():
+        raise CliError("--db %s: no such file" % args.db)
+    db = PlatformDB(args.db)
+    try:
+        records, problems = db.verify_chains()
+    finally:
+        db.close()
+    for problem in problems:
+        print(problem)
+    print("%s: %d records, %s" % (args.db, records, "%d problems: the records were tampered with" % len(problems)
+                                  if problems else "every device's chain intact"))
+    return 1 if problems else 0
+
+
+def cmd_devices_export_keys(args: argparse.Namespace) -> int:
+    reg = Registry.in_dir(args.data)
+    # the keys, and a rotated-out key while it is still good (the registry's own "previous")
+    keys = {d.device_id: {k: v for k, v in d.to_json().items() if k in ("secret", "previous")}
+            for d in reg.devices()}
+    auth.write_private(args.out, json.dumps(keys, indent=1) + "\n")
+    print("wrote the keys of %d devices to %s (mode 0600); import them on the platform with"
+          " `edge-gateway platform import-keys %s`, then delete the file" % (len(reg), args.out, args.out))
+    return 0
+
+
 def cmd_devices_add(args: argparse.Namespace) -> int:
     check_profile(args.profile)   # before a secret is read from stdin
     secret = args.secret
@@ -83,7 +183,7 @@ def cmd_devices_add(args: argparse.Namespace) -> int:
         # from stdin, so the secret stays out of the shell history and `ps`
         secret = sys.stdin.readline().strip()
     reg = Registry.in_dir(args.data)
-    reg.add(args.device_id, args.profile, secret, replace=args.replace)
+    reg.add(args.device_id, args.profile, secret, replace=args.replace, grace_s=args.grace_days * 86400)
     reg.save()
     # the secret is never printed: it is in the file (mode 0600) for provisioning
     print("%s %s (profile %s) in %s; its secret is stored there, not shown"
@@ -115,15 +215,32 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Receive events over MQTT, store them, upload them.")
     run.add_argument("--data", default=DEFAULT_DATA, metavar="DIR",
                      help="data directory: %s and the event store (default: %s)" % (FILENAME, DEFAULT_DATA))
-    run.add_argument("--broker", default=EMBEDDED, metavar="embedded|mqtt://HOST:PORT",
+    run.add_argument("--broker", default=EMBEDDED, metavar="embedded|mqtts://HOST:PORT",
                      help="'embedded' starts an amqtt broker in-process (default); "
-                          "mqtt://[user[:password]@]host[:port] uses an external one, e.g. mosquitto")
+                          "mqtts://[user@]host[:port] uses an external one over TLS, e.g. mosquitto"
+                          " (mqtt://: plain, to a loopback broker only unless %s)" % INSECURE_FLAG)
+    run.add_argument("--broker-ca", default=None, metavar="FILE",
+                     help="mqtts://: the CA certificate (PEM) the broker's must chain to (default: the system's CAs)")
+    run.add_argument("--broker-password-file", default=None, metavar="FILE",
+                     help="the broker password, first line of a file only its owner can read (chmod 600);"
+                          " default: $%s. Never in the URL" % PASSWORD_ENV)
+    run.add_argument(INSECURE_FLAG, action="store_true",
+                     help="allow plain MQTT off loopback (--broker mqtt://, or an embedded --listen on the"
+                          " network): passwords and events cross the network in clear")
     run.add_argument("--listen", default="127.0.0.1:1883", metavar="HOST:PORT",
                      help="address of the embedded broker (default: 127.0.0.1:1883)")
     run.add_argument("--platform", default="http://127.0.0.1:8080", metavar="URL",
                      help="district platform base URL (default: http://127.0.0.1:8080)")
-    run.add_argument("--gateway-id", default=socket.gethostname(), metavar="ID",
-                     help="this gateway's id in uploads (default: the host name)")
+    run.add_argument("--gateway-id", default=None, metavar="ID",
+                     help="this gateway's id in uploads (default: the one in --platform-credentials)")
+    run.add_argument("--platform-credentials", default=None, metavar="FILE",
+                     help="the gateway's id and secret for the platform, from `edge-gateway platform"
+                          " add-gateway` (chmod 600; default: DATA/%s)" % auth.FILENAME)
+    run.add_argument("--platform-ca", default=None, metavar="FILE",
+                     help="https://: the CA certificate (PEM) the platform's must chain to (default: the system's CAs)")
+    run.add_argument("--insecure-plain-http", action="store_true",
+                     help="allow an http:// platform off loopback: anyone in the path reads the events and"
+                          " can answer for the platform")
     run.add_argument("--client-id", default=None, metavar="ID",
                      help="MQTT client id of the persistent session (default: %s<gateway id>)"
                           % ids.GATEWAY_CLIENT_PREFIX)
@@ -155,7 +272,29 @@ def build_parser() -> argparse.ArgumentParser:
                       help="SQLite file (default: platform.sqlite)")
     plat.add_argument("--print", action="store_true",
                       help="print each new event as one line on stdout")
+    plat.add_argument("--cert", default=None, metavar="FILE",
+                      help="serve HTTPS with this certificate (PEM, with its chain)")
+    plat.add_argument("--key", default=None, metavar="FILE", help="the certificate's private key (PEM)")
     plat.set_defaults(func=cmd_platform)
+    psub = plat.add_subparsers(dest="platform_command", metavar="ACTION",
+                               description="without an ACTION: serve")
+    padd = psub.add_parser("add-gateway", help="let a gateway upload: a new id and secret",
+                           description="Add a gateway to the platform's database and write its credentials"
+                                       " (id and secret) to a file only its owner can read.")
+    padd.add_argument("gateway_id", metavar="GATEWAY_ID")
+    padd.add_argument("--out", default=None, metavar="FILE",
+                      help="where the credentials go (default: GATEWAY_ID.%s)" % auth.FILENAME)
+    padd.add_argument("--replace", action="store_true", help="give an existing gateway a new secret")
+    pkeys = psub.add_parser("import-keys", help="import device keys, so the platform checks each event's MAC",
+                            description="Import the file `edge-gateway devices export-keys` wrote.")
+    pkeys.add_argument("file", metavar="FILE")
+    pver = psub.add_parser("verify", help="check every device's hash chain; exit 1 when a record was"
+                                          " edited, removed or reordered")
+    for sp, fn in ((padd, cmd_platform_add_gateway), (pkeys, cmd_platform_import_keys),
+                   (pver, cmd_platform_verify)):
+        sp.add_argument("--db", default="platform.sqlite", metavar="FILE",
+                        help="the platform's SQLite file (default: platform.sqlite)")
+        sp.set_defaults(func=fn)
 
     dev = sub.add_parser("devices", help="manage the device registry",
                          description="Devices allowed to send events, with their secret and profile.")
@@ -168,11 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--secret", default=None, metavar="HEX",
                      help="the device's HMAC key in hex ('-' reads it from stdin); default: a new random one")
     add.add_argument("--replace", action="store_true", help="replace an existing device")
+    add.add_argument("--grace-days", type=float, default=GRACE_S / 86400, metavar="DAYS",
+                     help="with --replace and a new secret: accept the old one this long, for the events the "
+                          "device signed before it got the new one (default %(default)g; 0 for a leaked key)")
     add.add_argument("--data", default=DEFAULT_DATA, metavar="DIR", help="data directory")
     add.set_defaults(func=cmd_devices_add)
     lst = dsub.add_parser("list", help="list devices (never their secrets)")
     lst.add_argument("--data", default=DEFAULT_DATA, metavar="DIR", help="data directory")
     lst.set_defaults(func=cmd_devices_list)
+    exp = dsub.add_parser("export-keys", help="write the device keys for `edge-gateway platform import-keys`")
+    exp.add_argument("--data", default=DEFAULT_DATA, metavar="DIR", help="data directory")
+    exp.add_argument("--out", required=True, metavar="FILE", help="the file (written with mode 0600)")
+    exp.set_defaults(func=cmd_devices_export_keys)
     return p
 
 
@@ -182,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
-    except (CliError, RegistryError, BrokerError, StreamError) as e:
+    except (CliError, RegistryError, BrokerError, StreamError, auth.CredentialsError) as e:
         print("edge-gateway: error: %s" % e, file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -16,6 +16,8 @@ import time
 from typing import Awaitable, Callable, NamedTuple
 from urllib.parse import urlsplit
 
+from gateway.broker import is_loopback   # what counts as this machine, for MQTT and HTTP alike
+
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 64 * 1024              # bytes of status line and headers
@@ -122,6 +124,25 @@ def parse_url(url: str) -> tuple[str, str, int, str]:
     return parts.scheme, parts.hostname, port, parts.path.rstrip("/")
 
 
+def check_transport(url: str, insecure_plain_http: bool = False) -> None:
+    """Plain http:// only to this machine, unless the caller says it accepts the risk:
+    anyone in the path could read the events and answer for the platform (a 400 would
+    mark events rejected for good, a 200 uploaded though never stored). Raises ValueError."""
+    scheme, host, _, _ = parse_url(url)
+    if scheme == "http" and not is_loopback(host) and not insecure_plain_http:
+        raise ValueError("%r: plain HTTP to another host lets anyone in the path read the events and answer"
+                         " for the platform; use https:// (with --platform-ca FILE for a private CA), or"
+                         " --insecure-plain-http to accept that" % url)
+
+
+def client_tls(ca_file: str | None = None) -> ssl.SSLContext:
+    """Certificate and host name checked, against ca_file (PEM) or the system's CAs.
+    Raises OSError or ssl.SSLError for a CA file that cannot be read."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 class _Connection(NamedTuple):
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
@@ -131,13 +152,15 @@ class _Connection(NamedTuple):
 class HttpClient:
     """Requests to one server (base_url: http[s]://host[:port][/path]) over kept-alive
     connections, one request per connection at a time. A connection that failed, timed
-    out or was told to close is closed, never reused."""
+    out or was told to close is closed, never reused. https:// checks the server's
+    certificate against ca_file, or the system's CAs."""
 
-    def __init__(self, base_url: str, timeout: float, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, base_url: str, timeout: float, headers: dict[str, str] | None = None,
+                 ca_file: str | None = None) -> None:
         scheme, self.host, self.port, self.prefix = parse_url(base_url)
         host = "[%s]" % self.host if ":" in self.host else self.host    # an IPv6 address
         self.host_header = host if self.port == (443 if scheme == "https" else 80) else "%s:%d" % (host, self.port)
-        self.ssl = ssl.create_default_context() if scheme == "https" else None
+        self.ssl = client_tls(ca_file) if scheme == "https" else None
         self.timeout = timeout
         self.headers = headers or {}
         self._idle: list[_Connection] = []

@@ -4,7 +4,15 @@
 #   dev/<device_id>/ev      one edge.codec event (QoS 1)
 #   dev/<device_id>/status  b"online" / b"offline" (retained, and the device's LWT)
 #
-# The device id is taken from the topic (the MQTT identity), never from the payload.
+# The device id is taken from the topic (the MQTT identity), never from the payload, and
+# the event's MAC covers it (edge/event.py).
+#
+# No message can stop the gateway: whatever is wrong with one (too large, not an event,
+# a wrong key, numbers out of range, a replay of an event deleted since) makes it a
+# rejection, counted in ingest.rejected.<reason>, logged once per device and reason
+# (untrusted strings escaped), and acknowledged to the broker like any other, so it is
+# not delivered again. What a device signed validly is acknowledged to it too, refused
+# or not: it would send it again for ever otherwise.
 #
 #   dev/<device_id>/cmd/ack  the gateway's acknowledgement (edge/ack.py), published at
 #                            QoS 0 after each commit: the (boot, seq) of every event of
@@ -35,10 +43,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from edge import ack
-from edge.codec import CodecError, decode
+from edge.codec import CodecError, Signer, decode
 from gateway.broker import BrokerAddress, BrokerError
 from gateway.metrics import Metrics
-from gateway.mqtt import MQTT5, Message, MqttConnection, MqttError, connect
+from gateway.mqtt import MAX_PACKET, MQTT5, Message, MqttConnection, MqttError, connect
 from gateway.registry import Registry, RegistryError
 from gateway.sqlite import DbThread
 from gateway.store import CommitResult, EventRow, Store
@@ -57,12 +65,14 @@ STORE_RETRY_MAX_S = 30.0
 COMMIT_EVERY_S = 0.05
 RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 30.0
+TOLD_MAX = 1000     # (device, reason) pairs logged; beyond, rejections are only counted
 
 
 @dataclass
 class Sorted:
     """One inbox drain, sorted into what to store and what to ack."""
     events: list[EventRow] = field(default_factory=list)
+    signers: list[Signer] = field(default_factory=list)   # per event: the key that verified it
     statuses: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -118,6 +128,8 @@ class Ingest:
         self._task: asyncio.Task[None] | None = None
         self._connected = False
         self._stopping = False
+        self._told: set[tuple[str, str]] = set()   # (device, reason) already logged
+        self._registry_error = ""
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -146,7 +158,7 @@ class Ingest:
     async def _connect(self) -> None:
         """TCP, CONNECT (persistent session), SUBSCRIBE QoS 1. Raises OSError or MqttError."""
         conn = self._conn = await connect(self.broker.host, self.broker.port, self.mqtt_version,
-                                          self._on_messages)
+                                          self._on_messages, self.broker.ssl_context())
         # A user name: brokers keep offline messages only for identified sessions (amqtt).
         present = await conn.handshake(self.client_id, self.broker.username or self.client_id,
                                        self.broker.password, KEEPALIVE_S, clean_start=False)
@@ -254,6 +266,9 @@ class Ingest:
                 await asyncio.sleep(wait)
             began = loop.time()
             batch = [inbox.popleft() for _ in range(min(len(inbox), self.max_batch))]
+            # devices added, keys rotated or revoked (edgectl provision, edge-gateway devices
+            # add) count from the next batch on: a stat of devices.json when nothing changed
+            self._refresh_registry()
             sorted_ = self._sort([m for _, m in batch])
             result = await self._commit(sorted_)
             # after the commit, in arrival order (MQTT 3.1.1 4.6: PUBACKs in order), on
@@ -267,7 +282,12 @@ class Ingest:
                 if m.qos:
                     mids.append(m.mid)
             conn.ack(mids)
-            self._acknowledge(sorted_.events)
+            self._acknowledge(sorted_)
+            for e in result.replays:
+                self._reject(e.device, "dev/%s/ev" % e.device, "replay",
+                             "(%d, %d) is at or below what the store deleted (docs/delivery.md)" % (e.boot, e.seq))
+            for e in result.unstorable:
+                self._reject(e.device, "dev/%s/ev" % e.device, "unstorable", "(%d, %d)" % (e.boot, e.seq))
             self.metrics.inc("ingest.received", len(batch))
             self.metrics.inc("ingest.stored", result.inserted)
             self.metrics.inc("ingest.duplicates", result.duplicates)
@@ -275,82 +295,120 @@ class Ingest:
             self.metrics.inc("ingest.commits")
             self.on_commit(result)
 
-    def _acknowledge(self, events: list[EventRow]) -> None:
-        """Tell each device which of its events are now in the store, signed with its key."""
-        if not events or self._conn is None:
+    def _acknowledge(self, s: Sorted) -> None:
+        """Tell each device which of its events the store now holds (or refused for good),
+        signed with the key the events were signed with (and the current one)."""
+        if not s.events or self._conn is None:
             return
-        by_device: dict[str, list[tuple[int, int]]] = {}
-        for e in events:
-            by_device.setdefault(e.device, []).append((e.boot, e.seq))
+        by_key: dict[tuple[str, Signer], list[tuple[int, int]]] = {}
+        for e, signer in zip(s.events, s.signers):
+            by_key.setdefault((e.device, signer), []).append((e.boot, e.seq))
         acks = []
-        for device, pairs in by_device.items():
-            signer = self.registry.signer(device)
-            if signer is None:
-                continue
+        for (device, signer), pairs in by_key.items():
             ranges = ranges_of(pairs)
-            for i in range(0, len(ranges), ack.MAX_RANGES):
-                acks.append((ack.topic(device), ack.encode(signer, ranges[i:i + ack.MAX_RANGES])))
+            # events signed with the key before a rotation: the device may hold that key
+            # still, or the new one already with these events left in its outbox, so they
+            # are acknowledged under both and the device takes the one it can check
+            current = self.registry.signer(device)
+            for key in (signer,) if current is None or current is signer else (signer, current):
+                for i in range(0, len(ranges), ack.MAX_RANGES):
+                    acks.append((ack.topic(device), ack.encode(key, ranges[i:i + ack.MAX_RANGES])))
         self._conn.publish_many(acks)
         self.metrics.inc("ingest.acks_sent", len(acks))
 
     def _sort(self, batch: list[Message]) -> Sorted:
         out = Sorted()
         for m in batch:
-            parsed = parse_topic(m.topic)
-            if parsed is None:
-                self._reject("?", m.topic, "bad_topic", "not dev/<device_id>/ev|status")
-                continue
-            device, leaf = parsed
-            signer = self.registry.signer(device)
-            if signer is None and self._refresh_registry():
-                signer = self.registry.signer(device)
-            if signer is None:
-                self._reject(device, m.topic, "unknown_device", "not in %s" % self.registry.path)
-                continue
-            if leaf == STATUS_LEAF:
-                status = STATUSES.get(m.payload)
-                if status is None:
-                    self._reject(device, m.topic, "bad_status", "payload %r" % m.payload[:20])
-                else:
-                    out.statuses.append((device, status))
-                continue
             try:
-                try:
-                    ev = decode(m.payload, signer)
-                except CodecError:
-                    # a rotated secret (edgectl provision --rotate) is in the registry
-                    # file before the gateway has read it: reload once (a stat when
-                    # nothing changed) and try the new key before calling it forged
-                    if not self._refresh_registry():
-                        raise
-                    signer = self.registry.signer(device)
-                    if signer is None:
-                        raise
-                    ev = decode(m.payload, signer)
-            except CodecError as e:
-                # decoded again without the key, to tell a wrong key from a broken payload
-                try:
-                    decode(m.payload)
-                except CodecError:
-                    self._reject(device, m.topic, "malformed", str(e))
-                else:
-                    self._reject(device, m.topic, "bad_mac", str(e))
-                continue
-            out.events.append(EventRow.from_decoded(device, ev))
+                self._sort_one(m, out)
+            except Exception as e:   # a bug must cost one message, not the gateway
+                if ("?", "internal") not in self._told:
+                    log.exception("ingest failed on a message on %r", m.topic)
+                self._reject("?", m.topic, "internal", repr(e))
         return out
 
-    def _refresh_registry(self) -> bool:
+    def _sort_one(self, m: Message, out: Sorted) -> None:
+        parsed = parse_topic(m.topic)
+        if m.oversized:
+            self._reject(parsed[0] if parsed else "?", m.topic, "oversized",
+                         "%d bytes, more than %d; skipped unread" % (m.oversized, MAX_PACKET))
+            return
+        if parsed is None:
+            self._reject("?", m.topic, "bad_topic", "not dev/<device_id>/ev|status")
+            return
+        device, leaf = parsed
+        if device not in self.registry:
+            self._reject(device, m.topic, "unknown_device", "not in %s" % self.registry.path)
+            return
+        if leaf == STATUS_LEAF:
+            status = STATUSES.get(m.payload)
+            if status is None:
+                self._reject(device, m.topic, "bad_status", "payload %r" % m.payload[:20])
+            else:
+                out.statuses.append((device, status))
+            return
+        got = self._verify(device, m.payload)
+        if isinstance(got, CodecError):
+            # decoded again without the key, to tell a wrong key from a broken payload
+            try:
+                decode(m.payload)
+            except CodecError:
+                self._reject(device, m.topic, "malformed", str(got))
+            else:
+                self._reject(device, m.topic, "bad_mac", str(got))
+            return
+        ev, signer = got
+        out.events.append(EventRow.from_decoded(device, ev, bytes(m.payload)))
+        out.signers.append(signer)
+
+    def _verify(self, device: str, payload: bytes) -> tuple[dict, Signer] | CodecError:
+        """The event and the key it verified with: the device's, or during a rotation's
+        grace period the one before (counted: ingest.old_key); else the CodecError."""
+        signer = self.registry.signer(device)
+        if signer is None:
+            return CodecError("%r is not in the registry" % device)
+        try:
+            return decode(payload, signer), signer
+        except CodecError as e:
+            old = self.registry.previous_signer(device)
+            if old is None:
+                return e
+            try:
+                ev = decode(payload, old)
+            except CodecError:
+                return e
+        self.metrics.inc("ingest.old_key")
+        self._tell(device, "old_key", "an event signed with the key before the last rotation"
+                   " (accepted during its grace period)")
+        return ev, old
+
+    def _refresh_registry(self) -> None:
         """Pick up devices added with `edge-gateway devices add` while we run."""
         try:
-            return self.registry.refresh()
+            self.registry.refresh()
+            self._registry_error = ""
         except RegistryError as e:
-            self.metrics.inc("ingest.registry_errors")
-            log.error("cannot reload the device registry, keeping the devices loaded before: %s", e)
-            return False
+            if str(e) != self._registry_error:     # once per broken version of the file
+                self._registry_error = str(e)
+                self.metrics.inc("ingest.registry_errors")
+                log.error("cannot reload the device registry, keeping the devices loaded before: %s", e)
 
     def _reject(self, device: str, topic: str, reason: str, detail: str) -> None:
         self.metrics.inc("ingest.rejected." + reason)
-        log.warning("rejected a message from device %s on %s: %s (%s)", device, topic, reason, detail)
+        self._tell(device, reason, "rejected a message on %r: %s" % (topic, detail))
+
+    def _tell(self, device: str, reason: str, what: str) -> None:
+        """One warning per device and reason; the counters say how often. Device ids and
+        topics come from the network: %r, so a newline cannot forge a log line."""
+        if (device, reason) in self._told or len(self._told) > TOLD_MAX:
+            return
+        self._told.add((device, reason))
+        if len(self._told) > TOLD_MAX:
+            log.warning("more than %d devices and reasons logged: further ones are only counted"
+                        " (ingest.rejected.*)", TOLD_MAX)
+            return
+        log.warning("device %r: %s: %s (logged once; counted in ingest.%s)", device, reason, what,
+                    reason if reason == "old_key" else "rejected." + reason)
 
     async def _commit(self, s: Sorted) -> CommitResult:
         """Commit, retrying while the disk refuses; nothing is acked until it works.

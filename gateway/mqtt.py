@@ -9,14 +9,15 @@
 # complete packet of a read in one pass and sends a whole batch of PUBACKs in one write,
 # on the event loop thread, so the gateway's own work (verify, commit) is what limits.
 #
-# Only what the gateway needs: no publishing, no QoS 2 (it subscribes with QoS 1, so the
-# broker never sends QoS 2), no will, no TLS (put the broker on loopback or a VPN).
+# Only what the gateway needs: no QoS 2 (it subscribes with QoS 1, so the broker never
+# sends QoS 2), no will. TLS is asyncio's (connect(tls=...); gateway/broker.py makes the context).
 # The packets are built and parsed by edge/mqtt.py and edge/mqtt_receiver.py, the codec
 # the agent's link and the test brokers use too; this module is the connection:
 # buffering, batching, futures, keepalive.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import struct
 from typing import Callable, NamedTuple, TypeVar
 
@@ -27,7 +28,11 @@ T = TypeVar("T")
 
 MQTT311, MQTT5 = 4, 5
 VERSIONS = {"3.1.1": MQTT311, "5": MQTT5}
-MAX_PACKET = 256 * 1024          # a device event is ~30 bytes; refuse absurd packets
+# A device event is ~30 bytes. Sent as Maximum Packet Size in CONNECT (MQTT 5: the broker
+# then never sends a larger PUBLISH); one that comes all the same (MQTT 3.1.1, a broker
+# that ignores it) is skipped unread and acknowledged, never a reason to drop the
+# connection (the broker would send it again at every reconnect).
+MAX_PACKET = 256 * 1024
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 RECEIVE_MAXIMUM = 65535          # MQTT 5: let the broker keep this many unacked messages in flight
 
@@ -46,6 +51,7 @@ class Message(NamedTuple):
     payload: bytes
     mid: int                     # packet id; 0 for QoS 0
     qos: int
+    oversized: int = 0           # a PUBLISH over MAX_PACKET: its size; its payload was dropped unread
 
 
 class MqttConnection(asyncio.Protocol):
@@ -63,6 +69,7 @@ class MqttConnection(asyncio.Protocol):
         self._subacks: dict[int, asyncio.Future[bytes]] = {}
         self._next_mid = 1
         self._buf = bytearray()
+        self._drop = 0               # bytes of an oversized PUBLISH still to come and be dropped
         self._last_heard = loop.time()
         self._pinger: asyncio.Task[None] | None = None
 
@@ -78,6 +85,10 @@ class MqttConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_heard = asyncio.get_running_loop().time()
+        if self._drop:
+            k = min(self._drop, len(data))
+            self._drop -= k
+            data = data[k:]
         buf = self._buf
         buf += data
         n = len(buf)
@@ -87,7 +98,16 @@ class MqttConnection(asyncio.Protocol):
         v5 = self.version == MQTT5
         try:
             while True:
-                got = parse(buf, i, n, MAX_PACKET)
+                try:
+                    got = parse(buf, i, n, MAX_PACKET)
+                except ValueError as e:
+                    big = self._oversized(buf, i, n, e)
+                    if big is None:                    # its header has not all arrived
+                        break
+                    messages.append(big[0])
+                    i = min(big[1], n)
+                    self._drop = big[1] - i
+                    continue
                 if got is None:                   # the rest has not arrived yet
                     break
                 first, j, end = got
@@ -109,6 +129,26 @@ class MqttConnection(asyncio.Protocol):
         del buf[:i]
         if messages:
             self.on_messages(self, messages)
+
+    def _oversized(self, buf: bytearray, i: int, n: int, error: ValueError) -> tuple[Message, int] | None:
+        """The PUBLISH over MAX_PACKET at buf[i], which mqtt.parse refused with error, as
+        (a Message without its payload, the index after its end, maybe beyond n), or None
+        until its topic and packet id have arrived. Anything else raises error again."""
+        first = buf[i]
+        try:
+            got = mqtt.get_varint(buf, i + 1, n, 4)     # whole: parse has read it
+        except ValueError:                              # malformed
+            got = None
+        if got is None or first >> 4 != PUBLISH or (first >> 1) & 3 == 2:
+            raise error
+        size, j = got
+        if n - j < 2:
+            return None
+        head = j + 2 + (buf[j] << 8 | buf[j + 1]) + (2 if first & 0x06 else 0)
+        if n < head:
+            return None
+        topic, mid, _ = mqtt.split_publish(buf, first, j, head)
+        return Message(topic.decode("utf-8", "replace"), b"", mid, (first >> 1) & 3, size), j + size
 
     def _control(self, ptype: int, body: bytes) -> None:
         if ptype == CONNACK:
@@ -136,7 +176,9 @@ class MqttConnection(asyncio.Protocol):
         if self.version == MQTT5:
             # Session Expiry Interval: keep the session (and its queued messages) while the
             # gateway is away; Receive Maximum: how many unacked messages may be in flight.
-            props = b"\x11" + struct.pack(">I", SESSION_NEVER_EXPIRES) + b"\x21" + struct.pack(">H", RECEIVE_MAXIMUM)
+            # Maximum Packet Size: what the broker may send us (larger PUBLISHes it drops).
+            props = (b"\x11" + struct.pack(">I", SESSION_NEVER_EXPIRES) + b"\x21" + struct.pack(">H", RECEIVE_MAXIMUM)
+                     + b"\x27" + struct.pack(">I", MAX_PACKET))
         self._write(mqtt.connect(client_id, keepalive, clean_start, username or None, password or None, None, props))
         code = await self._await(self._connack)
         if code:
@@ -226,8 +268,11 @@ class MqttConnection(asyncio.Protocol):
 
 
 async def connect(host: str, port: int, version: int,
-                  on_messages: Callable[[MqttConnection, list[Message]], None]) -> MqttConnection:
-    """Open the TCP connection (no MQTT handshake yet). Raises OSError."""
+                  on_messages: Callable[[MqttConnection, list[Message]], None],
+                  tls: ssl.SSLContext | None = None) -> MqttConnection:
+    """Open the TCP connection, with TLS if tls is given (the broker's certificate must
+    name host); no MQTT handshake yet. Raises OSError (ssl.SSLError is one)."""
     loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(lambda: MqttConnection(version, on_messages), host, port)
+    _, proto = await loop.create_connection(lambda: MqttConnection(version, on_messages), host, port,
+                                            ssl=tls, server_hostname=host if tls else None)
     return proto

@@ -1,25 +1,32 @@
 # The device registry: which device ids may send events, each one's secret (the HMAC
-# key of edge.codec) and sensor profile. One JSON file, devices.json, in the data dir:
-#   {"<device_id>": {"secret": "<hex>", "profile": "elevator", ...}}
+# key of edge.codec) and sensor profile. One JSON file, devices.json (mode 0600), in the
+# data dir:
+#   {"<device_id>": {"secret": "<hex>", "profile": "elevator", ...,
+#                    "previous": {"secret": "<hex>", "until": <unix time>}}}
+# "previous" is the key a rotation replaced (edgectl provision --rotate, edge-gateway
+# devices add --replace): still accepted until "until" (GRACE_S after the rotation), so
+# the events a device signed before it got the new key, still in its outbox, get in.
 from __future__ import annotations
 
 import json
 import os
 import re
 import secrets as _secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge import ids
 from edge.codec import Signer
+from edge.config import SECRET_RULE, is_secret
 from edge.profiles import NAMES as PROFILES
 
 FILENAME = "devices.json"
 # The id rule is edge.ids, the one the agent checks its config with; this is its
 # characters and length as a regular expression, for docs/platform-api.yaml.
 DEVICE_ID_RE = re.compile(ids.PATTERN)
-MIN_SECRET_BYTES = 16
+GRACE_S = 7 * 86400     # how long a rotated-out key is still accepted
 
 
 class RegistryError(Exception):
@@ -32,12 +39,17 @@ class Device:
     secret: str                      # hex; Signer key = bytes.fromhex(secret)
     profile: str
     extra: dict[str, Any] = field(default_factory=dict)
+    previous: str | None = None      # the key before the last rotation, accepted until previous_until
+    previous_until: float = 0.0
 
     def signer(self) -> Signer:
-        return Signer(bytes.fromhex(self.secret))
+        return Signer(bytes.fromhex(self.secret), self.device_id)
 
     def to_json(self) -> dict[str, Any]:
-        return {"secret": self.secret, "profile": self.profile, **self.extra}
+        out = {"secret": self.secret, "profile": self.profile, **self.extra}
+        if self.previous is not None:
+            out["previous"] = {"secret": self.previous, "until": self.previous_until}
+        return out
 
 
 def check_device_id(device_id: str) -> None:
@@ -53,14 +65,9 @@ def check_profile(profile: object) -> None:
         raise RegistryError("unknown profile %r; known profiles: %s" % (profile, ", ".join(PROFILES)))
 
 
-def check_secret(secret: str) -> None:
-    try:
-        key = bytes.fromhex(secret)
-    except ValueError:
-        raise RegistryError("secret is not a hex string") from None
-    if len(key) < MIN_SECRET_BYTES:
-        raise RegistryError("secret has %d bytes; use at least %d (%d hex digits)"
-                            % (len(key), MIN_SECRET_BYTES, 2 * MIN_SECRET_BYTES))
+def check_secret(secret: object) -> None:
+    if not is_secret(secret):
+        raise RegistryError("secret must be %s" % SECRET_RULE)
 
 
 def new_secret() -> str:
@@ -78,6 +85,7 @@ class Registry:
         self.path = Path(path)
         self._devices: dict[str, Device] = {}
         self._signers: dict[str, Signer] = {}
+        self._previous: dict[str, Signer] = {}     # of the keys in their grace period
         self._stamp: tuple[int, int] | None = None
 
     @classmethod
@@ -90,17 +98,21 @@ class Registry:
             st = self.path.stat()
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            self._devices, self._signers, self._stamp = {}, {}, None
+            self._devices, self._signers, self._previous, self._stamp = {}, {}, {}, None
             return self
         except OSError as e:
             raise RegistryError("%s: cannot read: %s" % (self.path, e.strerror)) from e
+        except UnicodeDecodeError as e:
+            raise RegistryError("%s: not UTF-8 (byte 0x%02x at offset %d): fix that byte (the file holds"
+                                " only ids and hex secrets, plain ASCII) or restore the file from a backup"
+                                % (self.path, e.object[e.start], e.start)) from e
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise RegistryError("%s: not valid JSON: %s at line %d column %d (character %d)"
                                 % (self.path, e.msg, e.lineno, e.colno, e.pos)) from e
         self._devices = self._parse(data)
-        self._signers = {}
+        self._signers, self._previous = {}, {}
         self._stamp = (st.st_mtime_ns, st.st_size)
         return self
 
@@ -118,14 +130,20 @@ class Registry:
                 if not isinstance(secret, str):
                     raise RegistryError("field 'secret' is missing or not a string")
                 check_secret(secret)
+                prev = entry.get("previous")
+                if prev is not None and not (isinstance(prev, dict) and is_secret(prev.get("secret"))
+                                             and isinstance(prev.get("until"), (int, float))):
+                    raise RegistryError("field 'previous' must be {\"secret\": %s, \"until\": unix time}"
+                                        % SECRET_RULE)
                 profile = entry.get("profile")
                 if not isinstance(profile, str) or not profile:
                     raise RegistryError("field 'profile' is missing or not a string")
                 check_profile(profile)
             except RegistryError as e:
                 raise RegistryError("%s: %s" % (where, e)) from None
-            extra = {k: v for k, v in entry.items() if k not in ("secret", "profile")}
-            devices[device_id] = Device(device_id, secret, profile, extra)
+            extra = {k: v for k, v in entry.items() if k not in ("secret", "profile", "previous")}
+            devices[device_id] = Device(device_id, secret, profile, extra, *(
+                (prev["secret"], float(prev["until"])) if prev else ()))
         return devices
 
     def refresh(self) -> bool:
@@ -169,17 +187,25 @@ class Registry:
         self._stamp = (st.st_mtime_ns, st.st_size)
 
     def add(self, device_id: str, profile: str, secret: str | None = None,
-            replace: bool = False, **extra: Any) -> Device:
-        """Add a device (in memory; call save()). A secret is generated when not given."""
+            replace: bool = False, grace_s: float = GRACE_S, **extra: Any) -> Device:
+        """Add a device (in memory; call save()). A secret is generated when not given.
+        Replacing a device's secret keeps the old one for grace_s seconds."""
         check_device_id(device_id)
-        if device_id in self._devices and not replace:
+        old = self._devices.get(device_id)
+        if old is not None and not replace:
             raise RegistryError("device %r is already in %s" % (device_id, self.path))
         secret = secret if secret is not None else new_secret()
         check_secret(secret)
         check_profile(profile)
-        dev = Device(device_id, secret.lower(), profile, dict(extra))
+        secret = secret.lower()
+        keep: tuple[str | None, float] = (None, 0.0)
+        if old is not None and grace_s > 0:
+            # the same secret again is no rotation: a grace period under way runs on
+            keep = (old.previous, old.previous_until) if old.secret == secret else (old.secret, time.time() + grace_s)
+        dev = Device(device_id, secret, profile, dict(extra), *keep)
         self._devices[device_id] = dev
         self._signers.pop(device_id, None)
+        self._previous.pop(device_id, None)
         return dev
 
     def get(self, device_id: str) -> Device | None:
@@ -193,6 +219,16 @@ class Registry:
             if dev is None:
                 return None
             s = self._signers[device_id] = dev.signer()
+        return s
+
+    def previous_signer(self, device_id: str, now: float | None = None) -> Signer | None:
+        """The Signer of the key the last rotation replaced, while its grace period lasts."""
+        dev = self._devices.get(device_id)
+        if dev is None or dev.previous is None or (time.time() if now is None else now) >= dev.previous_until:
+            return None
+        s = self._previous.get(device_id)
+        if s is None:
+            s = self._previous[device_id] = Signer(bytes.fromhex(dev.previous), device_id)
         return s
 
     def __contains__(self, device_id: object) -> bool:

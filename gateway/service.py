@@ -10,11 +10,12 @@ import asyncio
 import logging
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge import ids
+from gateway import auth
 from gateway.broker import BrokerAddress, parse_broker_url, parse_listen
 from gateway.http import HttpServer
 from gateway.ingest import Ingest
@@ -40,8 +41,11 @@ EMBEDDED = "embedded"
 class GatewayConfig:
     data_dir: Path
     platform_url: str = "http://127.0.0.1:8080"
-    broker: str = EMBEDDED             # or mqtt://[user[:password]@]host[:port]
+    broker: str = EMBEDDED             # or mqtts://[user@]host[:port], mqtt://... (gateway/broker.py)
     listen: str = "127.0.0.1:1883"     # the embedded broker's address; port 0 picks one
+    broker_ca: str | None = None       # mqtts://: the CA file of the broker's certificate; None: the system's
+    broker_password: str | None = field(default=None, repr=False)   # never in the URL, never printed
+    insecure_plain_mqtt: bool = False  # allow plain MQTT to a broker (or an embedded listener) off loopback
     gateway_id: str = socket.gethostname()
     client_id: str | None = None       # MQTT client id; default edge-gateway-<gateway_id>
     share_group: str | None = None     # subscribe as $share/<group>/... to split load
@@ -53,6 +57,9 @@ class GatewayConfig:
     max_db_mb: float | None = None     # disk quota of the event store (gateway/quota.py); None: none
     retention_days: float = 7.0        # uploaded events are deleted after this; 0: kept forever
     status_listen: str | None = None   # host:port of the status page, None for none
+    platform_credentials: Path | None = None   # gateway id + secret; None: <data_dir>/platform-credentials.json
+    platform_ca: str | None = None     # https://: the CA file the platform's certificate must chain to
+    insecure_plain_http: bool = False  # allow http:// to a platform off loopback
 
 
 class Gateway:
@@ -94,14 +101,18 @@ class Gateway:
         self.store = await self.db.call(Store.in_dir, cfg.data_dir, cfg.streams)
         if cfg.broker == EMBEDDED:
             from gateway.embedded_broker import EmbeddedBroker   # amqtt only when it is used
-            self.broker = EmbeddedBroker(cfg.listen)
+            self.broker = EmbeddedBroker(cfg.listen, self.registry, cfg.insecure_plain_mqtt)
             self.broker_address = await self.broker.start()
         else:
-            self.broker_address = parse_broker_url(cfg.broker)
+            self.broker_address = parse_broker_url(cfg.broker, cfg.broker_password, cfg.broker_ca,
+                                                   cfg.insecure_plain_mqtt)
+            self.broker_address.ssl_context()   # a bad CA file stops the start here
         # amqtt 0.12 speaks MQTT 3.1.1 only
         version = VERSIONS[cfg.mqtt_version] if cfg.mqtt_version else (
             MQTT311 if cfg.broker == EMBEDDED else VERSIONS["5"])
         self.uplink = Uplink(UplinkConfig(cfg.platform_url, cfg.gateway_id, cfg.streams,
+                                          credentials=self._platform_credentials(),
+                                          ca_file=cfg.platform_ca, insecure_plain_http=cfg.insecure_plain_http,
                                           timeout=cfg.upload_timeout, backoff_min=cfg.backoff_min,
                                           backoff_max=cfg.backoff_max),
                              self.store, self.db, self.metrics)
@@ -120,6 +131,18 @@ class Gateway:
             await self._start_status(cfg.status_listen)
         log.info("gateway %s running: data %s, broker %s, platform %s", cfg.gateway_id,
                  cfg.data_dir, self.broker_address.url, cfg.platform_url)
+
+    def _platform_credentials(self) -> auth.Credentials | None:
+        """Raises CredentialsError: a file that is not there (when named), unreadable, open
+        to others, or for another gateway id."""
+        path = self.cfg.platform_credentials or self.cfg.data_dir / auth.FILENAME
+        if self.cfg.platform_credentials is None and not path.exists():
+            return None                    # the uplink warns: every upload will be refused
+        creds = auth.Credentials.load(path)
+        if creds.gateway != self.cfg.gateway_id:
+            raise auth.CredentialsError("%s: the credentials are for gateway %s, but this gateway's id is %s"
+                                        " (--gateway-id)" % (path, creds.gateway, self.cfg.gateway_id))
+        return creds
 
     async def _start_status(self, listen: str) -> None:
         host, port = parse_listen(listen, 8081)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,12 @@ def connect(path: str | Path) -> sqlite3.Connection:
     transaction keeps the cost to one fsync per batch.
     """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # mode 0600, the database's and its -wal and -shm files' (SQLite gives those the
+    # database's mode): they hold what the devices reported
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for p in (str(path), "%s-wal" % path, "%s-shm" % path):
+        if os.path.exists(p):
+            os.chmod(p, 0o600)
     # check_same_thread=False: the connection is created here but used only by the
     # DbThread that owns it (or by a single-threaded caller such as the CLI).
     conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)

@@ -1,11 +1,13 @@
 # The gateway's durable store: every verified event, committed before its MQTT ack,
 # de-duplicated by (device, boot, seq), and the upload queue the uplink drains, one
 # queue per stream (gateway/streams.py). Also what the disk quota and the retention
-# period take away (gateway/quota.py decides when). Blocking sqlite3 calls: run them
+# period take away (gateway/quota.py decides when), and the marks that outlive them, so
+# a deleted event sent again is refused as a replay. Blocking sqlite3 calls: run them
 # on one DbThread (gateway/sqlite.py).
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,8 @@ from gateway.sqlite import connect, transaction
 from gateway.streams import DEFAULT_STREAMS, Stream, rank_of_kind
 
 FILENAME = "events.sqlite"
+# the kind a device's outbox keeps apart from the others, in a log of its own (edge/agent.py)
+TELEMETRY = "telemetry"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -33,6 +37,7 @@ CREATE TABLE IF NOT EXISTS events (
     uploaded_at REAL,
     rejected_at REAL,                -- the platform refused it (4xx): kept, never retried
     reject_reason TEXT,
+    payload BLOB,                    -- the device's signed bytes: the platform checks the MAC itself
     PRIMARY KEY (device, boot, seq)
 );
 -- The upload queues: only pending rows, in (stream, arrival) order, so finding a
@@ -44,6 +49,20 @@ CREATE TABLE IF NOT EXISTS dropped (
     stream TEXT PRIMARY KEY,
     events INTEGER NOT NULL,
     last_at REAL NOT NULL
+);
+-- Per device and outbox log (0: alarms and reports, 1: telemetry), never deleted: the
+-- highest (boot, seq) ever stored, and the highest the quota or retention deleted. A
+-- device sends each log in order and the next event only once the gateway acknowledged
+-- the one before (edge/outbox.py), so an event of a log at or below its "gone" mark that
+-- the table does not hold was stored and deleted: a replay (docs/delivery.md).
+CREATE TABLE IF NOT EXISTS marks (
+    device TEXT NOT NULL,
+    log INTEGER NOT NULL,
+    high_boot INTEGER NOT NULL,
+    high_seq INTEGER NOT NULL,
+    gone_boot INTEGER NOT NULL DEFAULT 0,
+    gone_seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (device, log)
 );
 CREATE TABLE IF NOT EXISTS device_status (
     device TEXT PRIMARY KEY,
@@ -67,12 +86,13 @@ class EventRow(NamedTuple):
     t: int
     clock_set: bool
     values: dict[str, Any]
+    payload: bytes = b""             # the signed bytes as the device sent them
 
     @classmethod
-    def from_decoded(cls, device: str, ev: dict[str, Any]) -> "EventRow":
-        """From edge.codec.decode's dict."""
+    def from_decoded(cls, device: str, ev: dict[str, Any], payload: bytes = b"") -> "EventRow":
+        """From edge.codec.decode's dict, and the payload it was decoded from."""
         return cls(device, ev["boot"], ev["seq"], ev["code"], ev["type"], ev["kind"],
-                   ev["action"], ev["t"], ev["clock_set"], ev["values"])
+                   ev["action"], ev["t"], ev["clock_set"], ev["values"], payload)
 
     @property
     def id(self) -> str:
@@ -113,6 +133,7 @@ class PendingEvent(NamedTuple):
     t: int
     clock_set: int
     values_json: str
+    payload: bytes                   # the device's signed bytes
 
     @property
     def id(self) -> str:
@@ -130,10 +151,21 @@ class CommitResult:
     duplicates: int
     by_rank: tuple[int, ...] = ()    # events of the batch per stream rank, new or duplicate
     at: float = 0.0                  # the received_at of the new rows (unix time)
+    replays: tuple[EventRow, ...] = ()   # refused: stored once and deleted since (marks)
+    unstorable: tuple[EventRow, ...] = ()   # refused: SQLite would not take them
 
 
 INSERT_EVENT = ("INSERT OR IGNORE INTO events (device, boot, seq, code, type, kind, prio, action,"
-                " t, clock_set, values_json, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+                " t, clock_set, values_json, received_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+RAISE_HIGH = ("INSERT INTO marks (device, log, high_boot, high_seq) VALUES (?,?,?,?) ON CONFLICT (device, log)"
+              " DO UPDATE SET high_boot = excluded.high_boot, high_seq = excluded.high_seq"
+              " WHERE (excluded.high_boot, excluded.high_seq) > (high_boot, high_seq)")
+RAISE_GONE = ("INSERT INTO marks (device, log, high_boot, high_seq, gone_boot, gone_seq) VALUES (?,?,?,?,?,?)"
+              " ON CONFLICT (device, log) DO UPDATE SET gone_boot = excluded.gone_boot, gone_seq = excluded.gone_seq"
+              " WHERE (excluded.gone_boot, excluded.gone_seq) > (gone_boot, gone_seq)")
+# what a row the database cannot take raises, unlike a failing disk (retried: OperationalError)
+DATA_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError, sqlite3.DataError,
+               sqlite3.IntegrityError, sqlite3.ProgrammingError)
 PENDING = "uploaded_at IS NULL AND rejected_at IS NULL"
 SETTLED = "(uploaded_at IS NOT NULL OR rejected_at IS NOT NULL)"
 
@@ -144,7 +176,14 @@ class Store:
         self.streams = tuple(streams)
         self._rank = rank_of_kind(self.streams)
         self.conn = connect(self.path)
+        if self.conn.execute("SELECT 1 FROM pragma_table_info('events')").fetchone() and not \
+                self.conn.execute("SELECT 1 FROM pragma_table_info('events') WHERE name = 'payload'").fetchone():
+            self.conn.execute("ALTER TABLE events ADD COLUMN payload BLOB")   # a store made before it
         self.conn.executescript(SCHEMA)
+        # (device, log) -> the gone mark, in memory: checked for every event
+        self._gone: dict[tuple[str, int], tuple[int, int]] = {
+            (d, log): (b, q) for d, log, b, q in self.conn.execute(
+                "SELECT device, log, gone_boot, gone_seq FROM marks WHERE gone_boot > 0 OR gone_seq > 0")}
 
     @classmethod
     def in_dir(cls, data_dir: str | Path, streams: Sequence[Stream] = DEFAULT_STREAMS) -> "Store":
@@ -159,27 +198,90 @@ class Store:
 
         Returns how many were new and how many were already stored: a
         redelivered MQTT message or a device resending after a lost PUBACK is a duplicate.
+        An event at or below its log's gone mark that the table does not hold is a replay,
+        refused (CommitResult.replays).
         """
         now = time.time() if now is None else now
         last = len(self.streams) - 1
         per_rank = [0] * len(self.streams)
-        rows = []
+        rows, kept = [], []
+        replays = self._replays(events) if self._gone else ()
+        refused = {(e.device, e.boot, e.seq) for e in replays}
         for e in events:
+            if refused and (e.device, e.boot, e.seq) in refused:
+                continue
             rank = self._rank.get(e.kind, last)
             per_rank[rank] += 1
+            kept.append(e)
             rows.append((e.device, e.boot, e.seq, e.code, e.type, e.kind, rank, e.action, e.t,
-                         int(e.clock_set), _encode_json(e.values), now))
+                         int(e.clock_set), _encode_json(e.values), now, e.payload))
+        unstorable = []
         with transaction(self.conn) as c:
             # executemany: one prepared statement for the whole batch, in arrival order;
             # total_changes tells how many rows were new (INSERT OR IGNORE skips duplicates)
+            c.execute("SAVEPOINT batch")
             before = c.total_changes
-            c.executemany(INSERT_EVENT, rows)
+            try:
+                c.executemany(INSERT_EVENT, rows)
+            except DATA_ERRORS:
+                # a row SQLite cannot take (a number past 64 bits, if the decoder let one
+                # through): row by row, so that it alone is refused and the rest stored
+                c.execute("ROLLBACK TO batch")
+                before = c.total_changes
+                for e, row in zip(kept, rows):
+                    try:
+                        c.execute(INSERT_EVENT, row)
+                    except DATA_ERRORS:
+                        unstorable.append(e)
+            c.execute("RELEASE batch")
             inserted = c.total_changes - before
+            c.executemany(RAISE_HIGH, self._highs([e for e in kept if e not in unstorable] if unstorable else kept))
             if statuses:
                 c.executemany("INSERT INTO device_status (device, status, at) VALUES (?,?,?)"
                               " ON CONFLICT (device) DO UPDATE SET status = excluded.status,"
                               " at = excluded.at", [(d, st, now) for d, st in statuses])
-        return CommitResult(inserted, len(events) - inserted, tuple(per_rank), now)
+        return CommitResult(inserted, len(rows) - len(unstorable) - inserted, tuple(per_rank), now,
+                            tuple(replays), tuple(unstorable))
+
+    @staticmethod
+    def _highs(events: Sequence[EventRow]) -> list[tuple[str, int, int, int]]:
+        """(device, log, boot, seq): the highest event of each device's log among these."""
+        high: dict[tuple[str, int], tuple[int, int]] = {}
+        for e in events:
+            key = (e.device, int(e.kind == TELEMETRY))
+            if (e.boot, e.seq) > high.get(key, (-1, -1)):
+                high[key] = (e.boot, e.seq)
+        return [k + v for k, v in high.items()]
+
+    def _replays(self, events: Sequence[EventRow]) -> list[EventRow]:
+        """The events at or below their log's gone mark that the table does not hold."""
+        gone = self._gone
+        out = []
+        for e in events:
+            mark = gone.get((e.device, int(e.kind == TELEMETRY)))
+            if mark is not None and (e.boot, e.seq) <= mark and self.conn.execute(
+                    "SELECT 1 FROM events WHERE device = ? AND boot = ? AND seq = ?",
+                    (e.device, e.boot, e.seq)).fetchone() is None:
+                out.append(e)
+        return out
+
+    def _delete(self, c: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> int:
+        """DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE <where>),
+        in the caller's transaction, first raising the gone mark of every (device, log)
+        to the highest (boot, seq) it deletes."""
+        rows = "rowid IN (SELECT rowid FROM events WHERE " + where + ")"
+        gone: dict[tuple[str, int], tuple[int, int]] = {}
+        for device, log, boot, seq in c.execute(
+                "SELECT device, kind = ?, boot, max(seq) FROM events WHERE " + rows + " GROUP BY 1, 2, 3",
+                (TELEMETRY,) + args):
+            if (boot, seq) > gone.get((device, log), (-1, -1)):
+                gone[(device, log)] = (boot, seq)
+        c.executemany(RAISE_GONE, [k + v + v for k, v in gone.items()])
+        n = c.execute("DELETE FROM events WHERE " + rows, args).rowcount
+        for k, v in gone.items():       # a rollback leaves these above the table's: harmless,
+            self._gone[k] = max(v, self._gone.get(k, v))   # the rows are still there
+        return n
+
 
     def next_batch(self, rank: int, limit: int, after: int = 0) -> list[PendingEvent]:
         """The next events of one stream to upload, oldest first.
@@ -190,7 +292,7 @@ class Store:
         quota, retention) the lane starts again from 0.
         """
         rows = self.conn.execute(
-            "SELECT rowid, received_at, " + ROW_COLUMNS + " FROM events"
+            "SELECT rowid, received_at, " + ROW_COLUMNS + ", payload FROM events"
             " WHERE prio = ? AND " + PENDING + " AND rowid > ? ORDER BY rowid LIMIT ?",
             (rank, after, limit)).fetchall()
         return list(map(PendingEvent._make, rows))
@@ -270,17 +372,31 @@ class Store:
             where = "(uploaded_at < ? OR rejected_at < ?)"
             args = (older_than, older_than)
         with transaction(self.conn) as c:
-            return c.execute("DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE "
-                             + where + " ORDER BY rowid LIMIT ?)", args + (limit or -1,)).rowcount
+            return self._delete(c, where + " ORDER BY rowid LIMIT ?", args + (limit or -1,))
 
     def drop_pending(self, rank: int, limit: int, now: float | None = None) -> int:
         """Delete a stream's oldest pending events, and count them in table dropped."""
         now = time.time() if now is None else now
         with transaction(self.conn) as c:
-            n = c.execute("DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE prio = ? AND "
-                          + PENDING + " ORDER BY rowid LIMIT ?)", (rank, limit)).rowcount
+            n = self._delete(c, "prio = ? AND " + PENDING + " ORDER BY rowid LIMIT ?", (rank, limit))
             if n:
                 c.execute("INSERT INTO dropped (stream, events, last_at) VALUES (?,?,?) ON CONFLICT (stream)"
                           " DO UPDATE SET events = events + excluded.events, last_at = excluded.last_at",
                           (self.streams[rank].name, n, now))
         return n
+
+
+def last_boot(data_dir: str | Path, device: str) -> int:
+    """The highest boot the gateway in data_dir has stored from device, its rows deleted
+    or not (0: none, or no store there). Read only: edgectl provision starts the device's
+    boot counter above it, so a board whose flash was erased never reuses an event id."""
+    path = Path(data_dir) / FILENAME
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT max(b) FROM (SELECT max(high_boot) AS b FROM marks WHERE device = ?"
+                                " UNION ALL SELECT max(boot) FROM events WHERE device = ?)",
+                                (device, device)).fetchone()[0] or 0)
+    finally:
+        conn.close()

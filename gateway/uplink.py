@@ -1,6 +1,12 @@
-# Uplink: drain the store's upload queues to the district platform over HTTP.
+# Uplink: drain the store's upload queues to the district platform over HTTPS.
 #
 # POST {platform}/v1/events  {"gateway": id, "events": [...]}  (docs/platform-api.yaml)
+#
+# Each request is signed with the gateway's credentials (gateway/auth.py), and each event
+# carries the device's signed bytes, so the platform checks both who uploads and what
+# each device said. Plain http:// only to this machine, or with --insecure-plain-http:
+# anyone in the path of a plain link could answer 400 (events rejected for good) or 200
+# (events marked uploaded, never stored).
 #
 # One lane per stream (gateway/streams.py), each with its own request loop on a shared
 # connection pool: an alarm never waits behind a telemetry batch on the wire, and a
@@ -9,13 +15,13 @@
 # batch_age old (0 for alarms: at once); it reads each pending row from the store once,
 # when its batch is due, and sends the stored JSON as it is. Every event has a stable id
 # (<device>:<boot>:<seq>) and the platform stores by id, so a retry after a lost
-# response cannot create a duplicate; the Idempotency-Key header (a hash of the ids)
-# lets a platform or a proxy recognise a repeated request as a whole.
+# response cannot create a duplicate; the Idempotency-Key header (a hash of the gateway
+# id and the body) lets a platform or a proxy recognise a repeated request as a whole.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
-import hashlib
 import json
 import logging
 import random
@@ -23,7 +29,8 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
-from gateway.http import HttpClient, HttpError
+from gateway.auth import Credentials, idempotency_key, sign
+from gateway.http import HttpClient, HttpError, check_transport
 from gateway.metrics import Metrics
 from gateway.sqlite import DbThread
 from gateway.store import CommitResult, PendingEvent, Store
@@ -50,6 +57,9 @@ class UplinkConfig:
     backoff_min: float = 0.5
     backoff_max: float = 30.0
     gzip_min: int = 8192             # compress bodies from this size on
+    credentials: Credentials | None = None   # None: unsigned, which a platform refuses (401, retried)
+    ca_file: str | None = None       # https://: the CA the platform's certificate must chain to; None: the system's
+    insecure_plain_http: bool = False   # allow http:// to a host other than loopback
 
 
 class Outcome(Enum):
@@ -65,18 +75,15 @@ def upload_json(p: PendingEvent) -> str:
     """One event as the platform API carries it, as JSON text: the values go in as the
     store holds them (JSON already), never decoded and encoded again."""
     return ('{"id":%s,"device":%s,"boot":%d,"seq":%d,"type":%s,"action":%s,"t":%d,"clock_set":%s,'
-            '"values":%s}' % (_string(p.id), _string(p.device), p.boot, p.seq, _string(p.type),
-                              _string(p.action), p.t, "true" if p.clock_set else "false", p.values_json))
+            '"values":%s,"payload":"%s"}'
+            % (_string(p.id), _string(p.device), p.boot, p.seq, _string(p.type), _string(p.action), p.t,
+               "true" if p.clock_set else "false", p.values_json, base64.b64encode(p.payload or b"").decode()))
 
 
 def upload_body(gateway_id: str, batch: list[PendingEvent]) -> bytes:
     """POST /v1/events: {"gateway": id, "events": [...]}."""
     return ('{"gateway":%s,"events":[%s]}'
             % (_string(gateway_id), ",".join([upload_json(p) for p in batch]))).encode()
-
-
-def idempotency_key(ids: list[str]) -> str:
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
 
 
 class Lane:
@@ -213,7 +220,12 @@ class Uplink:
         self.cfg = cfg
         self.url = cfg.platform_url.rstrip("/") + EVENTS_PATH
         # ValueError here, at the start, for a URL that is not http[s]://host[:port][/path]
-        self.http = HttpClient(cfg.platform_url, cfg.timeout, {"User-Agent": USER_AGENT})
+        # or plain HTTP off loopback; OSError or ssl.SSLError for a CA file that will not load
+        check_transport(cfg.platform_url, cfg.insecure_plain_http)
+        self.http = HttpClient(cfg.platform_url, cfg.timeout, {"User-Agent": USER_AGENT}, cfg.ca_file)
+        if cfg.credentials is None:
+            log.warning("no platform credentials: the platform will refuse every upload (401) until the"
+                        " gateway has them (edge-gateway run --platform-credentials FILE)")
         self.store = store
         self.db = db
         self.metrics = metrics
@@ -290,10 +302,13 @@ class Uplink:
         """(HTTP status, body text), or (None, what went wrong) when there was no answer."""
         body = upload_body(self.cfg.gateway_id, batch)
         headers = {"Content-Type": "application/json",
-                   "Idempotency-Key": idempotency_key([p.id for p in batch])}
+                   "Idempotency-Key": idempotency_key(self.cfg.gateway_id, body)}
         if len(body) >= self.cfg.gzip_min:
             body = gzip.compress(body, 6)
             headers["Content-Encoding"] = "gzip"
+        if self.cfg.credentials is not None:
+            # signed over the bytes on the wire, with a fresh nonce for every attempt
+            headers.update(sign(self.cfg.credentials, "POST", http.prefix + EVENTS_PATH, body))
         self.metrics.inc("uplink.requests")
         try:
             status, answer = await http.post(EVENTS_PATH, body, headers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from tools.common.mosquitto import Mosquitto
 from tools.common.procs import free_port  # noqa: F401  (for the tests)
@@ -21,10 +22,12 @@ class MosquittoError(RuntimeError):
 
 
 def start_mosquitto(tmpdir: str | Path, port: int | None = None,
-                    extra_conf: str = "") -> tuple[Mosquitto, int]:
+                    extra_conf: str = "", **options: Any) -> tuple[Mosquitto, int]:
     """Start mosquitto on 127.0.0.1 (a free port unless given), without persistence: a
-    restart forgets sessions. Fails loudly (MosquittoError with mosquitto's own output)."""
-    broker = Mosquitto(os.path.join(str(tmpdir), "mosquitto"), port, extra=extra_conf, persistence=False)
+    restart forgets sessions. Fails loudly (MosquittoError with mosquitto's own output).
+    options: more of tools.common.mosquitto.Mosquitto's, e.g. max_packet_size=0."""
+    broker = Mosquitto(os.path.join(str(tmpdir), "mosquitto"), port, extra=extra_conf, persistence=False,
+                       **options)
     try:
         broker.start()
     except RuntimeError as e:

@@ -1,8 +1,17 @@
 """edge.agent's loop with fakes for the bus and the broker (CPython, in process): events
-are on flash before they are logged, a full outbox reports what it dropped, and the
-watchdog is fed only while polls keep coming."""
+are on flash before they are logged, a full outbox reports what it dropped, the
+watchdog is fed only while polls keep coming, and a poll that raises or a value the wire
+cannot carry is reported, not a crash. Then the agent as a board runs it (MicroPython,
+.mpy, 96 KiB heap) against a real Modbus slave on a pty whose float registers hold NaN,
+infinity and 1e30."""
 from __future__ import annotations
 
+import json
+import math
+import signal
+import struct
+import subprocess
+import threading
 import time
 
 import pytest
@@ -11,29 +20,40 @@ from edge import agent as agent_mod
 from edge.agent import Agent
 from edge.clock import ticks_ms
 from edge.codec import decode
-from edge.codes import RAISE, REPORT, code_of
+from edge.codes import FIELD_MAX, RAISE, REPORT, code_of
 from edge.outbox import Outbox
 from edge.state import MemoryStore
+from tools.common import runtime
+from tools.common.procs import free_port, stop
+from tools.testbench import scenarios
+from tools.testbench.simulate import run_simulator
+from tools.testbench.vbus import VirtualBus
 
 SECRET = "00" * 16
 ELEVATOR_IDLE = [0, 0, 0, 3, 0, 1, 0, 0]    # mode, dir, speed, floor 3, door, zone, occupied, fault
 
 
-class Stop(Exception):
-    pass
+class Stop(BaseException):
+    """Ends a test's loop: not an Exception, which a poll catches and reports."""
 
 
 class Master:
-    """Answers every poll with the same words; stops the loop after `polls` polls."""
+    """Answers every poll with the same words, or raises `error`; stops the loop after
+    `polls` polls."""
 
-    def __init__(self, polls: int = 10 ** 9) -> None:
+    def __init__(self, polls: int = 10 ** 9, words: list[int] = ELEVATOR_IDLE,
+                 error: Exception | None = None) -> None:
         self.left = polls
+        self.words = words
+        self.error = error
 
     def read_registers(self, slave, fc, addr, count):
         self.left -= 1
         if self.left < 0:
             raise Stop()
-        return ELEVATOR_IDLE
+        if self.error is not None:
+            raise self.error
+        return self.words
 
 
 class DownLink:
@@ -71,8 +91,8 @@ class Watchdog:
         self.fed.append(ticks_ms())
 
 
-def make(tmp_path, master=None, link=None, outbox=None, speed: float = 50) -> Agent:
-    cfg = {"device_id": "elev-t", "secret": SECRET, "profile": "elevator",
+def make(tmp_path, master=None, link=None, outbox=None, speed: float = 50, profile: str = "elevator") -> Agent:
+    cfg = {"device_id": "elev-t", "secret": SECRET, "profile": profile,
            "bus": {"port": "-", "baud": 9600, "slave": 1, "word_order": "ABCD"},
            "site": {"rated_speed": 1.75, "floors": [-1, 11]},
            "clock": {"anchor": time.time(), "origin": 1_780_000_000, "speed": speed}}
@@ -176,3 +196,128 @@ def test_a_drop_report_that_cannot_be_stored_does_not_loop(tmp_path, lines):
     a.report_drops()                     # its own report is lost too: counted for next time
     assert ob.dropped == [0, 1]
     assert len([line for line in lines if line.startswith("outbox full")]) == 1
+
+
+# ---- what a poll cannot read ------------------------------------------------------------
+
+def water_words(flow: float, total_l: int = 12500) -> list[int]:
+    """The water meter's registers (total in litres, flow as a big-endian float32, battery)."""
+    f = struct.pack(">f", flow)
+    return [total_l >> 16, total_l & 0xFFFF, f[0] << 8 | f[1], f[2] << 8 | f[3], 356]
+
+
+def test_nan_infinity_and_1e30_go_out_unknown_and_are_reported(tmp_path, lines):
+    ob = Outbox(str(tmp_path / "outbox"))
+    master = Master()
+    a = make(tmp_path, master=master, outbox=ob, profile="water_meter")
+    clock = [1_780_000_000]
+    a.now = lambda: clock[0]
+    for flow in (0.3, math.nan, 1e30, math.inf, 0.3):    # a poll every 5 minutes, each a telemetry sample
+        master.words = water_words(flow)
+        a.poll_once()
+        clock[0] += 300
+    events = stored(ob)      # every one decodes: nothing the gateway would refuse
+    telemetry = [e["values"] for e in events if e["type"] == "telemetry.water_meter"]
+    assert [v["flow"] for v in telemetry] == [0.3, None, None, None, 0.3]
+    assert {v["total"] for v in telemetry} == {12.5}, "the fields around an unknown one are kept"
+    faults = [e["values"] for e in events if e["type"] == "device.poll_fault"]
+    assert faults == [{"not_a_number": 1, "out_of_range": 0, "errors": 0},
+                      {"not_a_number": 0, "out_of_range": 1, "errors": 0},
+                      {"not_a_number": 1, "out_of_range": 0, "errors": 0}]
+    assert a.polls == 5 and not [line for line in lines if line.startswith("poll failed")]
+
+
+def test_a_value_beyond_its_field_is_unknown_whatever_the_event(tmp_path, lines):
+    ob = Outbox(str(tmp_path / "outbox"))
+    a = make(tmp_path, outbox=ob)
+    a.emit(1_780_000_000, code_of("elevator.overspeed"), RAISE, (math.inf, 1.75))
+    a.emit(1_780_000_000, code_of("elevator.overspeed"), RAISE, (FIELD_MAX / 100, 1.75))   # 2**53 once scaled
+    a.emit(1_780_000_000, code_of("elevator.overspeed"), RAISE, (FIELD_MAX / 100 - 1, 1.75))
+    assert [e["values"]["speed"] for e in stored(ob)] == [None, None, FIELD_MAX / 100 - 1]
+    assert a.poll_faults == [0, 2, 0]
+
+
+def test_a_poll_that_raises_is_reported_once_a_minute_and_polling_goes_on(tmp_path, lines):
+    ob = Outbox(str(tmp_path / "outbox"))
+    # a USB RS-485 adapter pulled out: not a Modbus error, an OSError from the port
+    a = make(tmp_path, master=Master(error=OSError(5, "Input/output error")), outbox=ob)
+    clock = [1_780_000_000]
+    a.now = lambda: clock[0]
+    for _ in range(150):                 # the elevator polls every second
+        a.poll_once()
+        clock[0] += 1
+    a.master.error = None
+    a.pipeline.step = lambda t, r: 1 / 0    # a detector's bug, on a reading that answered
+    for _ in range(30):
+        a.poll_once()
+        clock[0] += 1
+    clock[0] += 60
+    a.report_faults()
+    faults = [e for e in stored(ob) if e["type"] == "device.poll_fault"]
+    assert [e["t"] - 1_780_000_000 for e in faults] == [0, 60, 120, 240], "not one report a minute"
+    assert sum(e["values"]["errors"] for e in faults) == 180 and a.polls == 180
+    # logged once between two reports (the first poll, and after each report), and a new error at once
+    failed = [line.split()[2] for line in lines if line.startswith("poll failed")]
+    assert failed == ["OSError"] * 4 + ["ZeroDivisionError"]
+    assert "poll failed: OSError [Errno 5] Input/output error" in lines
+
+
+def test_the_loop_runs_on_through_polls_that_raise(tmp_path, lines):
+    a = make(tmp_path, master=Master(polls=40, error=RuntimeError("a bug")), speed=500)
+    with pytest.raises(Stop):
+        a.run()
+    assert a.polls == 40 and len([line for line in lines if line.startswith("poll failed")]) <= 2
+
+
+# ---- the agent as shipped, on a real bus ------------------------------------------------
+
+SPEED = 600          # trace seconds per real second: a water meter poll every 100 ms
+
+
+def test_a_meter_sending_nan_infinity_or_1e30_under_micropython(tmp_path):
+    """A pymodbus slave on a pty serves real float32 NaN, -infinity and 1e30 words to the
+    agent as a board runs it (.mpy, 96 KiB heap): it polls on, the flow goes out
+    unknown, device.poll_fault counts them, and every stored event decodes."""
+    flows = [0.3, math.nan, -math.inf, 1e30, 0.3]
+    rows = [(600 * i, {"total": 12.5, "flow": f, "battery": 3.56}) for i, f in enumerate(flows)]
+    trace = scenarios.write(str(tmp_path / "water.jsonl.gz"),
+                            {"trace": "test", "profile": "water_meter", "period_s": 60}, rows)
+    mpy = runtime.compile_agent(str(tmp_path / "mpy"))
+    anchor = time.time() + 1.0           # trace time 0, for the slave and the agent's clock
+    bus = VirtualBus().start()
+    stop_event = threading.Event()
+    ready = threading.Event()
+    sim = threading.Thread(target=run_simulator, args=("water_meter", trace, bus.b), kwargs=dict(
+        speed=SPEED, anchor=anchor, stop_event=stop_event, ready=ready), daemon=True)
+    sim.start()
+    proc = None
+    try:
+        assert ready.wait(10), "the simulator did not open its port"
+        cfg = {"device_id": "wm-nan", "secret": SECRET, "profile": "water_meter", "log_telemetry": True,
+               "bus": {"port": bus.a, "slave": 1, "timeout_ms": 200, "retries": 1},
+               "broker": {"host": "127.0.0.1", "port": free_port()},     # nobody there: events stay on flash
+               "clock": {"anchor": anchor, "origin": 1_780_000_000, "speed": SPEED}}
+        (tmp_path / "config.json").write_text(json.dumps(cfg))
+        env = runtime.micropython_env()
+        env["MICROPYPATH"] = ".frozen:" + mpy
+        state = tmp_path / "state"
+        proc = subprocess.Popen(runtime.command("micropython", "edge.agent", str(tmp_path / "config.json"),
+                                                str(state), heap="96k"),
+                                env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(1.0 + 600 * len(flows) / SPEED)
+        assert proc.poll() is None, "the agent stopped:\n" + proc.communicate()[0]
+    finally:
+        stop(proc, sig=signal.SIGINT)
+        stop_event.set()
+        sim.join(10)
+        bus.stop()
+    log = proc.communicate()[0]
+    assert "Traceback" not in log and "poll failed" not in log, log
+    events = stored(Outbox(str(state / "outbox")))
+    flows_sent = [e["values"]["flow"] for e in events if e["type"] == "telemetry.water_meter"]
+    assert flows_sent[0] == 0.3 and flows_sent[-1] == 0.3 and None in flows_sent, log
+    assert not [f for f in flows_sent if f not in (0.3, None)], log
+    faults = [e["values"] for e in events if e["type"] == "device.poll_fault"]
+    # NaN and -infinity for 10 polls each: not a number; 1e30 once a telemetry sample carries it
+    assert sum(f["not_a_number"] for f in faults) >= 10 and sum(f["out_of_range"] for f in faults) >= 1, log
+    assert not sum(f["errors"] for f in faults), log

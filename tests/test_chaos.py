@@ -8,8 +8,9 @@ five times, crashes mosquitto (SIGKILL) three times while events are queued for 
 gateway that is down, answers 500 from the platform, hangs it for a minute, stops
 mosquitto for 30 s, and pulls the power on agents (SIGKILL) while their outbox holds
 events, then restarts them. A second, shorter run does the same to a gateway on its
-embedded broker. At the end every event that every agent generated must be stored at
-the platform exactly once.
+embedded broker, and a third to two gateways that share the devices on one mosquitto.
+At the end every event that every agent generated must be stored at the platform
+exactly once.
 
 What an agent generated is read from its own log: it prints one line per event, after
 the event is in its flash outbox, and one line per boot. `pytest --chaos-scale 4` makes
@@ -76,12 +77,12 @@ class Chaos:
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds * self.scale)
 
-    def kill_gateway(self) -> None:
-        self.site.kill("gateway")
-        self.note("kill -9 gateway")
+    def kill_gateway(self, name: str = "gateway") -> None:
+        self.site.kill(name)
+        self.note("kill -9 " + name)
         time.sleep(1)
-        self.site.start_gateway()
-        self.note("gateway restarted")
+        self.site.start_gateway(name)
+        self.note(name + " restarted")
 
     def crash_broker_under_a_dead_gateway(self) -> None:
         """The gateway dies, events queue up for it in mosquitto, then mosquitto is killed
@@ -217,3 +218,34 @@ def test_a_gateway_crash_on_the_embedded_broker_loses_nothing(tmp_path, chaos_sc
         chaos.sleep(5)
         want, events, delivered_ids = settle(site, chaos, devices)
     judge(want, events, delivered_ids, chaos)
+
+
+def test_two_gateways_share_the_devices_through_crashes(tmp_path, chaos_scale):
+    # two gateways on one mosquitto (persistence off), each with its own store, splitting
+    # the devices' events through a shared subscription: each acknowledges what it
+    # committed, one dies while the other goes on, the broker crashes under both
+    devices = fleet(tmp_path)[::2]
+    with Site(str(tmp_path / "site"), devices, fault_proxy=True, broker_persistence=False, gateways=2) as site:
+        chaos = booted(site, devices, chaos_scale)
+        for i in range(4):
+            chaos.sleep(chaos.rnd.uniform(3, 6))
+            chaos.kill_gateway(site.gateways[i % 2])
+        chaos.sleep(3)
+        site.kill("gateway-2")
+        chaos.note("kill -9 gateway-2, and it stays down")
+        chaos.sleep(5)
+        site.stop_broker(crash=True)
+        chaos.note("kill -9 mosquitto")
+        site.start_broker()
+        chaos.note("mosquitto back, empty")
+        chaos.sleep(8)
+        site.start_gateway("gateway-2")
+        chaos.note("gateway-2 back")
+        chaos.sleep(5)
+        want, events, delivered_ids = settle(site, chaos, devices)
+        stored_by = [site.log_of(name) for name in site.gateways]
+    judge(want, events, delivered_ids, chaos)
+    # both did share the work
+    gateways = Counter(e["gateway"] for e in events)
+    assert set(gateways) == {"site-gw", "site-gw-2"}, gateways
+    assert all("Traceback" not in log for log in stored_by)

@@ -1,4 +1,6 @@
 """The event wire format: golden vectors shared with the gateway, both runtimes, bad input."""
+import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -8,11 +10,12 @@ from hypothesis import given, strategies as st
 
 from edge import codec
 from edge.codes import CODES, code_of, ACTIONS
+from edge.mqtt import put_varint
 from tools.common import runtime
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors", "events.json")
 GOLDEN = json.load(open(VECTORS))
-SIGNER = codec.Signer(bytes.fromhex(GOLDEN["key"]))
+SIGNER = codec.Signer(bytes.fromhex(GOLDEN["key"]), GOLDEN["device_id"])
 
 
 def encode_vector(v):
@@ -37,7 +40,7 @@ def test_micropython_writes_the_same_bytes(tmp_path):
         "from edge import codec\n"
         "from edge.codes import code_of, ACTIONS\n"
         "g = json.load(open(%r))\n"
-        "s = codec.Signer(bytes.fromhex(g['key']))\n"
+        "s = codec.Signer(bytes.fromhex(g['key']), g['device_id'])\n"
         "for v in g['vectors']:\n"
         "    b = codec.encode(s, code_of(v['type']), ACTIONS.index(v['action']), v['boot'], v['seq'],"
         " v['t'], v['values'], v['clock_set'])\n"
@@ -64,13 +67,48 @@ def test_altered_payload_or_wrong_key_is_rejected():
         with pytest.raises(codec.CodecError):
             codec.decode(bytes(bad), SIGNER)
     with pytest.raises(codec.CodecError, match="MAC"):
-        codec.decode(good, codec.Signer(b"another device"))
+        codec.decode(good, codec.Signer(b"another device", GOLDEN["device_id"]))
+    # the same key, another device: the MAC covers the device id the topic names
+    with pytest.raises(codec.CodecError, match="MAC"):
+        codec.decode(good, codec.Signer(bytes.fromhex(GOLDEN["key"]), "elev-b7-2"))
+
+
+def test_the_mac_is_hmac_sha256_over_the_device_id_and_the_event():
+    for v in GOLDEN["vectors"]:
+        b = bytes.fromhex(v["hex"])
+        device = GOLDEN["device_id"].encode()
+        want = hmac.new(bytes.fromhex(GOLDEN["key"]), bytes([len(device)]) + device + b[:-8], hashlib.sha256)
+        assert b[-8:] == want.digest()[:8]
+        assert SIGNER.check(b[:-8], b[-8:]) and not SIGNER.check(b[:-8], b[-8:-1])
+
+
+def test_numbers_past_their_bounds_are_refused_before_anything_stores_them():
+    # a validly signed event with a 10-byte boot (2**70 - 1) once stopped the gateway's store
+    def event(boot, seq, value):
+        out = bytearray((codec.VERSION, code_of("device.boot"), 0))
+        for n in (boot, seq):
+            put_varint(out, n)
+        out += bytes(4)
+        put_varint(out, 1)
+        put_varint(out, value)
+        return bytes(out + SIGNER.mac(bytes(out)))
+    assert codec.decode(event(2**32 - 1, 2**32 - 1, 2**64 - 1), SIGNER)["boot"] == 2**32 - 1
+    for boot, seq, value, what in ((2**70 - 1, 1, 2, "boot"), (2**32, 1, 2, "boot"), (1, 2**32, 2, "seq"),
+                                   (1, 1, 2**64, "version"), (2**77, 1, 2, "longer than 10 bytes")):
+        with pytest.raises(codec.CodecError, match=what):
+            codec.decode(event(boot, seq, value), SIGNER)
+
+
+def test_version_1_is_refused_with_the_reason():
+    v1 = b"\x01" + bytes.fromhex(GOLDEN["vectors"][0]["hex"])[1:]
+    with pytest.raises(codec.CodecError, match="version 1 was withdrawn: its MAC did not cover the device id"):
+        codec.decode(v1, SIGNER)
 
 
 @pytest.mark.parametrize("payload,message", [
     (b"", "shorter"),
     (b"hello world, not an event", "version"),
-    (bytes([1, 0xEE]) + bytes(20), "unknown event code"),
+    (bytes([codec.VERSION, 0xEE]) + bytes(20), "unknown event code"),
     (bytes.fromhex(GOLDEN["vectors"][0]["hex"])[:-1], "MAC|truncated|unexpected"),
 ])
 def test_garbage_gets_a_clear_error(payload, message):
@@ -86,7 +124,7 @@ def test_any_bytes_decode_or_raise_codec_error(data):
         pass
 
 
-@given(st.sampled_from(sorted(CODES)), st.integers(0, 2), st.integers(0, 2**32), st.integers(0, 2**40),
+@given(st.sampled_from(sorted(CODES)), st.integers(0, 2), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
        st.integers(0, 2**32 - 1), st.data())
 def test_round_trip(code, action, boot, seq, t, data):
     fields = CODES[code][2]

@@ -4,8 +4,9 @@ import json
 import subprocess
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from edge.config import ConfigError, validate
+from edge.config import SCHEMA, ConfigError, validate
 from tools.common import runtime
 
 GOOD = {
@@ -34,6 +35,11 @@ def test_defaults_are_filled_in():
     (lambda c: c["site"].pop("rated_speed"), "config.site.rated_speed: required"),
     (lambda c: c["site"].update(floors=[5, 1]), "config.site.floors"),
     (lambda c: c.update(secret="short"), "config.secret"),
+    (lambda c: c.update(secret=" " * 40), "config.secret"),            # bytes.fromhex: an empty key
+    (lambda c: c.update(secret="0" * 33), "even number of hex digits"),
+    (lambda c: c.update(profile=[]), "config.profile: must be str, got []"),   # once a TypeError
+    (lambda c: c.update(profile={}), "config.profile"),
+    (lambda c: c.update(boot_floor=-1), "config.boot_floor"),
     (lambda c: c["broker"].update(port="1883"), "config.broker.port: must be int"),
     (lambda c: c.update(colour="red"), "config.colour: unknown field"),
 ])
@@ -43,6 +49,31 @@ def test_bad_field_is_named(mutate, field):
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert field in str(err.value)
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                    max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_json_is_a_config_or_a_config_error(data):
+    cfg = copy.deepcopy(GOOD)
+    # replace one field (or one section's field) of a good config with anything
+    path = data.draw(st.sampled_from(sorted(SCHEMA) + ["bus", "broker", "site", "profile", "secret"]))
+    node = cfg
+    for part in path.split(".")[:-1]:
+        node = node.setdefault(part, {})
+    node[path.split(".")[-1]] = data.draw(JSON)
+    try:
+        validate(cfg)
+    except ConfigError:
+        pass
+    try:
+        validate(data.draw(JSON))
+    except ConfigError:
+        pass
 
 
 def test_unknown_threshold_override_is_named():

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.registry import Registry, RegistryError
+from gateway.broker import device_password
 from rig import Publisher, free_port, signed_event
 
 SECRET = "ab" * 32
@@ -46,8 +47,8 @@ def test_devices_add_reads_the_secret_from_stdin(tmp_path: Path, monkeypatch: An
 @pytest.mark.parametrize("args,message", [
     (["bad/id", "--profile", "elevator"], "device id 'bad/id'"),
     (["elev-001", "--profile", "toaster"], "unknown profile 'toaster'; known profiles: elevator"),
-    (["elev-001", "--profile", "elevator", "--secret", "xyz"], "secret is not a hex string"),
-    (["elev-001", "--profile", "elevator", "--secret", "abcd"], "secret has 2 bytes"),
+    (["elev-001", "--profile", "elevator", "--secret", "xyz"], "secret must be an even number of hex digits"),
+    (["elev-001", "--profile", "elevator", "--secret", "abcd"], "at least 32"),
 ])
 def test_devices_add_errors(tmp_path: Path, capsys: Any, args: list[str], message: str) -> None:
     assert main(["devices", "add", *args, "--data", str(tmp_path)]) == 2
@@ -69,6 +70,8 @@ def test_invalid_registry_entry_names_device_and_field(tmp_path: Path) -> None:
 
 def test_run_with_unreachable_broker_says_which_and_what_to_do(tmp_path: Path, capsys: Any) -> None:
     url = "mqtt://127.0.0.1:%d" % free_port()
+    assert main(["platform", "add-gateway", "gw-1", "--db", str(tmp_path / "p.sqlite"),
+                 "--out", str(tmp_path / "platform-credentials.json")]) == 0
     assert main(["run", "--data", str(tmp_path), "--broker", url]) == 2
     err = capsys.readouterr().err
     assert "cannot connect to the MQTT broker at %s" % url in err and "--broker embedded" in err
@@ -104,6 +107,8 @@ def test_console_scripts_end_to_end_with_graceful_stop(tmp_path: Path) -> None:
     data = tmp_path / "gw"
     assert main(["devices", "add", "elev-001", "--profile", "elevator", "--data", str(data),
                  "--secret", SECRET]) == 0
+    assert main(["platform", "add-gateway", "gw-e2e", "--db", str(tmp_path / "p.sqlite"),
+                 "--out", str(data / "platform-credentials.json")]) == 0
     web_port, mqtt_port = free_port(), free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     platform = subprocess.Popen(
@@ -119,8 +124,8 @@ def test_console_scripts_end_to_end_with_graceful_stop(tmp_path: Path) -> None:
         plat_out, gw_out = _lines(platform.stdout), _lines(gateway.stdout)
         _wait_for(plat_out, "listening on")
         _wait_for(gw_out, "gateway gw-e2e running")
-        pub = Publisher("127.0.0.1", mqtt_port)
-        pub.publish("dev/elev-001/ev", signed_event(SECRET, "elevator.entrapment", 1,
+        pub = Publisher("127.0.0.1", mqtt_port, "elev-001", "elev-001", device_password(SECRET))
+        pub.publish("dev/elev-001/ev", signed_event("elev-001", SECRET, "elevator.entrapment", 1,
                                                     {"floor": 7, "duration_s": 61}, action="raise"))
         pub.close()
         line = _wait_for(plat_out, "elevator.entrapment")

@@ -3,27 +3,20 @@ mosquitto and a real platform receiver: everything mosquitto acknowledged to the
 publisher reaches the platform, each event stored there once."""
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from gateway.cli import main as gateway_cli
 from rig import Publisher, free_port, signed_event, start_mosquitto, stop_mosquitto
-from tools.testbench.services import Service, start_gateway, start_platform
+from tools.testbench.services import Service, add_gateway, platform_get, start_gateway, start_platform
 
 SECRET = "5a" * 32
 DEVICES = ["elev-%03d" % i for i in range(1, 4)]
 EVENTS_PER_DEVICE = 600
 DEADLINE_S = 60.0
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.load(r)
 
 
 class Processes:
@@ -41,14 +34,23 @@ class Processes:
     def platform_url(self) -> str:
         return "http://127.0.0.1:%d" % self.platform_port
 
+    @property
+    def credentials(self) -> str:
+        return str(self.tmp / "gw-crash.json")
+
     def start_platform(self) -> None:
+        add_gateway(str(self.tmp / "platform.sqlite"), "gw-crash", self.credentials)
         self.platform = start_platform(self.platform_port, str(self.tmp / "platform.sqlite"),
                                        str(self.tmp / "processes.log"))
 
     def start_gateway(self) -> None:
         self.gateway, self.status_port = start_gateway(
             str(self.tmp / "gw"), self.broker_url, self.platform_url, str(self.tmp / "processes.log"),
-            ["--gateway-id", "gw-crash", "--stream", "telemetry:batch_age=0.1,batch_max=100"])
+            ["--gateway-id", "gw-crash", "--stream", "telemetry:batch_age=0.1,batch_max=100"], self.credentials)
+
+    def get(self, path: str) -> Any:
+        """The platform's answer to a GET, signed with the gateway's credentials."""
+        return platform_get(self.platform_url, path, self.credentials, timeout=5)
 
     def kill_gateway(self) -> None:
         assert self.gateway is not None
@@ -69,7 +71,7 @@ def publish_all(port: int, acked: list[str], failures: list[BaseException]) -> N
             for seq in range(EVENTS_PER_DEVICE):
                 for device in DEVICES:
                     kind = ("elevator.entrapment", "raise") if seq % 50 == 0 else ("telemetry.elevator", "report")
-                    pub.publish("dev/%s/ev" % device, signed_event(SECRET, kind[0], seq, {"floor": seq % 9},
+                    pub.publish("dev/%s/ev" % device, signed_event(device, SECRET, kind[0], seq, {"floor": seq % 9},
                                                                    action=kind[1]))
                     acked.append("%s:1:%d" % (device, seq))
                 time.sleep(0.005)
@@ -104,15 +106,15 @@ def test_sigkill_at_any_moment_loses_and_duplicates_nothing(tmp_path: Path) -> N
         assert not publisher.is_alive() and not failures, failures
         assert len(acked) == total
         deadline = time.monotonic() + DEADLINE_S
-        while get_json(procs.platform_url + "/v1/counts")["total"] < total:
+        while procs.get("/v1/counts")["total"] < total:
             assert time.monotonic() < deadline, "platform has %s of %d events" % (
-                get_json(procs.platform_url + "/v1/counts"), total)
+                procs.get("/v1/counts"), total)
             time.sleep(0.2)
-        events = get_json(procs.platform_url + "/v1/events?limit=100000")["events"]
+        events = procs.get("/v1/events?limit=100000")["events"]
         ids = [e["id"] for e in events]
         assert len(ids) == len(set(ids)) == total
         assert set(ids) == set(acked)
-        counts = get_json(procs.platform_url + "/v1/counts")["devices"]
+        counts = procs.get("/v1/counts")["devices"]
         assert counts == {d: {"elevator.entrapment": 12, "telemetry.elevator": 588} for d in DEVICES}
     finally:
         procs.stop()

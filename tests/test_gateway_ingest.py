@@ -5,6 +5,7 @@ import asyncio
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from gateway.broker import device_password
 from gateway.platform import PlatformServer
 from gateway.registry import Registry
 from gateway.service import Gateway, GatewayConfig
@@ -33,7 +34,8 @@ def run_with_gateway(tmp_path: Path, broker: str,
                                    broker=broker, listen="127.0.0.1:0", gateway_id="gw-test", **cfg)
             async with Gateway(config) as gw:
                 assert gw.broker_address is not None
-                pub = await asyncio.to_thread(Publisher, gw.broker_address.host, gw.broker_address.port)
+                pub = await asyncio.to_thread(Publisher, gw.broker_address.host, gw.broker_address.port,
+                                              DEVICE, DEVICE, device_password(SECRET))
                 try:
                     await body(gw, pub)
                 finally:
@@ -50,10 +52,10 @@ async def stored(gw: Gateway, device: str | None = None) -> list[Any]:
 
 def test_valid_events_are_stored_once(tmp_path: Path, mosquitto: Any) -> None:
     async def body(gw: Gateway, pub: Publisher) -> None:
-        tele = signed_event(SECRET, "telemetry.elevator", 1, {"floor": 3, "speed": 1.25})
-        alarm = signed_event(SECRET, "elevator.entrapment", 2, {"floor": 7, "duration_s": 61},
+        tele = signed_event(DEVICE, SECRET, "telemetry.elevator", 1, {"floor": 3, "speed": 1.25})
+        alarm = signed_event(DEVICE, SECRET, "elevator.entrapment", 2, {"floor": 7, "duration_s": 61},
                              action="raise")
-        unset = signed_event(SECRET, "device.boot", 0, {"version": 3}, boot=2, t=12, clock_set=False)
+        unset = signed_event(DEVICE, SECRET, "device.boot", 0, {"version": 3}, boot=2, t=12, clock_set=False)
         for payload in (tele, alarm, unset, tele):      # the last one is a redelivery
             await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE, payload)
         await asyncio.to_thread(pub.publish, "dev/%s/status" % DEVICE, b"online", True)
@@ -77,12 +79,12 @@ def test_valid_events_are_stored_once(tmp_path: Path, mosquitto: Any) -> None:
 
 def test_bad_messages_are_counted_not_stored(tmp_path: Path, mosquitto: Any) -> None:
     async def body(gw: Gateway, pub: Publisher) -> None:
-        good = signed_event(SECRET, "telemetry.elevator", 5, {"floor": 1})
+        good = signed_event(DEVICE, SECRET, "telemetry.elevator", 5, {"floor": 1})
         bad = [
             ("dev/%s/ev" % DEVICE, b"\x00garbage, not an event"),                          # malformed
             ("dev/%s/ev" % DEVICE, good[:-1]),                                             # truncated
-            ("dev/%s/ev" % DEVICE, signed_event(OTHER_SECRET, "telemetry.elevator", 6)),   # wrong key
-            ("dev/elev-999/ev", signed_event(SECRET, "telemetry.elevator", 7)),            # unknown
+            ("dev/%s/ev" % DEVICE, signed_event(DEVICE, OTHER_SECRET, "telemetry.elevator", 6)),   # wrong key
+            ("dev/elev-999/ev", signed_event(DEVICE, SECRET, "telemetry.elevator", 7)),            # unknown
             ("dev/%s/status" % DEVICE, b"sleepy"),                                         # bad status
         ]
         for topic, payload in bad:
@@ -101,24 +103,49 @@ def test_device_added_while_running_is_accepted(tmp_path: Path, mosquitto: Any) 
     async def body(gw: Gateway, pub: Publisher) -> None:
         make_registry(tmp_path / "gw", **{DEVICE: SECRET, "wm-7": OTHER_SECRET})
         await asyncio.to_thread(pub.publish, "dev/wm-7/ev",
-                                signed_event(OTHER_SECRET, "water.leak", 1, {"duration_s": 3600}))
+                                signed_event("wm-7", OTHER_SECRET, "water.leak", 1, {"duration_s": 3600}))
         await gw.metrics.wait_until(lambda: gw.metrics.get("ingest.stored") == 1, WAIT_S)
         assert [r.device for r in await stored(gw)] == ["wm-7"]
     run_with_gateway(tmp_path, mosquitto.url, body)
 
 
-def test_rotated_secret_is_accepted_without_a_restart(tmp_path: Path, mosquitto: Any) -> None:
+def test_rotated_secret_is_accepted_without_a_restart_and_the_old_one_for_a_grace_period(
+        tmp_path: Path, mosquitto: Any) -> None:
     # edgectl provision --rotate rewrites the registry while the gateway runs: the first
-    # event under the new key must be stored, and the old key must stop working
+    # event under the new key is stored; one the device signed before, still in its outbox,
+    # is stored too during the grace period, counted, and acknowledged under both keys (the
+    # device may not have its new key yet, or have it with the old event still to send);
+    # a key replaced without a grace period (one that leaked) stops working at once
     async def body(gw: Gateway, pub: Publisher) -> None:
-        make_registry(tmp_path / "gw", **{DEVICE: OTHER_SECRET})
-        await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE,
-                                signed_event(OTHER_SECRET, "device.boot", 1, {"version": 1}, boot=2))
-        await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE,
-                                signed_event(SECRET, "device.boot", 2, {"version": 1}, boot=2))
-        m = gw.metrics
-        await m.wait_until(lambda: m.get("ingest.stored") == 1 and m.rejected() == {"bad_mac": 1}, WAIT_S)
-        assert [(r.boot, r.seq) for r in await stored(gw)] == [(2, 1)]
+        assert gw.broker_address is not None
+        host, port = gw.broker_address.host, gw.broker_address.port
+        old = await asyncio.to_thread(AckListener, host, port, DEVICE, SECRET)
+        new = await asyncio.to_thread(AckListener, host, port, DEVICE, OTHER_SECRET)
+        try:
+            make_registry(tmp_path / "gw", **{DEVICE: OTHER_SECRET})
+            await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE,
+                                    signed_event(DEVICE, OTHER_SECRET, "device.boot", 1, {"version": 1}, boot=2))
+            await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE,
+                                    signed_event(DEVICE, SECRET, "device.boot", 2, {"version": 1}, boot=2))
+            m = gw.metrics
+            await m.wait_until(lambda: m.get("ingest.stored") == 2 and m.get("ingest.old_key") == 1, WAIT_S)
+            assert [(r.boot, r.seq) for r in await stored(gw)] == [(2, 1), (2, 2)]
+            deadline = asyncio.get_running_loop().time() + WAIT_S
+            # each also hears the acks under the other key, and refuses them
+            while (new.acked(), old.acked(), new.refused, old.refused) != ({(2, 1), (2, 2)}, {(2, 2)}, 1, 2):
+                assert asyncio.get_running_loop().time() < deadline, (new.ranges, old.ranges)
+                await asyncio.sleep(0.05)
+
+            reg = Registry.in_dir(tmp_path / "gw")
+            reg.add(DEVICE, "elevator", "33" * 32, replace=True, grace_s=0)
+            reg.save()
+            await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE,
+                                    signed_event(DEVICE, OTHER_SECRET, "device.boot", 3, {"version": 1}, boot=2))
+            await m.wait_until(lambda: m.rejected() == {"bad_mac": 1}, WAIT_S)
+            assert m.get("ingest.stored") == 2
+        finally:
+            old.close()
+            new.close()
     run_with_gateway(tmp_path, mosquitto.url, body)
 
 
@@ -126,7 +153,7 @@ def test_burst_is_committed_in_batches(tmp_path: Path, mosquitto: Any) -> None:
     n = 300
 
     async def body(gw: Gateway, pub: Publisher) -> None:
-        msgs = [("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", i, {"floor": i % 9}))
+        msgs = [("dev/%s/ev" % DEVICE, signed_event(DEVICE, SECRET, "telemetry.elevator", i, {"floor": i % 9}))
                 for i in range(n)]
         await asyncio.to_thread(pub.publish_many, msgs)
         await gw.metrics.wait_until(lambda: gw.metrics.get("ingest.stored") == n, WAIT_S)
@@ -146,7 +173,7 @@ def test_events_sent_while_gateway_is_down_arrive_after_restart(tmp_path: Path, 
             pass                                  # first run: creates the session + subscription
         pub = await asyncio.to_thread(Publisher, mosquitto.host, mosquitto.port)
         await asyncio.to_thread(pub.publish_many, [
-            ("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", i)) for i in range(5)])
+            ("dev/%s/ev" % DEVICE, signed_event(DEVICE, SECRET, "telemetry.elevator", i)) for i in range(5)])
         await asyncio.to_thread(pub.close)
         async with Gateway(cfg) as gw:
             await gw.metrics.wait_until(lambda: gw.metrics.get("ingest.stored") == 5, WAIT_S)
@@ -174,7 +201,7 @@ def test_gateway_reconnects_after_a_broker_restart(tmp_path: Path) -> None:
             assert m.states["broker_connected"] == 1
             pub = await asyncio.to_thread(Publisher, "127.0.0.1", port)
             await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE,
-                                    signed_event(SECRET, "telemetry.elevator", 1))
+                                    signed_event(DEVICE, SECRET, "telemetry.elevator", 1))
             await asyncio.to_thread(pub.close)
             await m.wait_until(lambda: m.get("ingest.stored") == 1, WAIT_S)
     try:
@@ -186,7 +213,7 @@ def test_gateway_reconnects_after_a_broker_restart(tmp_path: Path) -> None:
 def test_embedded_broker_delivers_to_the_store(tmp_path: Path) -> None:
     async def body(gw: Gateway, pub: Publisher) -> None:
         await asyncio.to_thread(pub.publish_many, [
-            ("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", i)) for i in range(20)])
+            ("dev/%s/ev" % DEVICE, signed_event(DEVICE, SECRET, "telemetry.elevator", i)) for i in range(20)])
         await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE, b"junk")
         m = gw.metrics
         await m.wait_until(lambda: m.get("ingest.stored") == 20 and bool(m.rejected()), WAIT_S)
@@ -228,7 +255,7 @@ def test_share_group_splits_devices_between_gateways(tmp_path: Path, mosquitto: 
         async with Gateway(cfgs[0]) as a, Gateway(cfgs[1]) as b:
             pub = await asyncio.to_thread(Publisher, mosquitto.host, mosquitto.port)
             await asyncio.to_thread(pub.publish_many, [
-                ("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", i)) for i in range(40)])
+                ("dev/%s/ev" % DEVICE, signed_event(DEVICE, SECRET, "telemetry.elevator", i)) for i in range(40)])
             await asyncio.to_thread(pub.close)
 
             def total() -> int:
@@ -260,7 +287,7 @@ class AckListener:
         from edge.event import Signer
         self.ranges: list[tuple[int, int, int]] = []
         self.refused = 0
-        signer = Signer(bytes.fromhex(secret))
+        signer = Signer(bytes.fromhex(secret), device)
         ready = threading.Event()
 
         def on_message(client: Any, userdata: Any, msg: Any) -> None:
@@ -294,9 +321,9 @@ def test_the_gateway_acknowledges_what_it_stored_to_each_device_signed_with_its_
         forged = await asyncio.to_thread(AckListener, gw.broker_address.host, gw.broker_address.port,
                                          DEVICE, OTHER_SECRET)
         try:
-            msgs = [("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", i)) for i in range(1, 6)]
-            msgs.append(("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", 3)))   # a resend
-            msgs.append(("dev/%s/ev" % DEVICE, signed_event(OTHER_SECRET, "telemetry.elevator", 9)))  # forged
+            msgs = [("dev/%s/ev" % DEVICE, signed_event(DEVICE, SECRET, "telemetry.elevator", i)) for i in range(1, 6)]
+            msgs.append(("dev/%s/ev" % DEVICE, signed_event(DEVICE, SECRET, "telemetry.elevator", 3)))   # a resend
+            msgs.append(("dev/%s/ev" % DEVICE, signed_event(DEVICE, OTHER_SECRET, "telemetry.elevator", 9)))  # forged
             await asyncio.to_thread(pub.publish_many, msgs)
             m = gw.metrics
             await m.wait_until(lambda: m.get("ingest.received") >= 7, WAIT_S)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable
 
 import pytest
 
-from gateway.mqtt import MQTT5, MQTT311, Message, MqttConnection, MqttError, connect
+from gateway.mqtt import MAX_PACKET, MQTT5, MQTT311, Message, MqttConnection, MqttError, connect
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 WAIT_S = 5.0
@@ -41,6 +41,15 @@ async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
             return first, await reader.readexactly(n)
 
 
+async def trickle(writer: asyncio.StreamWriter, stream: bytes, cuts: Iterable[int]) -> None:
+    """Write stream in pieces starting at cuts, one write and one turn of the loop each."""
+    starts = list(cuts)
+    for a, b in zip(starts, starts[1:] + [len(stream)]):
+        writer.write(stream[a:b])
+        await writer.drain()
+        await asyncio.sleep(0)
+
+
 async def with_broker(script: Script, client: Callable[[int], Awaitable[None]]) -> None:
     server = await asyncio.start_server(lambda r, w: script(r, w), "127.0.0.1", 0)
     try:
@@ -67,10 +76,7 @@ def test_packets_split_at_every_byte_arrive_whole_and_are_acked_in_order(version
                           for i in range(1, 4))
         stream += packet(0xD0, b"")                                          # PINGRESP in between
         stream += publish("dev/big/ev", b"x" * 300, 7, version)              # 2-byte remaining length
-        for i in range(len(stream)):
-            writer.write(stream[i:i + 1])
-            await writer.drain()
-            await asyncio.sleep(0)
+        await trickle(writer, stream, range(len(stream)))
         acks.set_result(await reader.readexactly(4 * 4))
         writer.close()
 
@@ -93,11 +99,48 @@ def test_packets_split_at_every_byte_arrive_whole_and_are_acked_in_order(version
         assert body[7] & 0x02 == 0                      # clean start off: a persistent session
         if version == MQTT5:
             assert b"\x21\xff\xff" in body              # Receive Maximum 65535
+            assert b"\x27" + struct.pack(">I", MAX_PACKET) in body   # Maximum Packet Size
     asyncio.run(main())
     assert [(m.topic, len(m.payload), m.mid, m.qos) for m in got] == [
         ("dev/elev-1/ev", 10, 101, 1), ("dev/elev-2/ev", 20, 102, 1), ("dev/elev-3/ev", 30, 103, 1),
         ("dev/big/ev", 300, 7, 1)]
     assert got[1].payload == bytes(range(20))
+
+
+@pytest.mark.parametrize("version", [MQTT311, MQTT5])
+def test_an_oversized_publish_is_skipped_unread_and_acked_in_its_turn(version: int) -> None:
+    # the broker would send it again after every reconnect: closing the connection over it
+    # is what once stopped the gateway for good
+    got: list[Message] = []
+    acks: asyncio.Future[bytes]
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_packet(reader)
+        writer.write(packet(0x20, b"\x00\x00" + (b"\x00" if version == MQTT5 else b"")))
+        big = publish("dev/x/ev", bytes(MAX_PACKET), 9, version)
+        stream = publish("dev/a/ev", b"1", 8, version) + big + publish("dev/b/ev", b"2", 10, version)
+        await trickle(writer, stream, [*range(40), *range(40, len(stream), 4096)])   # the header byte by byte
+        acks.set_result(await reader.readexactly(3 * 4))
+        writer.close()
+
+    async def client(port: int) -> None:
+        conn = await connect("127.0.0.1", port, version, lambda c, msgs: got.extend(msgs))
+        await conn.handshake("gw-1", "gw-1", None, 30)
+        while len(got) < 3:
+            await asyncio.sleep(0.01)
+        conn.ack([m.mid for m in got])
+        assert await acks == b"".join(struct.pack(">BBH", 0x40, 2, m) for m in (8, 9, 10))
+        assert conn.is_open
+        conn.disconnect()
+
+    async def main() -> None:
+        nonlocal acks
+        acks = asyncio.Future()
+        await with_broker(script, client)
+    asyncio.run(main())
+    size = MAX_PACKET + 2 + 8 + 2 + (1 if version == MQTT5 else 0)
+    assert got == [Message("dev/a/ev", b"1", 8, 1), Message("dev/x/ev", b"", 9, 1, size),
+                   Message("dev/b/ev", b"2", 10, 1)]
 
 
 def test_refused_connection_says_why() -> None:

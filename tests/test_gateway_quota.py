@@ -113,9 +113,9 @@ def test_running_gateway_over_quota_drops_telemetry_keeps_alarms(tmp_path: Path,
                             gateway_id="gw-quota", max_db_mb=0.3)
         async with Gateway(cfg) as gw:
             pub = await asyncio.to_thread(Publisher, mosquitto.host, mosquitto.port)
-            messages = [("dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", i, TELEMETRY))
+            messages = [("dev/%s/ev" % DEVICE, signed_event(DEVICE, SECRET, "telemetry.elevator", i, TELEMETRY))
                         for i in range(6000)]
-            messages[::500] = [("dev/%s/ev" % DEVICE, signed_event(SECRET, "elevator.entrapment", i,
+            messages[::500] = [("dev/%s/ev" % DEVICE, signed_event(DEVICE, SECRET, "elevator.entrapment", i,
                                                                    {"floor": 7}, action="raise"))
                                for i in range(0, 6000, 500)]
             await asyncio.to_thread(pub.publish_many, messages)

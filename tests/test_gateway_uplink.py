@@ -10,8 +10,9 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from gateway import auth
 from gateway.metrics import Metrics
-from gateway.platform import PlatformServer
+from gateway.platform import PlatformDB, PlatformServer, parse_json, read_body
 from gateway.quota import Housekeeper, QuotaConfig
 from gateway.service import Gateway, GatewayConfig
 from gateway.sqlite import DbThread
@@ -19,6 +20,7 @@ from gateway.store import EventRow, PendingEvent, Store
 from gateway.streams import DEFAULT_STREAMS, Stream, apply_options
 from gateway.uplink import Outcome, Uplink, UplinkConfig, upload_body
 from rig import Publisher, free_port, signed_event
+from test_platform import Client
 from test_gateway_ingest import DEVICE, SECRET, make_registry
 
 WAIT_S = 10.0
@@ -41,7 +43,8 @@ class Faults:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method != "POST":
             return await handler(request)
-        body = await request.json()
+        # as sent: the platform runs with auto_decompress off and inflates with a cap
+        body = parse_json(read_body(await request.read(), request.headers.get("Content-Encoding")))
         ids = [e["id"] for e in body["events"]]
         post = {"ids": ids, "encoding": request.headers.get("Content-Encoding"),
                 "key": request.headers.get("Idempotency-Key"), "status": None}
@@ -69,6 +72,13 @@ class Faults:
         return response
 
 
+def provision(tmp_path: Path) -> None:
+    """The platform knows gateway gw-test; its credentials are in the gateway's data directory."""
+    db = PlatformDB(tmp_path / "platform.sqlite")
+    db.add_gateway("gw-test").save(tmp_path / "gw" / auth.FILENAME)
+    db.close()
+
+
 def streams(*options: str) -> tuple[Stream, ...]:
     """The default streams with some fields changed, as --stream does."""
     return apply_options(DEFAULT_STREAMS, options)
@@ -77,6 +87,7 @@ def streams(*options: str) -> tuple[Stream, ...]:
 def run(tmp_path: Path, broker_url: str, body: Callable[[Gateway, PlatformServer, Publisher, Faults],
                                                          Awaitable[None]], **cfg: Any) -> None:
     make_registry(tmp_path / "gw")
+    provision(tmp_path)
     faults = Faults()
 
     async def main() -> None:
@@ -94,20 +105,20 @@ def run(tmp_path: Path, broker_url: str, body: Callable[[Gateway, PlatformServer
 
 
 def telemetry(seq: int) -> tuple[str, bytes]:
-    return "dev/%s/ev" % DEVICE, signed_event(SECRET, "telemetry.elevator", seq, {"floor": seq % 9})
+    return "dev/%s/ev" % DEVICE, signed_event(DEVICE, SECRET, "telemetry.elevator", seq, {"floor": seq % 9})
 
 
 def alarm(seq: int) -> tuple[str, bytes]:
-    return "dev/%s/ev" % DEVICE, signed_event(SECRET, "elevator.entrapment", seq,
+    return "dev/%s/ev" % DEVICE, signed_event(DEVICE, SECRET, "elevator.entrapment", seq,
                                               {"floor": 7, "duration_s": 61}, action="raise")
 
 
 async def platform_events(p: PlatformServer, **query: str) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as http:
-        async with http.get(p.url + "/v1/events", params={"limit": "1000", **query}) as r:
-            assert r.status == 200
-            events: list[dict[str, Any]] = (await r.json())["events"]
-            return events
+        status, answer = await Client(http, p.url, p.add_gateway("reader")).get("/v1/events", limit="1000", **query)
+        assert status == 200
+        events: list[dict[str, Any]] = answer["events"]
+        return events
 
 
 def test_events_arrive_at_the_platform(tmp_path: Path, mosquitto: Any) -> None:
@@ -197,6 +208,7 @@ def test_unreachable_platform_logs_once_and_loses_nothing(tmp_path: Path, mosqui
                                                           caplog: Any) -> None:
     """No platform at all for a while: one log line, then everything arrives once it is up."""
     make_registry(tmp_path / "gw")
+    provision(tmp_path)
     port = free_port()
 
     async def main() -> None:
@@ -331,11 +343,12 @@ def tele_row(seq: int) -> EventRow:
 
 def test_the_upload_body_is_the_api_s_json(tmp_path: Path) -> None:
     store = Store.in_dir(tmp_path)
-    store.commit([tele_row(3), EventRow("wm-7", 2, 9, 0x32, "water.leak", "alarm", "raise", 120, False,
-                                        {"duration_s": 3600, "flow": 0.125})])
+    store.commit([tele_row(3)._replace(payload=b"\x01\x02"),
+                  EventRow("wm-7", 2, 9, 0x32, "water.leak", "alarm", "raise", 120, False,
+                           {"duration_s": 3600, "flow": 0.125}, b"\xff")])
     batch = store.next_batch(0, 10) + store.next_batch(1, 10)
     assert json.loads(upload_body('gw "north"', batch)) == {"gateway": 'gw "north"', "events": [
         {"id": "wm-7:2:9", "device": "wm-7", "boot": 2, "seq": 9, "type": "water.leak", "action": "raise",
-         "t": 120, "clock_set": False, "values": {"duration_s": 3600, "flow": 0.125}},
+         "t": 120, "clock_set": False, "values": {"duration_s": 3600, "flow": 0.125}, "payload": "/w=="},
         {"id": "elev-001:1:3", "device": "elev-001", "boot": 1, "seq": 3, "type": "telemetry.elevator",
-         "action": "report", "t": 1_700_000_003, "clock_set": True, "values": {"floor": 3}}]}
+         "action": "report", "t": 1_700_000_003, "clock_set": True, "values": {"floor": 3}, "payload": "AQI="}]}

@@ -30,7 +30,8 @@ class FakeBroker:
     mode: "ok"; "silent" (accepts TCP, never answers); "refuse" (CONNACK 5, not
     authorised); "lose_first_puback" (the first event publish gets no PUBACK: the
     connection is closed instead); "no_gateway" (PUBACKs, but no gateway ever
-    acknowledges); "forged_ack" (acknowledgements signed with another key)."""
+    acknowledges); "forged_ack" (acknowledgements signed with another key); "huge" (answers
+    CONNECT with the header of a 2 MB packet)."""
 
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
@@ -76,7 +77,9 @@ class FakeBroker:
                 kind = first >> 4
                 if self.mode == "silent":
                     continue
-                if kind == mr.CONNECT:
+                if kind == mr.CONNECT and self.mode == "huge":
+                    conn.sendall(b"\x20\x80\x80\x80\x01" + bytes(200))   # CONNACK of 2 MB, its start
+                elif kind == mr.CONNECT:
                     conn.sendall(mr.connack(5 if self.mode == "refuse" else 0, False))   # 5: not authorised
                 elif kind == mr.SUBSCRIBE:
                     self.subscribed = bytes(mqtt.split_publish(body, 0x30, 2, len(body))[0])
@@ -100,7 +103,7 @@ class FakeBroker:
     def _gateway_ack(self, event: bytes) -> bytes:
         ev = codec.decode(event)
         key = "11" * 16 if self.mode == "forged_ack" else SECRET
-        payload = ack.encode(codec.Signer(bytes.fromhex(key)), [(ev["boot"], ev["seq"], 1)])
+        payload = ack.encode(codec.Signer(bytes.fromhex(key), "dev-1"), [(ev["boot"], ev["seq"], 1)])
         return mqtt.publish(self.subscribed, payload, 0, 0, False, False)
 
     def publishes(self, topic_end: bytes = b"/ev") -> list[tuple[int, bool, bytes]]:
@@ -174,6 +177,14 @@ def test_connect_fails_within_its_deadline_when_no_connack_comes(broker, rt):
 def test_a_refused_connect_is_an_error_that_says_so(broker, rt):
     out = run_script(rt, CONNECT, str(broker.port), "2000")
     assert "refused" in out["error"] and out["ms"] < 1500, out
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+@pytest.mark.parametrize("broker", ["huge"], indirect=True)
+def test_a_packet_longer_than_the_link_takes_is_refused_at_its_header(broker, rt):
+    # the link reads a few KB at most, never what a broker (or whoever answers) announces
+    out = run_script(rt, CONNECT, str(broker.port), "2000")
+    assert "a packet of 2097152 bytes (limit 1024)" in out["error"] and out["ms"] < 1500, out
 
 
 @pytest.mark.parametrize("rt", RUNTIMES)

@@ -145,6 +145,18 @@ def test_a_short_publish_body_is_an_error_not_an_index_error(body, first, v5):
         mqtt_receiver.split_publish(body, first, 0, len(body), v5)
 
 
+@given(st.binary(max_size=40), st.sampled_from([0x30, 0x32, 0x3A]), st.booleans(), st.binary(min_size=1, max_size=20))
+def test_a_publish_body_never_reads_into_the_next_packet(body, first, v5, after):
+    # the body sits between other bytes, as in a stream: whatever its topic length says,
+    # what comes back lies inside it, or it is a ValueError
+    buf = b"\xee" * 3 + body + after
+    try:
+        topic, pid, start = mqtt_receiver.split_publish(buf, first, 3, 3 + len(body), v5)
+    except ValueError:
+        return
+    assert 3 <= start <= 3 + len(body) and bytes(topic) in body and 0 <= pid <= 0xFFFF
+
+
 def test_the_event_codec_varint_is_bounded_and_a_cut_one_is_an_error():
     # the same varint: "need more" for MQTT, a CodecError naming the byte for an event
     assert mqtt.get_varint(b"\xff" * 9 + b"\x7f", 0, 10, 10) == (2 ** 70 - 1, 10)

@@ -339,7 +339,7 @@ def test_a_failing_filesystem_loses_the_event_says_so_and_corrupts_nothing(tmp_p
 
 def signed(seq: int, boot: int = 1) -> bytes:
     from edge import event
-    return event.encode(event.Signer(b"k" * 16), 0x12, 0, boot, seq, 1_780_000_000, (seq,))
+    return event.encode(event.Signer(b"k" * 16, "dev-1"), 0x12, 0, boot, seq, 1_780_000_000, (seq,))
 
 
 def send(ob: Outbox) -> list[tuple[bool, bytes]]:

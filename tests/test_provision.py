@@ -30,10 +30,11 @@ class AuthSite(Site):
     def start_broker(self):
         self.mosquitto = acl.start_broker(self.auth)
         self.broker_port = self.mosquitto.port
+        self.broker_password_file = os.path.join(self.auth.dir, "gateway.password")
 
     @property
     def broker_url(self):
-        return "mqtt://%s:%s@127.0.0.1:%d" % (acl.GATEWAY_USER, self.auth.gateway_password(), self.broker_port)
+        return "mqtt://%s@127.0.0.1:%d" % (acl.GATEWAY_USER, self.broker_port)
 
 
 def edgectl(*args, timeout=120):

@@ -1,5 +1,6 @@
 """gateway/registry.py: devices.json as the gateway reads and writes it. Saved devices come
-back after a reload, a rotated secret replaces the old one (signer included), the file is
+back after a reload, a rotated secret replaces the old one (signer included; the old one
+still verifies for a grace period), the file is
 mode 0600 and written whole, a running gateway's refresh() sees edits and survives a bad
 one, and a bad file is refused with the file, the device and the field named.
 (The device id rule has its own tests: tests/test_ids.py.)"""
@@ -8,33 +9,33 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from edge import codec
 from edge.codes import ACTIONS, code_of
-from gateway.registry import FILENAME, Registry, RegistryError
+from gateway.registry import FILENAME, GRACE_S, Registry, RegistryError
 
 SECRET = "ab" * 32
 OTHER = "cd" * 16
 
 
-def event(secret_hex: str, seq: int = 1) -> bytes:
+def event(secret_hex: str, seq: int = 1, device: str = "elev-001") -> bytes:
     code = code_of("device.boot")
-    return codec.encode(codec.Signer(bytes.fromhex(secret_hex)), code, ACTIONS.index("report"),
+    return codec.encode(codec.Signer(bytes.fromhex(secret_hex), device), code, ACTIONS.index("report"),
                         1, seq, 1_700_000_000, codec.values_of(code, {"version": 1}), True)
 
 
-def accepts(reg: Registry, device_id: str, payload: bytes) -> bool:
-    signer = reg.signer(device_id)
-    if signer is None:
-        return False
-    try:
-        codec.decode(payload, signer)
-        return True
-    except codec.CodecError:
-        return False
+def accepts(reg: Registry, device_id: str, payload: bytes, now: float | None = None) -> bool:
+    for signer in (reg.signer(device_id), reg.previous_signer(device_id, now)):
+        try:
+            if signer is not None and codec.decode(payload, signer):
+                return True
+        except codec.CodecError:
+            pass
+    return False
 
 
 def write(path: Path, data: object) -> None:
@@ -66,6 +67,14 @@ def test_the_secret_in_the_file_verifies_what_the_device_signs(tmp_path: Path) -
     assert not accepts(again, "elev-002", event(SECRET))
 
 
+def test_the_mac_binds_the_device_id_even_under_a_shared_key(tmp_path: Path) -> None:
+    reg = Registry.in_dir(tmp_path)
+    reg.add("elev-001", "elevator", SECRET)
+    reg.add("elev-002", "elevator", SECRET)
+    assert accepts(reg, "elev-002", event(SECRET, device="elev-002"))
+    assert not accepts(reg, "elev-002", event(SECRET, device="elev-001"))
+
+
 def test_a_generated_secret_is_long_and_new_for_each_device(tmp_path: Path) -> None:
     reg = Registry.in_dir(tmp_path)
     a = reg.add("elev-001", "elevator")
@@ -82,20 +91,34 @@ def test_adding_a_device_twice_is_refused_unless_replacing(tmp_path: Path) -> No
     assert reg.get("elev-001").secret == SECRET
 
 
-def test_rotating_a_secret_retires_the_old_one_at_once(tmp_path: Path) -> None:
+def test_a_rotated_out_secret_verifies_for_the_grace_period_only(tmp_path: Path) -> None:
     reg = Registry.in_dir(tmp_path)
     reg.add("elev-001", "elevator", SECRET)
     assert accepts(reg, "elev-001", event(SECRET))          # its signer is now cached
     reg.add("elev-001", "elevator", OTHER, replace=True)
-    assert not accepts(reg, "elev-001", event(SECRET))
-    assert accepts(reg, "elev-001", event(OTHER))
+    assert reg.signer("elev-001") is not None and accepts(reg, "elev-001", event(OTHER))
+    assert accepts(reg, "elev-001", event(SECRET))          # still in the device's outbox
+    until = reg.get("elev-001").previous_until
+    assert abs(until - time.time() - GRACE_S) < 60
+    assert not accepts(reg, "elev-001", event(SECRET), now=until)
     reg.save()
-    assert Registry.in_dir(tmp_path).get("elev-001").secret == OTHER
+    again = Registry.in_dir(tmp_path)
+    assert again.get("elev-001").secret == OTHER and accepts(again, "elev-001", event(SECRET))
+    assert json.loads((tmp_path / FILENAME).read_text())["elev-001"]["previous"] == {"secret": SECRET,
+                                                                                      "until": until}
+    # the same secret again is no rotation; a rotation without grace (a leaked key) retires it at once
+    again.add("elev-001", "elevator", OTHER, replace=True)
+    assert again.get("elev-001").previous == SECRET
+    again.add("elev-001", "elevator", SECRET, replace=True, grace_s=0)
+    assert not accepts(again, "elev-001", event(OTHER)) and again.previous_signer("elev-001") is None
 
 
 @pytest.mark.parametrize("secret,message", [
-    ("not hex at all", "not a hex string"),
-    ("ab" * 15, "secret has 15 bytes; use at least 16 .32 hex digits"),
+    ("not hex at all", "must be an even number of hex digits, at least 32"),
+    ("ab" * 15, "at least 32"),
+    (" " * 40, "hex digits"),                    # bytes.fromhex would make it an empty key
+    ("ab " * 16, "hex digits"),
+    ("a" * 33, "even number"),
 ])
 def test_a_weak_or_garbled_secret_is_refused(tmp_path: Path, secret: str, message: str) -> None:
     reg = Registry.in_dir(tmp_path)
@@ -168,8 +191,8 @@ def test_refresh_sees_devices_added_rotated_and_removed_by_another_writer(tmp_pa
     cli.add("elev-001", "elevator", OTHER, replace=True)
     cli.save()
     assert gateway.refresh() is True
-    assert accepts(gateway, "wm-7", event(OTHER))
-    assert accepts(gateway, "elev-001", event(OTHER)) and not accepts(gateway, "elev-001", event(SECRET))
+    assert accepts(gateway, "wm-7", event(OTHER, device="wm-7"))
+    assert accepts(gateway, "elev-001", event(OTHER)) and gateway.previous_signer("elev-001") is not None
 
     data = json.loads((tmp_path / FILENAME).read_text())     # a device taken out by hand
     del data["elev-002"]
@@ -217,8 +240,10 @@ def test_a_file_that_is_not_json_names_the_file_line_and_column(tmp_path: Path) 
     ({"elev-001": {"profile": "elevator"}}, "device 'elev-001': field 'secret' is missing"),
     ({"elev-001": {"secret": 1234, "profile": "elevator"}},
      "device 'elev-001': field 'secret' is missing or not a string"),
-    ({"elev-001": {"secret": "zz" * 16, "profile": "elevator"}}, "device 'elev-001': secret is not a hex string"),
-    ({"elev-001": {"secret": "ab" * 8, "profile": "elevator"}}, "device 'elev-001': secret has 8 bytes"),
+    ({"elev-001": {"secret": "zz" * 16, "profile": "elevator"}}, "device 'elev-001': secret must be an even"),
+    ({"elev-001": {"secret": "ab" * 8, "profile": "elevator"}}, "device 'elev-001': secret must be an even"),
+    ({"elev-001": {"secret": SECRET, "profile": "elevator", "previous": {"secret": "ab"}}},
+     "device 'elev-001': field 'previous' must be"),
     ({"elev-001": {"secret": SECRET}}, "device 'elev-001': field 'profile' is missing"),
 ])
 def test_a_bad_entry_names_the_file_the_device_and_the_field(tmp_path: Path, data: object, message: str) -> None:
@@ -241,3 +266,11 @@ def test_a_file_that_cannot_be_read_says_so(tmp_path: Path) -> None:
     (tmp_path / FILENAME).mkdir()
     with pytest.raises(RegistryError, match=r"devices.json: cannot read: Is a directory"):
         Registry.in_dir(tmp_path)
+
+
+def test_a_file_that_is_not_utf8_names_the_file_and_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / FILENAME).write_bytes(b'{"elev-001": {"secret": "\xff\xfe", "profile": "elevator"}}')
+    with pytest.raises(RegistryError) as e:
+        Registry.in_dir(tmp_path)
+    assert str(e.value).startswith(str(tmp_path / FILENAME) + ": not UTF-8 (byte 0xff at offset 25)")
+    assert "restore the file from a backup" in str(e.value)

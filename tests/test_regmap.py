@@ -6,6 +6,7 @@ import glob
 import gzip
 import itertools
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -152,3 +153,17 @@ def test_f32_decoding_is_stable(x, order):
     v = regmap.decode(table, slave.encode(table, {"f": x}, order), order)["f"]
     assert regmap.decode(table, slave.encode(table, {"f": v}, order), order)["f"] == v
     assert v == pytest.approx(x, rel=1e-6, abs=0)
+
+
+@pytest.mark.parametrize("order", regmap.ORDERS)
+@pytest.mark.parametrize("x", [math.nan, math.inf, -math.inf])
+def test_a_float_register_without_a_number_is_unknown(order, x):
+    # NaN is many meters' "no value"; either way a detector must never compute with it
+    words = wire_words(struct.pack(">f", x), order)
+    assert regmap.decode((("f", 0, "f32", 1), ("n", 2, "u16", 1)), words + [7], order) == {"f": None, "n": 7}
+
+
+@given(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.sampled_from(regmap.ORDERS), st.sampled_from([1, 0.001, 10]))
+def test_any_float_words_decode_to_a_finite_number_or_unknown(w0, w1, order, scale):
+    v = regmap.decode((("f", 0, "f32", scale),), [w0, w1], order)["f"]
+    assert v is None or math.isfinite(v)

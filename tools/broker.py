@@ -37,10 +37,10 @@ def run(args: argparse.Namespace) -> int:
     write_private(os.path.join(auth.dir, "broker.pid"), "%d\n" % os.getpid())
     password_file = os.path.join(auth.dir, "gateway.password")
     print("broker: mosquitto on 127.0.0.1:%d, anonymous clients refused; users and ACL in %s\n"
-          "the gateway connects as user %r with the password in %s:\n"
-          "  edge-gateway run --broker mqtt://%s:$(cat %s)@127.0.0.1:%d\n"
+          "the gateway connects as user %r with the password in %s (mode 0600):\n"
+          "  edge-gateway run --broker mqtt://%s@127.0.0.1:%d --broker-password-file %s\n"
           "Ctrl-C stops it" % (broker.port, auth.dir, GATEWAY_USER, password_file,
-                               GATEWAY_USER, password_file, broker.port), flush=True)
+                               GATEWAY_USER, broker.port, password_file), flush=True)
     signal.signal(signal.SIGTERM, lambda *a: broker.proc.terminate())
     try:
         broker.proc.wait()

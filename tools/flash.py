@@ -138,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     except StepFailed as e:
         rep.summary(False, "edgectl flash: %s" % e, error=str(e))
         return 1
-    rep.summary(True, "flashed %s on %s: next, edgectl provision --board %s --port %s ..." % (
-        args.board, args.port, args.board, args.port))
+    # the erase took the boot counter too: provision sets it above the gateway's last boot
+    rep.summary(True, "flashed %s on %s: next, edgectl provision --board %s --port %s ... (where the gateway's "
+                "data is: it keeps the device's boot counter above what the gateway has seen)" % (
+                    args.board, args.port, args.board, args.port))
     return 0

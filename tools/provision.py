@@ -51,7 +51,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                    help="ESP32: a file holding the Wi-Fi password (default: asked for, not echoed)")
     g = ap.add_argument_group("identity")
     g.add_argument("--device-id", help="the device's id (a fresh board needs one; a provisioned board keeps its own)")
-    g.add_argument("--rotate", action="store_true", help="give the device a new secret (and broker password)")
+    g.add_argument("--rotate", action="store_true", help="give the device a new secret (and broker password); the "
+                                                         "gateway accepts the old one for 7 days more")
+    g.add_argument("--no-grace", action="store_true", help="with --rotate: refuse the old secret at once (it leaked)")
     g = ap.add_argument_group("sensor")
     g.add_argument("--profile", choices=PROFILES, help="what the sensor is")
     g.add_argument("--bus-port", help="the sensor's serial port as the board sees it")
@@ -71,6 +73,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--broker", metavar="HOST[:PORT]",
                    help="the broker as the board reaches it; for --board virtual, omit it to run a "
                         "sandbox broker (edgectl broker) from the --broker-auth directory")
+    g.add_argument("--broker-ca", metavar="FILE",
+                   help="the CA certificate (PEM) that signed the broker's: the board connects with TLS and"
+                        " checks the broker against it (port 8883 unless --broker gives one; docs/tls.md)")
+    g.add_argument("--insecure-plain-mqtt", action="store_true",
+                   help="plain MQTT to a broker that is not on the board itself: its password and events"
+                        " cross the network in clear")
     g.add_argument("--gateway-data", default="gateway-data",
                    help="the gateway's data directory: devices.json (default: %(default)s)")
     g.add_argument("--broker-auth", metavar="DIR",
@@ -127,10 +135,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def provision(args: argparse.Namespace, rep: Reporter) -> int:
-    from gateway.registry import Registry, RegistryError
+    from gateway.registry import GRACE_S, Registry, RegistryError
+    from gateway.store import last_boot
     spec = boards.load_board(args.board)
     if args.device_id:
         check_device_id(args.device_id)     # before a sandbox board or broker is started for it
+    if args.broker_ca:
+        try:
+            acl.der_certificate(args.broker_ca)
+        except ValueError as e:
+            raise ProvisionError("--broker-ca %s" % e) from None
     wifi = wifi_settings(args, spec)
     bus_port = args.bus_port
     if spec["port"] == "cpython":
@@ -169,19 +183,26 @@ def provision(args: argparse.Namespace, rep: Reporter) -> int:
 
     with rep.step("config", "checking the configuration") as st:
         cfg = build_config(args, existing, device_id, secret, spec, bus_port)
+        # the boot counter goes on above the last boot the gateway has seen: a board whose
+        # flash was erased (edgectl flash) would start again at 1 and reuse event ids
+        floor = max(cfg.get("boot_floor", 0), last_boot(args.gateway_data, device_id))
+        if floor:
+            cfg["boot_floor"] = floor
         try:
             cfg = validate(cfg)
         except schema.ConfigError as e:
             raise StepFailed(explain_config_error(e)) from None
         b = cfg["bus"]
-        st.done("%s, slave %d on %s at %d %d%s%d, word order %s; broker %s:%d" % (
+        st.done("%s, slave %d on %s at %d %d%s%d, word order %s; broker %s:%d%s" % (
             cfg["profile"], b["slave"], b["port"], b["baud"], 8, b["parity"], b["stop"], b["word_order"],
-            cfg["broker"]["host"], cfg["broker"]["port"]), profile=cfg["profile"])
+            cfg["broker"]["host"], cfg["broker"]["port"], "; boot counter above %d" % floor if floor else ""),
+            profile=cfg["profile"], boot_floor=floor)
 
     with rep.step("gateway", "registering with the gateway") as st:
         try:
             known = registry.get(device_id)
-            registry.add(device_id, cfg["profile"], secret, replace=True, board=args.board)
+            registry.add(device_id, cfg["profile"], secret, replace=True, board=args.board,
+                         grace_s=0 if args.no_grace else GRACE_S)
             registry.save()
         except RegistryError as e:
             raise StepFailed(str(e)) from None
@@ -203,7 +224,7 @@ def provision(args: argparse.Namespace, rep: Reporter) -> int:
                                                   if spec.get("manifest") else ""), build=out)
 
     with rep.step("deploy", "copying to the board") as st:
-        files = files_for(out, spec, cfg, wifi)
+        files = files_for(out, spec, cfg, wifi, args.broker_ca)
         try:
             copied = target.deploy(files[0], st.progress)
         finally:
@@ -213,7 +234,7 @@ def provision(args: argparse.Namespace, rep: Reporter) -> int:
 
     # watch the device's status topic as the gateway from here on: what the board
     # publishes with its new credentials must reach the gateway's user
-    watch = OnlineWatch(cfg, auth)
+    watch = OnlineWatch(cfg, auth, args.broker_ca)
     failure = None
     try:
         try:

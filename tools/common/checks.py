@@ -72,7 +72,7 @@ class OnlineWatch:
     self-test's connection, then by the agent once it has started with its credentials.
     Retained messages are the past and are ignored."""
 
-    def __init__(self, cfg: dict, auth: acl.BrokerAuth) -> None:
+    def __init__(self, cfg: dict, auth: acl.BrokerAuth, broker_ca: str | None = None) -> None:
         self.device_id = cfg["device_id"]
         self.online = False
         self.client = None
@@ -86,6 +86,11 @@ class OnlineWatch:
         from paho.mqtt.enums import CallbackAPIVersion
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="%sprovision-%s" % (TOOL_CLIENT_PREFIX, os.getpid()))
         c.username_pw_set(acl.GATEWAY_USER, auth.gateway_password())
+        if cfg["broker"].get("tls"):
+            if not broker_ca:
+                self.why = "the broker speaks TLS: give --broker-ca to watch it from here"
+                return
+            c.tls_set(ca_certs=broker_ca)
         subscribed = threading.Event()
         c.on_connect = lambda cl, u, f, reason, p: (
             cl.subscribe("dev/%s/status" % self.device_id, 1) if not reason.is_failure else None)

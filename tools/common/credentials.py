@@ -1,7 +1,8 @@
 """Broker credentials for devices and the gateway: a mosquitto password file and ACL file,
 and the mosquitto that enforces them (`edgectl broker`, tools/broker.py, runs it).
 
-Each device gets its own user (its id) whose password is derived from its secret, and
+Each device gets its own user (its id) whose password is derived from its secret
+(gateway.broker.device_password, which the embedded broker checks too), and
 ACL lines that let it publish only under dev/<id>/ and subscribe only to dev/<id>/cmd/.
 The gateway has its own user that reads dev/+/ev and dev/+/status. Files are written
 atomically with mode 0600; mosquitto reloads both on SIGHUP.
@@ -20,19 +21,15 @@ import hmac
 import os
 import secrets
 import signal
+import ssl
 import sys
 
 from edge.ids import GATEWAY_USER
-from tools.common.mosquitto import Mosquitto
+from gateway.broker import device_password  # noqa: F401 (its home; provision and tests use it from here)
+from tools.common.mosquitto import Mosquitto, ServerTls
 
 ITERATIONS = 101          # what mosquitto_passwd writes for $7$
 DEFAULT_DIR = os.path.join("gateway-data", "mosquitto")
-
-
-def device_password(secret_hex: str) -> str:
-    """The broker password of a device, derived from its secret: rotating the secret
-    rotates the password, and there is one thing to keep per device, not two."""
-    return hmac.new(bytes.fromhex(secret_hex), b"citynet-edge mqtt password", hashlib.sha256).hexdigest()[:32]
 
 
 def hash_password(password: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
@@ -51,6 +48,15 @@ def check_password(password: str, hashed: str) -> bool:
     if kind != "7":
         return False
     return hmac.compare_digest(hash_password(password, base64.b64decode(salt), int(iterations)), hashed)
+
+
+def der_certificate(pem_path: str) -> bytes:
+    """A PEM certificate (a site's CA) as DER, the form a board's ssl module loads."""
+    try:
+        with open(pem_path) as fh:
+            return ssl.PEM_cert_to_DER_cert(fh.read().strip())
+    except (OSError, ValueError) as e:
+        raise ValueError("%s: not a readable PEM certificate (%s)" % (pem_path, e)) from None
 
 
 def device_acl(device_id: str) -> list[str]:
@@ -155,13 +161,14 @@ class BrokerAuth:
         return pid
 
 
-def start_broker(auth: BrokerAuth, port: int | None = None) -> Mosquitto:
-    """A private mosquitto on 127.0.0.1 that refuses anonymous clients and enforces the ACL."""
+def start_broker(auth: BrokerAuth, port: int | None = None, tls: ServerTls | None = None) -> Mosquitto:
+    """A private mosquitto on 127.0.0.1 that refuses anonymous clients and enforces the ACL
+    (with tls: on a TLS-only listener)."""
     auth.gateway_password()
     for path in (auth.passwd, auth.acl):
         if not os.path.exists(path):
             write_private(path, "")
-    return Mosquitto(auth.dir, port=port, extra=auth.conf_lines(), anonymous=False).start()
+    return Mosquitto(auth.dir, port=port, extra=auth.conf_lines(), anonymous=False, tls=tls).start()
 
 
 def running_port(auth: BrokerAuth) -> int | None:

@@ -15,6 +15,7 @@ import threading
 from tools.common import credentials as acl, runtime
 from tools.common import boards
 from tools.testbench import vboard
+from tools.common.devconfig import CA_FILE, PI_ETC
 from tools.common.report import StepFailed
 
 
@@ -69,9 +70,18 @@ def main_py(spec: dict) -> str:
             "agent.main(['main.py', 'config.json', %r])\n" % (spec["board"], state))
 
 
-def files_for(out: str, spec: dict, cfg: dict, wifi: dict | None = None) -> tuple[list[tuple[str, str]], str]:
-    """(local, board path) pairs; files with secrets go through a private temp dir (0700)."""
+def files_for(out: str, spec: dict, cfg: dict, wifi: dict | None = None,
+              broker_ca: str | None = None) -> tuple[list[tuple[str, str]], str]:
+    """(local, board path) pairs; files with secrets go through a private temp dir (0700).
+    broker_ca: the site CA (PEM), which goes beside the config as DER."""
     tmp = tempfile.mkdtemp(prefix="provision-")
+    if broker_ca:
+        try:
+            der = acl.der_certificate(broker_ca)
+        except ValueError as e:
+            raise StepFailed("--broker-ca %s" % e) from None
+        with open(os.path.join(tmp, CA_FILE), "wb") as fh:
+            fh.write(der)
     cfg_path = os.path.join(tmp, "config.json")
     acl.write_private(cfg_path, json.dumps(cfg, indent=1))
     files = []
@@ -92,6 +102,8 @@ def files_for(out: str, spec: dict, cfg: dict, wifi: dict | None = None) -> tupl
         with open(main, "w") as fh:
             fh.write(main_py(spec))
         files.append((main, "main.py"))
+    if broker_ca:
+        files.append((os.path.join(tmp, CA_FILE), CA_FILE))
     files.append((cfg_path, "config.json"))
     return files, tmp
 
@@ -149,7 +161,7 @@ class LocalTarget(Target):
         self.root = root
         self.spec = spec
         self.name = "this machine"
-        self.etc = os.path.join(root, "etc/citynet-edge")
+        self.etc = os.path.join(root, PI_ETC.lstrip("/"))
         self.opt = os.path.join(root, "opt/citynet-edge")
         self.unit = os.path.join(root, "etc/systemd/system", spec["service"])
 
@@ -162,7 +174,7 @@ class LocalTarget(Target):
     def deploy(self, files, progress) -> int:
         copied = 0
         for i, (src, dest) in enumerate(files):
-            if dest == "config.json":
+            if dest in ("config.json", CA_FILE):
                 path = os.path.join(self.etc, dest)
             elif dest.endswith(".service"):
                 path = self.unit

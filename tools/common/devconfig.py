@@ -17,8 +17,11 @@ FLAGS = {
     "device_id": "--device-id", "profile": "--profile", "bus.port": "--bus-port", "bus.baud": "--baud",
     "bus.parity": "--parity", "bus.stop": "--stop-bits", "bus.slave": "--slave",
     "bus.word_order": "--word-order", "bus.timeout_ms": "--timeout-ms", "bus.retries": "--retries",
-    "broker.host": "--broker", "broker.port": "--broker",
+    "broker.host": "--broker", "broker.port": "--broker", "broker.ca": "--broker-ca",
 }
+CA_FILE = "ca.der"    # the site CA on the board, beside config.json (DER: what MicroPython's ssl loads)
+PI_ETC = "/etc/citynet-edge"   # a Pi's config.json and ca.der; its agent reads the config as a systemd
+                               # credential (boards/citynet-edge-agent.service), so the CA's path is absolute
 
 class ProvisionError(Exception):
     """Bad input, found before anything is changed: exit status 2."""
@@ -75,6 +78,13 @@ def build_config(args, existing: dict | None, device_id: str, secret: str, spec:
             broker["port"] = int(port) if port.isdigit() else port
     elif "host" not in broker and spec["port"] == "unix":
         broker["host"] = "127.0.0.1"
+    if args.broker_ca:
+        broker.update(tls=True, ca=PI_ETC + "/" + CA_FILE if spec["port"] == "cpython" else CA_FILE)
+        broker.pop("insecure_plain", None)
+        if not args.broker or ":" not in args.broker:
+            broker.setdefault("port", 8883)
+    elif args.insecure_plain_mqtt:
+        broker["insecure_plain"] = True
     broker["user"] = device_id
     broker["password"] = acl.device_password(secret)
     for key, value in args.site:

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 
 from tools.common.procs import free_port, stop, wait_port  # noqa: F401 (wait_port: the API)
 
@@ -21,23 +22,41 @@ def binary() -> str:
     return found
 
 
+# The largest packet a device or the gateway sends is an acknowledgement of about 1 KiB:
+# a bigger one disconnects its sender, and is never queued for the gateway.
+MAX_PACKET_SIZE = 16384
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """The listener's TLS files (PEM): the CA that signed its certificate, the certificate
+    (its names must include the host the clients connect to) and its key."""
+    ca: str
+    cert: str
+    key: str
+
+
 class Mosquitto:
     """with Mosquitto(workdir) as broker: broker.port ...; extra: more mosquitto.conf lines.
-    persistence=False: a broker that forgets sessions and queues when it stops."""
+    persistence=False: a broker that forgets sessions and queues when it stops.
+    tls: a TLS-only listener (TLS 1.2 or later); a plain client is dropped at its first byte."""
 
     def __init__(self, workdir: str, port: int | None = None, extra: str = "", anonymous: bool = True,
-                 persistence: bool = True):
+                 persistence: bool = True, tls: ServerTls | None = None,
+                 max_packet_size: int = MAX_PACKET_SIZE):
         self.workdir = workdir
         self.fixed_port = port is not None
         self.port = port or free_port()
         self.extra = extra
         self.anonymous = anonymous
         self.persistence = persistence
+        self.tls = tls
+        self.max_packet_size = max_packet_size      # 0: mosquitto's own limit (256 MiB)
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return "mqtt://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("mqtts" if self.tls else "mqtt", self.port)
 
     def start(self) -> "Mosquitto":
         # a free port can be taken between free_port() and mosquitto's bind: try another
@@ -53,7 +72,12 @@ class Mosquitto:
         conf = os.path.join(self.workdir, "mosquitto.conf")
         with open(conf, "w") as fh:
             fh.write("listener %d 127.0.0.1\n" % self.port)
+            if self.tls:
+                fh.write("cafile %s\ncertfile %s\nkeyfile %s\ntls_version tlsv1.2\n"
+                         % tuple(os.path.abspath(f) for f in (self.tls.ca, self.tls.cert, self.tls.key)))
             fh.write("allow_anonymous %s\n" % ("true" if self.anonymous else "false"))
+            if self.max_packet_size:
+                fh.write("max_packet_size %d\n" % self.max_packet_size)
             if self.persistence:
                 fh.write("persistence true\npersistence_location %s/\n" % self.workdir)
             else:

@@ -106,7 +106,7 @@ def _smallest_heap(runs_in, start_kb: int, step_kb: int = 2) -> int | None:
 
 
 def wire_sizes() -> list[tuple[str, int, int]]:
-    signer = codec.Signer(b"\x00" * 16)
+    signer = codec.Signer(b"\x00" * 16, "bench-1")
     cases = [
         ("alarm elevator.entrapment", code_of("elevator.entrapment"), RAISE, [7, 61]),
         ("telemetry elevator", code_of("telemetry.elevator"), REPORT, [0, -1, 1.62, 7, 0, 0, 1, 0]),

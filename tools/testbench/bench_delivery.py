@@ -46,7 +46,7 @@ from gateway.streams import DEFAULT_STREAMS
 from tools.common.mosquitto import Mosquitto
 from tools.common.procs import free_port
 from tools.testbench.devices import Publisher, event_topic, signed_event
-from tools.testbench.services import Service, start_gateway, start_platform
+from tools.testbench.services import Service, add_gateway, platform_get, start_gateway, start_platform
 
 SECRET = "42" * 32
 T0 = 1_700_000_000
@@ -75,7 +75,7 @@ ALARM = {"elevator": ("elevator.entrapment", {"floor": 7, "duration_s": 61}),
 
 def event(device: tuple[str, str], seq: int, alarm: bool = False, t: int = T0) -> tuple[str, bytes]:
     name, values = (ALARM if alarm else TELEMETRY)[device[1]]
-    payload = signed_event(SECRET, name, seq, values, "raise" if alarm else "report", t=t)
+    payload = signed_event(device[0], SECRET, name, seq, values, "raise" if alarm else "report", t=t)
     return event_topic(device[0]), payload
 
 
@@ -220,9 +220,19 @@ def platform_at(work: Path, port: int) -> Service:
     return start_platform(port, str(work / "platform.sqlite"), str(work / "platform.log"))
 
 
+def credentials(work: Path) -> str:
+    """The bench gateway's platform credentials, made on first use."""
+    path = work / "bench.credentials.json"
+    return str(path) if path.exists() else add_gateway(str(work / "platform.sqlite"), "bench", str(path))
+
+
 def gateway_for(work: Path, broker: Mosquitto, platform_port: int, extra: list[str]) -> tuple[Service, int]:
     return start_gateway(str(work / "gw"), broker.url, "http://127.0.0.1:%d" % platform_port,
-                         str(work / "gateway.log"), ["--gateway-id", "bench", *extra])
+                         str(work / "gateway.log"), ["--gateway-id", "bench", *extra], credentials(work))
+
+
+def platform_json(work: Path, port: int, path: str) -> Any:
+    return platform_get("http://127.0.0.1:%d" % port, path, credentials(work))
 
 
 def get_json(url: str) -> Any:
@@ -238,9 +248,9 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT_S) -> N
         time.sleep(0.1)
 
 
-def platform_events(port: int, type_: str | None = None) -> list[dict[str, Any]]:
+def platform_events(work: Path, port: int, type_: str | None = None) -> list[dict[str, Any]]:
     query = "?limit=100000" + ("&type=" + type_ if type_ else "")
-    return list(get_json("http://127.0.0.1:%d/v1/events%s" % (port, query))["events"])
+    return list(platform_json(work, port, "/v1/events" + query)["events"])
 
 
 def percentiles(values: list[float]) -> str:
@@ -336,13 +346,13 @@ def bench_latency(work: Path, broker: Mosquitto, n_devices: int, rate: float, se
         sent_total = len(alarms.sent) + len(background.sent)
         try:
             wait_for("the platform to store every event",
-                     lambda: get_json("http://127.0.0.1:%d/v1/counts" % platform_port)["total"] >= sent_total)
+                     lambda: platform_json(work, platform_port, "/v1/counts")["total"] >= sent_total)
         except RuntimeError as e:
             counters = get_json(status)["counters"]
             raise RuntimeError("%s: %d sent, the gateway received %d and uploaded %d, the platform has %d" % (
                 e, sent_total, counters.get("ingest.received", 0), counters.get("uplink.events", 0),
-                get_json("http://127.0.0.1:%d/v1/counts" % platform_port)["total"])) from None
-        stored = platform_events(platform_port)
+                platform_json(work, platform_port, "/v1/counts")["total"])) from None
+        stored = platform_events(work, platform_port)
         alarm_lat = latencies(alarms.sent, stored)
         tele_lat = latencies(background.sent, stored)
         print("(b) alarm latency, publish -> platform insert, with %.0f telemetry events/s from %d devices"
@@ -408,12 +418,12 @@ def bench_drain(work: Path, broker: Mosquitto, n_devices: int, period: float, al
         platform = platform_at(work, platform_port)
         backlog_ids = {"%s:1:%d" % (site[d][0], k) for k in range(per_device) for d in range(n_devices)}
         wait_for("the backlog to drain", lambda: get_json(status)["store"]["pending"] == 0
-                 and get_json("http://127.0.0.1:%d/v1/counts" % platform_port)["total"] >= len(backlog))
+                 and platform_json(work, platform_port, "/v1/counts")["total"] >= len(backlog))
         alarms.stop()
         background.stop()
-        wait_for("the live events", lambda: get_json("http://127.0.0.1:%d/v1/counts" % platform_port)["total"]
+        wait_for("the live events", lambda: platform_json(work, platform_port, "/v1/counts")["total"]
                  >= len(backlog) + len(alarms.sent) + len(background.sent))
-        stored = platform_events(platform_port)
+        stored = platform_events(work, platform_port)
         times = sorted(e["received_at"] for e in stored if e["id"] in backlog_ids)
         first, last = times[0], times[-1]
         print("    platform back: first backlog event stored after %.1f s (the upload lanes' retry"

@@ -17,9 +17,9 @@ import shutil
 import signal
 import sys
 import threading
-import urllib.request
 
 from tools.testbench import scenarios
+from tools.testbench.services import platform_get
 from tools.testbench.site import Device, Site
 
 
@@ -66,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
         site.stop()
         return 1
     try:
-        with urllib.request.urlopen(site.platform_url + "/v1/counts", timeout=5) as resp:
-            counts = json.load(resp)
+        counts = platform_get(site.platform_url, "/v1/counts", site.credentials, timeout=5)
     except OSError as e:
         counts = {"error": str(e)}
     site.stop()

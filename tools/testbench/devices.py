@@ -11,12 +11,12 @@ from edge.codes import ACTIONS, code_of
 READY_TIMEOUT_S = 10.0
 
 
-def signed_event(secret_hex: str, type_name: str, seq: int, values: dict[str, float] | None = None,
-                 action: str = "report", boot: int = 1, t: int = 1_700_000_000,
-                 clock_set: bool = True) -> bytes:
-    """One event as a device would send it (values by field name, missing ones unknown)."""
+def signed_event(device_id: str, secret_hex: str, type_name: str, seq: int,
+                 values: dict[str, float] | None = None, action: str = "report", boot: int = 1,
+                 t: int = 1_700_000_000, clock_set: bool = True) -> bytes:
+    """One event as device_id would send it (values by field name, missing ones unknown)."""
     code = code_of(type_name)
-    return codec.encode(codec.Signer(bytes.fromhex(secret_hex)), code, ACTIONS.index(action),
+    return codec.encode(codec.Signer(bytes.fromhex(secret_hex), device_id), code, ACTIONS.index(action),
                         boot, seq, t, codec.values_of(code, values or {}), clock_set)
 
 

@@ -21,10 +21,12 @@ from collections import Counter
 import aiohttp
 from aiohttp import web
 
+from gateway.platform import read_body
+
 MODES = ("pass", "error", "hang")
-# aiohttp has already inflated a gzip body when the handler reads it: the proxy forwards
-# it plain, so Content-Encoding goes with the hop-by-hop headers
-HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
+# the body is forwarded as it came, compressed or not (auto_decompress off): the
+# gateway's signature covers those bytes
+HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 
 
 class FaultProxy:
@@ -82,7 +84,7 @@ class FaultProxy:
         if request.method != "POST" or not request.path.endswith("/events"):
             return
         try:
-            events = json.loads(body)["events"]
+            events = json.loads(read_body(body, request.headers.get("Content-Encoding")))["events"]
             self.delivered.update(e["id"] for e in events if isinstance(e, dict) and "id" in e)
         except (OSError, ValueError, KeyError, TypeError):
             pass                        # not ours to judge: the platform answers bad bodies itself
@@ -93,7 +95,7 @@ class FaultProxy:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

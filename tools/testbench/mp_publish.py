@@ -13,7 +13,7 @@ def main(argv):
     host, port, count = argv[1], int(argv[2]), int(argv[3])
     link = Link({"host": host, "port": port, "keepalive": 60}, "bench-1", lambda *a: None)
     link.connect()
-    signer = event.Signer(b"bench-secret-0123456789abcdef")
+    signer = event.Signer(b"bench-secret-0123456789abcdef", "bench-1")
     payloads = [event.encode(signer, 0x01, 0, 1, i + 1, 1780000000 + i, [0, 1, 1.62, 7, 0, 0, 1, 0])
                 for i in range(count)]
     start = ticks_ms()

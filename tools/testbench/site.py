@@ -14,15 +14,16 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 
 from tools.testbench.mp_replay import parse_iso
 from tools.common import runtime
 from tools.testbench.faultproxy import FaultProxy
-from tools.common.mosquitto import Mosquitto
+from tools.testbench.pki import Authority, Pair, make_ca
+from tools.common.credentials import der_certificate, device_password
+from tools.common.mosquitto import Mosquitto, ServerTls
 from tools.common.procs import free_port, stop
-from tools.testbench.services import start_gateway, start_platform
+from tools.testbench.services import add_gateway, platform_get, start_gateway, start_platform
 from tools.testbench.vbus import VirtualBus
 
 
@@ -45,8 +46,18 @@ class Device:
 class Site:
     def __init__(self, workdir: str, devices: list[Device], broker: str = "mosquitto",
                  platform_print: bool = False, quiet: bool = True, fault_proxy: bool = False,
-                 broker_persistence: bool = True):
+                 broker_persistence: bool = True, tls: bool = False, gateways: int = 1):
         self.workdir = os.path.abspath(workdir)
+        # gateways: more than one share the devices' events through a shared subscription
+        # (MQTT 5 $share), each with its own store, platform credentials and process name
+        # ("gateway", "gateway-2", ...)
+        self.gateways = ["gateway"] + ["gateway-%d" % i for i in range(2, gateways + 1)]
+        # tls: mosquitto listens with TLS only and the platform serves HTTPS, with
+        # certificates from a CA of the site's own (self.ca), which the gateway and the
+        # agents check them against
+        self.tls = tls
+        self.ca: Authority | None = None
+        self.broker_password_file: str | None = None   # the gateway's, for a broker with accounts
         self.devices = devices
         self.broker_kind = broker
         self.broker_persistence = broker_persistence
@@ -64,7 +75,13 @@ class Site:
     # ------------------------------------------------------------------ helpers
     @property
     def platform_url(self) -> str:
-        return "http://127.0.0.1:%d" % self.platform_port
+        return "%s://127.0.0.1:%d" % ("https" if self.tls else "http", self.platform_port)
+
+    def _certificate(self, name: str) -> Pair:
+        """A certificate for name on loopback from the site's CA, which is made on first use."""
+        folder = os.path.join(self.workdir, "pki")
+        self.ca = self.ca or make_ca(folder)
+        return self.ca.issue(folder, name)
 
     def _spawn(self, name: str, argv: list[str], env: dict | None = None, show: bool = False) -> subprocess.Popen:
         log = None if show else open(os.path.join(self.workdir, name + ".log"), "ab")
@@ -85,8 +102,12 @@ class Site:
         """Start the broker; after stop_broker() it comes back on the same port, with the
         sessions and queued messages it saved (unless broker_persistence is off)."""
         if self.broker_kind == "mosquitto":
+            tls = None
+            if self.tls:
+                pair = self._certificate("broker")
+                tls = ServerTls(self.ca.cert, pair.cert, pair.key)
             self.mosquitto = Mosquitto(os.path.join(self.workdir, "mosquitto"), port=self.broker_port or None,
-                                       persistence=self.broker_persistence).start()
+                                       persistence=self.broker_persistence, tls=tls).start()
             self.broker_port = self.mosquitto.port
         elif not self.broker_port:
             self.broker_port = free_port()
@@ -103,30 +124,55 @@ class Site:
 
     @property
     def broker_url(self) -> str:
-        return "mqtt://127.0.0.1:%d" % self.broker_port
+        return "%s://127.0.0.1:%d" % ("mqtts" if self.tls else "mqtt", self.broker_port)
+
+    def credentials_of(self, gateway: str) -> str:
+        """A gateway's platform credentials, where it looks for them."""
+        return os.path.join(self.workdir, gateway, "platform-credentials.json")
+
+    @property
+    def credentials(self) -> str:
+        """The first gateway's platform credentials (the site reads the platform with them)."""
+        return self.credentials_of(self.gateways[0])
 
     def start_platform(self) -> None:
         log = None if self.platform_print else os.path.join(self.workdir, "platform.log")
-        self.procs["platform"] = start_platform(self.platform_port, os.path.join(self.workdir, "platform.sqlite"),
-                                                log, self.platform_print).proc
+        db = os.path.join(self.workdir, "platform.sqlite")
+        for name in self.gateways:
+            if not os.path.exists(self.credentials_of(name)):
+                os.makedirs(os.path.join(self.workdir, name), exist_ok=True)
+                add_gateway(db, name.replace("gateway", "site-gw"), self.credentials_of(name))
+        self.procs["platform"] = start_platform(self.platform_port, db, log, self.platform_print,
+                                                self._certificate("platform") if self.tls else None).proc
         if self.proxy is not None:
             self.proxy.start()
 
     def register_devices(self) -> None:
-        data = os.path.join(self.workdir, "gateway")
+        for name in self.gateways:
+            self._register(os.path.join(self.workdir, name))
+
+    def _register(self, data: str) -> None:
         os.makedirs(data, exist_ok=True)
         for d in self.devices:
             subprocess.run(self._cli("gateway.cli") + ["devices", "add", d.device_id, "--profile", d.profile,
                                                        "--secret", d.secret, "--data", data],
                            check=True, capture_output=True, text=True)
 
-    def start_gateway(self) -> None:
+    def start_gateway(self, name: str = "gateway") -> None:
         broker = ("embedded" if self.broker_kind == "embedded" else self.broker_url)
         platform = self.proxy.url if self.proxy is not None else self.platform_url
         extra = ["--listen", "127.0.0.1:%d" % self.broker_port] if self.broker_kind == "embedded" else []
-        gateway, _ = start_gateway(os.path.join(self.workdir, "gateway"), broker, platform,
-                                   os.path.join(self.workdir, "gateway.log"), extra)
-        self.procs["gateway"] = gateway.proc
+        if self.tls and self.broker_kind == "mosquitto":
+            extra += ["--broker-ca", self.ca.cert]
+        if self.tls:
+            extra += ["--platform-ca", self.ca.cert]
+        if self.broker_password_file:
+            extra += ["--broker-password-file", self.broker_password_file]
+        if len(self.gateways) > 1:
+            extra += ["--share-group", "site"]
+        gateway, _ = start_gateway(os.path.join(self.workdir, name), broker, platform,
+                                   os.path.join(self.workdir, name + ".log"), extra)
+        self.procs[name] = gateway.proc
 
     def agent_config(self, d: Device, port: str) -> dict:
         with_header = _trace_header(d.trace)
@@ -136,7 +182,8 @@ class Site:
         cfg = {
             "device_id": d.device_id, "secret": d.secret, "profile": d.profile,
             "bus": {"port": port, "baud": 9600, "parity": "E", "slave": 1, "timeout_ms": 300, "retries": 1},
-            "broker": {"host": "127.0.0.1", "port": self.broker_port, "keepalive": 30},
+            "broker": {"host": "127.0.0.1", "port": self.broker_port, "keepalive": 30,
+                       "user": d.device_id, "password": device_password(d.secret)},
             "site": {k: v for k, v in site.items() if k in ("rated_speed", "floors", "resolution", "occupants")},
             "clock": {"anchor": self.anchor, "origin": origin, "speed": d.speed},
         }
@@ -159,8 +206,14 @@ class Site:
         home = os.path.join(self.workdir, "agent-" + d.device_id)
         os.makedirs(home, exist_ok=True)
         cfg_path = os.path.join(home, "config.json")
+        cfg = self.agent_config(d, self.buses[d.device_id].a)
+        if self.tls and self.broker_kind == "mosquitto":
+            # as provisioning does it: the CA in DER beside the config
+            with open(os.path.join(home, "ca.der"), "wb") as fh:
+                fh.write(der_certificate(self.ca.cert))
+            cfg["broker"].update(tls=True, ca="ca.der")
         with open(cfg_path, "w") as fh:
-            json.dump(self.agent_config(d, self.buses[d.device_id].a), fh)
+            json.dump(cfg, fh)
         argv = runtime.command(d.runtime, "edge.agent", cfg_path, os.path.join(home, "state"), heap=d.heap)
         env = runtime.micropython_env()
         if d.heap:
@@ -187,7 +240,8 @@ class Site:
             self.start_broker()
             self.start_platform()
             self.register_devices()
-            self.start_gateway()
+            for name in self.gateways:
+                self.start_gateway(name)
             # trace time 0 is "now plus a moment", so every simulator and agent agree on it
             self.anchor = time.time() + 1.0
             for d in self.devices:
@@ -199,7 +253,8 @@ class Site:
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
-            stop(self.procs[name], 10, signal.SIGINT if name in ("gateway", "platform") else signal.SIGTERM)
+            ours = name.startswith("gateway") or name == "platform"    # they stop cleanly on SIGINT
+            stop(self.procs[name], 10, signal.SIGINT if ours else signal.SIGTERM)
         self.procs.clear()
         for bus in self.buses.values():
             bus.stop()
@@ -218,8 +273,8 @@ class Site:
     # ------------------------------------------------------------------ platform queries
     def platform_events(self, **query: str) -> list[dict]:
         qs = "&".join("%s=%s" % kv for kv in query.items())
-        with urllib.request.urlopen(self.platform_url + "/v1/events?limit=100000&" + qs, timeout=10) as resp:
-            return json.load(resp)["events"]
+        return platform_get(self.platform_url, "/v1/events?limit=100000&" + qs, self.credentials,
+                            self.ca.cert if self.tls else None)["events"]
 
     def wait_for(self, predicate, timeout: float, poll: float = 0.5) -> list[dict]:
         """Poll the platform until predicate(events) is true; returns the events."""
