@@ -178,7 +178,7 @@ class Agent:
 
     def send_one(self):
         """One network step: connect, publish the next event, or ping an idle link.
-        Oldest first, alarms before telemetry, one of each out at a time; an event
+        Oldest first, alarms before telemetry, a window of each out at once; an event
         leaves the outbox only once the gateway has acknowledged committing it. Returns
         how long the network has nothing to do (ms, 0: call again at once)."""
         link = self.link
@@ -212,7 +212,7 @@ class Agent:
         if self._net(link.publish, payload, None, False, q.dup):
             q.sent(payload)
         else:
-            q.dup = True    # it may have reached the broker: DUP next time
+            q.failed()      # it may have reached the broker: DUP next time
         return 0
 
     def on_ack(self, payload):

@@ -12,8 +12,11 @@
 # cursor per log, "segment offset" in a small file replaced atomically every
 # COMMIT_EVERY acks and whenever a segment is deleted; after a power cut at most that
 # many events go out twice, and the gateway drops those by (device, boot, seq).
-# One event of each log is out at a time: the next goes once the gateway has acknowledged
-# it; rewind() sends it again (after a reconnect, or when the acknowledgement is late).
+# Up to WINDOW events of each log are out at once, from its first segment; each stays
+# until the gateway has acknowledged it, and rewind() sends them again (after a
+# reconnect, or when the acknowledgement is late). A window, not one at a time: the
+# gateway commits telemetry in groups (up to 250 ms apart), and one event per commit
+# would cap a device's backlog drain at a few events a second.
 # Bounded: when the segments would pass max_bytes, the oldest telemetry segment goes
 # first, alarms only when no telemetry is left; `dropped` counts what went.
 import os
@@ -33,6 +36,7 @@ except ImportError:   # a port built without it
         return crc ^ 0xFFFFFFFF
 
 COMMIT_EVERY = 16   # acks between cursor writes: flash wear against resends after a cut
+WINDOW = 8          # events of a log out at once, waiting for the gateway
 MAX_PAYLOAD = 255
 
 
@@ -72,8 +76,9 @@ class Log:
         self.name = name + ".ack"
         self.path = store.root + "/" + name + "."
         self.seg_bytes = seg_bytes
-        self.head = None        # the first unacknowledged payload, read once
-        self.out = None         # (boot, seq) of the head once sent, until the gateway has it
+        self.head = None        # the next payload to send, read once
+        self.out = []           # [boot, seq, record bytes, acknowledged] of each sent, oldest first
+        self.next_off = 0       # where the next record to send starts in the first segment
         self.acks = 0           # acks since the cursor was last saved
         self.lost = 0           # records found corrupt when their turn came
         cur, off = self._cursor()
@@ -91,11 +96,29 @@ class Log:
             start = off if num == cur else 0
             end, n = self._scan(num, start)
             self.segs.append([num, end, n])
-        self.off = off if self.segs and self.segs[0][0] == cur else 0
+        self.off = self.next_off = off if self.segs and self.segs[0][0] == cur else 0
         # a segment torn at its tail takes no more appends: the next record goes to a new
         # one, so garbage never sits between good records
         self.open = bool(self.segs) and self.segs[-1][1] == self._size(self.segs[-1][0])
-        self.dup = self.count > 0   # the first one may have been in flight at the cut
+        # records from the cursor that may have reached the broker before: a window's
+        # worth may have been out at the cut
+        self.maybe_sent = min(self.count, WINDOW)
+
+    @property
+    def dup(self):
+        """The next record to send may have reached the broker before: a resend."""
+        return len(self.out) < self.maybe_sent
+
+    def failed(self):
+        """Sending the next record failed: it may have reached the broker all the same."""
+        self.maybe_sent = max(self.maybe_sent, len(self.out) + 1)
+
+    def rewind(self):
+        """Send again, from the oldest, what is out."""
+        self.maybe_sent = max(self.maybe_sent, len(self.out))
+        self.out = []
+        self.next_off = self.off
+        self.head = None
 
     @property
     def count(self):
@@ -171,36 +194,61 @@ class Log:
         self._trim()
 
     def peek(self):
-        """The first unacknowledged payload, or None. A record that no longer reads back
-        (flash corrupted after it was written) ends its segment: counted in .lost."""
+        """The next payload to send, or None while the window is full or nothing of the
+        first segment is left to send. A record that no longer reads back (flash
+        corrupted after it was written) ends its segment: counted in .lost."""
         self._trim()
-        if self.head is None and self.segs and self.segs[0][2]:
+        out = self.out
+        if self.head is None and self.segs and self.segs[0][2] > len(out) and len(out) < WINDOW:
             seg = self.segs[0]
             try:
                 with open(self.path + str(seg[0]), "rb") as f:
-                    f.seek(self.off)
+                    f.seek(self.next_off)
                     self.head = read_record(f)
             except OSError:
                 pass        # the file is gone: as lost as a corrupt record
             if self.head is None:
+                if out:
+                    return None   # first the gateway acknowledges what is out before it
                 self.lost += seg[2]
                 seg[2] = 0
-                self.off = seg[1]
+                self.maybe_sent = 0
+                self.off = self.next_off = seg[1]
                 self.open = self.open and len(self.segs) > 1
                 return self.peek()
         return self.head
 
     def sent(self, payload):
         """The head (payload, from Outbox.next) has reached the broker: it waits for the
-        gateway."""
+        gateway, and the next record becomes the head."""
         boot, i = get_varint(payload, 3, len(payload), 10)
-        self.out = (boot, get_varint(payload, i, len(payload), 10)[0])
+        self.out.append([boot, get_varint(payload, i, len(payload), 10)[0], len(payload) + 5, False])
+        self.next_off += len(payload) + 5
+        self.head = None
+
+    def acked(self, ranges):
+        """Mark what these (boot, first seq, count) cover; the oldest records go once
+        acknowledged. Returns how many went."""
+        for o in self.out:
+            for b, first, n in ranges:
+                if b == o[0] and first <= o[1] < first + n:
+                    o[3] = True
+        moved = 0
+        while self.out and self.out[0][3]:
+            self.ack()
+            moved += 1
+        return moved
 
     def ack(self):
-        self.off += len(self.head) + 5
-        self.head = None
-        self.out = None
-        self.dup = False
+        """The oldest record is acknowledged (sent or not)."""
+        if self.out:
+            self.off += self.out.pop(0)[2]
+        else:
+            self.off += len(self.head) + 5
+            self.next_off = self.off
+            self.head = None
+        if self.maybe_sent:
+            self.maybe_sent -= 1
         self.segs[0][2] -= 1
         self.acks += 1
         if self.acks >= COMMIT_EVERY:
@@ -212,7 +260,8 @@ class Log:
         # the two leaves a file the next boot removes, never a cursor into a lost file
         while len(self.segs) > 1 and not self.segs[0][2]:
             num = self.segs.pop(0)[0]
-            self.off = 0
+            self.off = self.next_off = 0
+            self.head = None
             self.save()
             self._remove(num)
 
@@ -220,10 +269,10 @@ class Log:
         """Delete the oldest segment to make room; returns the unacknowledged records
         it held."""
         num, _, lost = self.segs.pop(0)
-        self.off = 0
+        self.off = self.next_off = 0
         self.head = None
-        self.out = None
-        self.dup = False
+        self.out = []
+        self.maybe_sent = 0
         if not self.segs:
             self.open = False
         self.save()
@@ -269,33 +318,22 @@ class Outbox:
 
     @property
     def inflight(self):
-        """How many events are out, waiting for the gateway's acknowledgement (0 to 2)."""
-        return (self.alarms.out is not None) + (self.telemetry.out is not None)
+        """How many events are out, waiting for the gateway's acknowledgement."""
+        return len(self.alarms.out) + len(self.telemetry.out)
 
     def acked(self, ranges):
-        """The gateway has committed these (boot, first seq, count): each log whose event
-        out is one of them moves past it. Returns how many did."""
-        moved = 0
-        for log in (self.alarms, self.telemetry):
-            if log.out:
-                boot, seq = log.out
-                for b, first, n in ranges:
-                    if b == boot and first <= seq < first + n:
-                        log.ack()
-                        moved += 1
-                        break
-        return moved
+        """The gateway has committed these (boot, first seq, count): each log moves past
+        its oldest records they cover. Returns how many events left the outbox."""
+        return self.alarms.acked(ranges) + self.telemetry.acked(ranges)
 
     def rewind(self):
         """Send the events that are out again, marked as possible duplicates."""
-        for log in (self.alarms, self.telemetry):
-            if log.out:
-                log.out = None
-                log.dup = True
+        self.alarms.rewind()
+        self.telemetry.rewind()
 
     def next(self):
         for log in (self.alarms, self.telemetry):
-            p = None if log.out else log.peek()   # one out at a time per log
+            p = log.peek()
             if log.lost:
                 self.dropped[log is self.alarms] += log.lost
                 log.lost = 0

@@ -1,7 +1,7 @@
 """edge.link and the agent's send step against a fake broker on loopback that reads the
 raw MQTT packets: a broker that accepts TCP and never answers makes connect fail within
 its deadline; a lost PUBACK makes the agent resend the same event with DUP set; a
-reboot marks the first stored event as a possible duplicate; an idle link pings. Each
+reboot marks what may have been out as possible duplicates; an idle link pings. Each
 scenario runs under the MicroPython unix port and CPython."""
 from __future__ import annotations
 
@@ -247,19 +247,19 @@ def test_events_the_broker_has_but_the_gateway_never_acknowledged_stay_and_go_ag
     state = str(tmp_path / "state")
     out = run_script(rt, AGENT, str(broker.port), state, "30", "3", "1500")
     # PUBACKed by the broker, but no (genuine) word from the gateway: all still on flash,
-    # and the next one waits for the first to be acknowledged
-    assert out["left"] == 3 and len(broker.publishes()) == 1
-    assert out["bad_acks"] == (1 if broker.mode == "forged_ack" else 0)
+    # each sent once (a window of them is out), none again before the acknowledgement is late
+    assert out["left"] == 3 and len(broker.publishes()) == 3
+    assert out["bad_acks"] == (3 if broker.mode == "forged_ack" else 0)
     with FakeBroker("ok") as good:
         out = run_script(rt, AGENT, str(good.port), state, "30", "0", "1500")
         assert out["left"] == 0 and out["bad_acks"] == 0
         sent = good.publishes()
-    assert [s[1] for s in sent] == [True, False, False], "the resend after the reboot is not marked DUP"
-    assert sent[0][2] == broker.publishes()[0][2] and len({s[2] for s in sent}) == 3
+    assert [s[1] for s in sent] == [True, True, True], "a resend after the reboot is not marked DUP"
+    assert [s[2] for s in sent] == [s[2] for s in broker.publishes()]
 
 
 @pytest.mark.parametrize("rt", RUNTIMES)
-def test_each_event_goes_once_the_one_before_is_acknowledged(broker, rt, tmp_path):
+def test_each_event_goes_once_when_every_one_is_acknowledged(broker, rt, tmp_path):
     out = run_script(rt, AGENT, str(broker.port), str(tmp_path / "state"), "30", "40", "2500")
     assert out["left"] == 0 and out["bad_acks"] == 0
     sent = broker.publishes()
@@ -267,7 +267,7 @@ def test_each_event_goes_once_the_one_before_is_acknowledged(broker, rt, tmp_pat
 
 
 @pytest.mark.parametrize("rt", RUNTIMES)
-def test_after_a_reboot_the_first_stored_event_goes_out_with_dup(broker, rt, tmp_path):
+def test_after_a_reboot_what_may_have_been_out_goes_with_dup(broker, rt, tmp_path):
     state = str(tmp_path / "state")
     silent = FakeBroker("silent")
     try:
@@ -279,7 +279,8 @@ def test_after_a_reboot_the_first_stored_event_goes_out_with_dup(broker, rt, tmp
     out = run_script(rt, AGENT, str(broker.port), state, "30", "0", "1500")
     assert out["left"] == 0
     sent = broker.publishes()
-    assert [s[1] for s in sent] == [True, False, False]
+    # a window of them may have been out at the cut: all three go marked DUP
+    assert [s[1] for s in sent] == [True, True, True]
     assert len({s[2] for s in sent}) == 3
 
 

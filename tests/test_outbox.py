@@ -358,25 +358,46 @@ def test_an_event_leaves_flash_only_when_the_gateway_acknowledges_it(tmp_path):
     for seq in range(1, 4):
         ob.append(False, signed(seq))
     ob.append(True, signed(4))
-    # the alarm and the oldest telemetry are out; the broker's PUBACK freed nothing
-    assert send(ob) == [(False, signed(4)), (False, signed(1))]
-    assert ob.count == 4 and ob.inflight == 2
-    assert ob.acked([(2, 1, 9), (1, 2, 2)]) == 0 and ob.count == 4   # another boot's, and not the head
-    assert ob.acked([(1, 1, 1)]) == 1 and ob.count == 3 and ob.inflight == 1
-    assert send(ob) == [(False, signed(2))]
-    assert ob.acked([(1, 2, 3)]) == 2 and ob.count == 1
-    assert send(ob) == [(False, signed(3))]
+    # alarms first, then the telemetry; the broker's PUBACK freed nothing
+    assert send(ob) == [(False, signed(4))] + [(False, signed(s)) for s in (1, 2, 3)]
+    assert ob.count == 4 and ob.inflight == 4
+    assert ob.acked([(2, 1, 9)]) == 0 and ob.count == 4     # another boot's
+    # 2 and 3 are committed but 1 is not (yet): nothing leaves before 1
+    assert ob.acked([(1, 2, 2)]) == 0 and ob.count == 4
+    assert ob.acked([(1, 1, 1)]) == 3 and ob.count == 1 and ob.inflight == 1
+    assert ob.acked([(1, 4, 1)]) == 1 and ob.count == 0 and ob.inflight == 0
+    assert send(ob) == []
+
+
+def test_at_most_a_window_of_each_log_is_out(tmp_path):
+    ob = Outbox(str(tmp_path))
+    for seq in range(1, 2 * outbox.WINDOW + 2):
+        ob.append(False, signed(seq))
+    assert send(ob) == [(False, signed(s)) for s in range(1, outbox.WINDOW + 1)]
+    assert ob.acked([(1, 1, 3)]) == 3
+    assert send(ob) == [(False, signed(s)) for s in range(outbox.WINDOW + 1, outbox.WINDOW + 4)]
+
+
+def test_a_window_does_not_reach_past_its_segment(tmp_path):
+    ob = Outbox(str(tmp_path), seg_bytes=3 * (len(signed(1)) + 5))
+    for seq in range(1, 7):
+        ob.append(False, signed(seq))
+    assert send(ob) == [(False, signed(s)) for s in (1, 2, 3)]
+    assert ob.acked([(1, 1, 3)]) == 3
+    assert send(ob) == [(False, signed(s)) for s in (4, 5, 6)]
 
 
 def test_rewind_sends_the_unacknowledged_again_as_a_resend(tmp_path):
     ob = Outbox(str(tmp_path))
-    for seq in range(1, 3):
+    for seq in range(1, 4):
         ob.append(False, signed(seq))
     send(ob)
+    assert ob.acked([(1, 1, 1)]) == 1
     ob.rewind()
-    assert send(ob) == [(True, signed(1))]
-    ob.acked([(1, 1, 1)])
-    assert send(ob) == [(False, signed(2))]
+    assert send(ob) == [(True, signed(2)), (True, signed(3))]
+    ob.acked([(1, 2, 1)])
+    ob.append(False, signed(4))
+    assert send(ob) == [(False, signed(4))]
 
 
 def test_a_power_cut_with_an_event_out_sends_it_again(tmp_path):
@@ -385,7 +406,7 @@ def test_a_power_cut_with_an_event_out_sends_it_again(tmp_path):
         ob.append(True, signed(seq))
     send(ob)
     again = Outbox(str(tmp_path))
-    assert again.count == 3 and send(again) == [(True, signed(1))]
+    assert again.count == 3 and send(again) == [(True, signed(s)) for s in (1, 2, 3)]
 
 
 def test_dropping_the_segment_of_the_event_out_goes_on_with_the_next(tmp_path):
@@ -397,5 +418,5 @@ def test_dropping_the_segment_of_the_event_out_goes_on_with_the_next(tmp_path):
         ob.append(False, signed(seq))
     assert ob.dropped[0] > 0 and ob.inflight == 0
     assert ob.acked([(1, 1, 3)]) == 0       # a late acknowledgement of what was dropped
-    (dup, first), = send(ob)
+    (dup, first), *_ = send(ob)
     assert not dup and first != signed(1)

@@ -93,8 +93,8 @@ def main(argv):
         while outbox.count:
             a.send_one()
             for log in (outbox.alarms, outbox.telemetry):
-                if log.out:     # (boot, seq): what the step published
-                    a.on_ack(ack.encode(a.signer, [log.out + (1,)]))
+                if log.out:     # [boot, seq, ...]: what the step published
+                    a.on_ack(ack.encode(a.signer, [(log.out[-1][0], log.out[-1][1], 1)]))
         total_us += ticks_diff(ticks_us(), t0)
         n += 1
         if n % 200 == 0:
