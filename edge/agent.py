@@ -56,7 +56,10 @@ class Agent:
         site = dict(cfg.get("site") or {})
         site["utc_offset_s"] = cfg.get("utc_offset_s", 28800)
         self.pipeline = Pipeline(cfg["profile"], site, cfg.get("params"), store, cfg.get("telemetry", True))
-        self.first, self.count = regmap.span(self.prof.REGISTERS)
+        # one block read a probe; probe i answers as bus.slaves[i] (a multi-probe
+        # profile's SLAVES by default), a one-slave profile as bus.slave
+        self.blocks = regmap.probes(self.prof.REGISTERS)
+        self.slaves = self.bus.get("slaves") or getattr(self.prof, "SLAVES", None) or (self.bus["slave"],)
         self.period_ms = int(self.prof.PERIOD_S * 1000 / self.speed)
         self.boot = self._next_boot(store)
         self.seq = 0
@@ -83,14 +86,24 @@ class Agent:
     # ---------------------------------------------------------------- polling
     def read(self):
         """One poll: the decoded reading, or None when the device did not answer well."""
-        bus = self.bus
-        try:
-            words = self.master.read_registers(bus["slave"], self.prof.FUNCTION, self.first, self.count)
-        except ModbusError as e:
-            self._fault(e)
+        r = None
+        for probe, table, first, count in self.blocks:
+            try:
+                words = self.master.read_registers(self.slaves[probe], self.prof.FUNCTION, first, count)
+            except ModbusError as e:
+                self._fault(e)
+                continue
+            if r is None:
+                r = {}
+            r.update(regmap.decode(table, words, self.bus["word_order"], first))
+        if r is None:
             return None
         self.faults = 0
-        return regmap.decode(self.prof.REGISTERS, words, bus["word_order"], self.first)
+        for probe, table, first, count in self.blocks:
+            for e in table:
+                if e[0] not in r:
+                    r[e[0]] = None      # a probe that did not answer: its fields failed to read
+        return r
 
     def _fault(self, e):
         self.faults += 1
