@@ -56,7 +56,10 @@ class Agent:
         site = dict(cfg.get("site") or {})
         site["utc_offset_s"] = cfg.get("utc_offset_s", 28800)
         self.pipeline = Pipeline(cfg["profile"], site, cfg.get("params"), store, cfg.get("telemetry", True))
-        self.first, self.count = regmap.span(self.prof.REGISTERS)
+        # one block read a probe; probe i answers as bus.slaves[i] (a multi-probe
+        # profile's SLAVES by default), a one-slave profile as bus.slave
+        self.blocks = regmap.probes(self.prof.REGISTERS)
+        self.slaves = self.bus.get("slaves") or getattr(self.prof, "SLAVES", None) or (self.bus["slave"],)
         self.period_ms = int(self.prof.PERIOD_S * 1000 / self.speed)
         self.boot = self._next_boot(store, cfg.get("boot_floor", 0))
         self.seq = 0
@@ -89,17 +92,27 @@ class Agent:
     def read(self):
         """One poll: the decoded reading, or None when the device did not answer well. A
         field the meter gave no number for (NaN, infinity) is None, and counted."""
-        bus = self.bus
-        try:
-            words = self.master.read_registers(bus["slave"], self.prof.FUNCTION, self.first, self.count)
-        except ModbusError as e:
-            self._fault(e)
+        r = None
+        for probe, table, first, count in self.blocks:
+            try:
+                words = self.master.read_registers(self.slaves[probe], self.prof.FUNCTION, first, count)
+            except ModbusError as e:
+                self._fault(e)
+                continue
+            got = regmap.decode(table, words, self.bus["word_order"], first)
+            for f in got:
+                if got[f] is None:
+                    self.poll_faults[0] += 1
+            if r is None:
+                r = {}
+            r.update(got)
+        if r is None:
             return None
         self.faults = 0
-        r = regmap.decode(self.prof.REGISTERS, words, bus["word_order"], self.first)
-        for f in r:
-            if r[f] is None:
-                self.poll_faults[0] += 1
+        for probe, table, first, count in self.blocks:
+            for e in table:
+                if e[0] not in r:
+                    r[e[0]] = None      # a probe that did not answer: its fields failed to read
         return r
 
     def _fault(self, e):

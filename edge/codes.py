@@ -12,6 +12,11 @@ CODES = {
             ("zone", 0), ("occupied", 0), ("fault", 0))),
     0x02: ("telemetry.water_meter", "telemetry",
            (("total", 3), ("flow", 3), ("battery", 2))),
+    0x03: ("telemetry.water_quality", "telemetry",
+           (("ph", 2), ("do", 2), ("nh3n", 3), ("tp", 3), ("temp", 2), ("turb", 1))),
+    0x04: ("telemetry.noise", "telemetry", (("laeq", 1),)),
+    0x05: ("telemetry.structure", "telemetry",
+           (("tilt_x", 4), ("tilt_y", 4), ("crack", 3), ("settle", 2), ("vib", 2))),
     # device health, every profile
     0x10: ("device.comm_loss", "alarm", (("silent_s", 0),)),
     # kind: 1 timeout, 2 bad CRC, 3 Modbus exception, 4 malformed frame; detail: exception code
@@ -21,6 +26,9 @@ CODES = {
     # since the last report (at most one a minute): values read as NaN or infinity and
     # values too large for their field (both sent as unknown), polls that raised an error
     0x14: ("device.poll_fault", "report", (("not_a_number", 0), ("out_of_range", 0), ("errors", 0))),
+    # one maintenance report per episode, never an alarm. kind: 1 frozen register,
+    # 2 stuck sensor, 3 calibration, 4 out of water, 5 knocked or moved
+    0x15: ("device.sensor_health", "report", (("kind", 0), ("field", 0), ("duration_s", 0))),
     # elevator
     0x20: ("elevator.entrapment", "alarm", (("floor", 0), ("duration_s", 0))),
     0x21: ("elevator.door_open_moving", "alarm", (("floor", 0), ("speed", 2))),
@@ -32,8 +40,17 @@ CODES = {
     0x30: ("water.inactivity", "alarm", (("idle_s", 0), ("usual_s", 0))),
     0x31: ("water.continuous_flow", "alarm", (("duration_s", 0), ("flow", 3))),
     0x32: ("water.leak", "alarm", (("duration_s", 0), ("flow", 3))),
-    # kind: 1 total went backwards, 2 total frozen while flow is reported
+    # kind: 1 total went backwards and stayed (a reset or replaced meter). (2, a total
+    # frozen while flow is reported, is now device.sensor_health kind 1: no alarm)
     0x33: ("water.meter_glitch", "alarm", (("kind", 0), ("total", 3))),
+    # water quality: param 0 ph, 1 do, 2 nh3n, 3 tp (the profile's field order); the
+    # median over the confirmation window, the class limit it broke, the class (1..5)
+    0x40: ("wq.pollution", "alarm", (("param", 0), ("value", 3), ("limit", 3), ("class", 0))),
+    # noise: the night's level and how long it has been over the limit
+    0x50: ("noise.night_construction", "alarm", (("laeq", 1), ("limit", 0), ("duration_s", 0))),
+    # structure: field 0 tilt, 1 settlement; movement over the last 24 h (deg or mm)
+    0x60: ("structure.tilt_trend", "alarm", (("field", 0), ("moved", 4), ("limit", 4))),
+    0x61: ("structure.vibration", "alarm", (("vib", 2), ("limit", 2), ("count", 0))),
 }
 
 # A field carries value * 10**decimals as an integer below FIELD_MAX in magnitude: exact

@@ -32,6 +32,19 @@ def is_secret(v):
     return True
 
 
+def _slaves(v):
+    return (isinstance(v, list) and len(v) > 0 and len(set(v)) == len(v)
+            and all(_is_int(s) and 1 <= s <= 247 for s in v))
+
+
+def _night(v):
+    ok = isinstance(v, list) and len(v) == 2
+    for hm in v if ok else ():
+        h, _, m = hm.partition(":") if isinstance(hm, str) else ("", "", "")
+        ok = ok and h.isdigit() and m.isdigit() and int(h) < 24 and int(m) < 60
+    return ok
+
+
 def _floors(v):
     return (isinstance(v, list) and len(v) == 2 and _is_int(v[0]) and _is_int(v[1])
             and v[0] < v[1])
@@ -53,6 +66,8 @@ SCHEMA = {
     # default: the parity's (edge.line.stop_bits), filled in by validate()
     "bus.stop": ("int", None, (1, 2), None),
     "bus.slave": ("int", 1, lambda v: 1 <= v <= 247, "1..247"),
+    # a multi-probe profile (water_quality): the probes' slave ids, in its SLAVES order
+    "bus.slaves": ("any", None, _slaves, "a list of distinct slave ids, 1..247"),
     "bus.word_order": ("str", regmap.ORDERS[0], regmap.ORDERS, None),
     "bus.timeout_ms": ("int", 300, lambda v: 20 <= v <= 5000, "20..5000"),
     "bus.retries": ("int", 2, lambda v: 0 <= v <= 5, "0..5"),
@@ -76,6 +91,18 @@ SCHEMA = {
     "site.floors": ("any", None, _floors, "[lowest, highest], integers, lowest < highest"),
     "site.resolution": ("num", 0.001, lambda v: 0 < v <= 1, "m3 per count, e.g. 0.001"),
     "site.occupants": ("int", 1, lambda v: 1 <= v <= 20, "1..20"),
+    # water quality: the GB 3838-2002 class the station's water must meet, and limits
+    # that override the table in edge/detect/water_quality.py ({"III": {"nh3n_max": 1.0}})
+    "site.class": ("any", None, lambda v: not isinstance(v, bool) and v in WQ_CLASSES, "I, II, III, IV or V (or 1..5)"),
+    "site.standard": ("str", None, None, None),
+    "site.limits": ("dict", None, None, None),
+    # noise: the night hours and limit the local government sets (GB 12523: 22:00-06:00, 55)
+    "site.night": ("any", None, _night, '["HH:MM", "HH:MM"], e.g. ["22:00", "06:00"]'),
+    "site.night_limit_dba": ("num", None, lambda v: 30 <= v <= 90, "dB(A), 30..90"),
+    # structure: the alarm values of the monitoring plan
+    "site.vib_limit_mm_s": ("num", None, lambda v: 0 < v <= 100, "mm/s, 0..100"),
+    "site.tilt_limit_deg": ("num", None, lambda v: 0 < v <= 10, "degrees, 0..10"),
+    "site.settle_limit_mm": ("num", None, lambda v: 0 < v <= 500, "mm, 0..500"),
     "utc_offset_s": ("int", 28800, lambda v: -50400 <= v <= 50400, "-50400..50400 (China: 28800)"),
     "telemetry": ("bool", True, None, None),
     # a console line for every telemetry event too, not only alarms and reports (tests
@@ -94,7 +121,8 @@ SCHEMA = {
     "clock.speed": ("num", None, lambda v: 0 < v <= 10000, "0..10000"),
 }
 # installation facts a profile cannot run without
-PROFILE_REQUIRES = {"elevator": ("site.rated_speed", "site.floors")}
+PROFILE_REQUIRES = {"elevator": ("site.rated_speed", "site.floors"), "water_quality": ("site.class",)}
+WQ_CLASSES = ("I", "II", "III", "IV", "V", 1, 2, 3, 4, 5)
 KINDS = {"str": (str,), "int": (int,), "num": (int, float), "bool": (bool,), "dict": (dict,)}
 KNOWN_SECTIONS = ("bus", "broker", "site", "clock", "outbox")
 

@@ -52,6 +52,23 @@ def span(table):
     return first, last - first
 
 
+def probes(table):
+    """The blocks a poll reads: (probe, table, first, count) a probe, in probe order. An
+    entry may carry a fifth column, its probe (several single-parameter probes on one bus,
+    each its own slave, read in one poll: edge/profiles/water_quality.py); the block's
+    entries are cut to the four columns span() and decode() read. A plain table is one
+    block, probe 0."""
+    blocks = {}
+    for e in table:
+        blocks.setdefault(e[4] if len(e) > 4 else 0, []).append(e[:4])
+    out = []
+    for p in sorted(blocks):
+        t = tuple(blocks[p])
+        first, count = span(t)
+        out.append((p, t, first, count))
+    return out
+
+
 def _round_sig(x, digits):
     if x == 0:
         return x

@@ -27,17 +27,21 @@ def check_bus(cfg):
         uart = hal.open_uart(bus)
     except OSError as e:
         return {"ok": False, "error": "open", "detail": str(e)}
-    first, count = regmap.span(prof.REGISTERS)
     master = Master(uart, bus["baud"], bus["timeout_ms"], bus["retries"],
                     line.char_bits(bus["parity"], bus["stop"]))
+    # every probe of the device must answer (bus.slaves, as edge/agent.py reads them)
+    slaves = bus.get("slaves") or getattr(prof, "SLAVES", None) or (bus["slave"],)
+    reading = {}
     try:
-        words = master.read_registers(bus["slave"], prof.FUNCTION, first, count)
+        for probe, table, first, count in regmap.probes(prof.REGISTERS):
+            words = master.read_registers(slaves[probe], prof.FUNCTION, first, count)
+            reading.update(regmap.decode(table, words, bus["word_order"], first))
     except ModbusError as e:
         return {"ok": False, "error": KINDS.get(e.kind, "modbus"), "code": getattr(e, "code", 0),
                 "detail": str(e)}
     finally:
         uart.close()
-    return {"ok": True, "reading": regmap.decode(prof.REGISTERS, words, bus["word_order"], first)}
+    return {"ok": True, "reading": reading}
 
 
 def check_broker(cfg):

@@ -116,7 +116,9 @@ def test_profile_and_word_order_choices_come_from_their_homes():
     assert SCHEMA["bus.word_order"][2] is regmap.ORDERS and SCHEMA["bus.word_order"][1] == "ABCD"
     modules = sorted(m.name for m in pkgutil.iter_modules(profiles.__path__))
     assert modules == sorted(profiles.NAMES)
-    assert sorted(m.name for m in pkgutil.iter_modules(detect.__path__) if m.name != "common") == modules
+    # a detector per profile, beside what detectors share (common: comm loss; health: reports)
+    shared = ("common", "health")
+    assert sorted(m.name for m in pkgutil.iter_modules(detect.__path__) if m.name not in shared) == modules
     for name in profiles.NAMES:
         module = __import__("edge.profiles." + name, None, None, ["NAME"])
         assert module.NAME == name and "telemetry." + name in BY_NAME

@@ -8,7 +8,7 @@ import pytest
 
 from hypothesis import given, settings, strategies as st
 
-from edge.codes import RAISE, CLEAR, code_of
+from edge.codes import RAISE, CLEAR, REPORT, code_of
 from edge.detect import common, water_meter
 from edge.pipeline import merge_params
 
@@ -16,14 +16,15 @@ INACT = code_of("water.inactivity")
 CF = code_of("water.continuous_flow")
 LEAK = code_of("water.leak")
 GLITCH = code_of("water.meter_glitch")
+HEALTH = code_of("device.sensor_health")
 OFF = 8 * 3600
 T0 = 1_780_000_000 - (1_780_000_000 + OFF) % 86400     # a local midnight
 SITE = {"resolution": 0.001, "occupants": 1, "utc_offset_s": OFF}
 H = 3600
 
 
-def detector(store=None, **over):
-    return water_meter.Detector(SITE, merge_params([common.PARAMS, water_meter.PARAMS], over), store)
+def detector(store=None, site=SITE, **over):
+    return water_meter.Detector(site, merge_params([common.PARAMS, water_meter.PARAMS], over), store)
 
 
 def household(days: float, wake_h: float, sleep_h: float, seed: int = 1, stop_at: float | None = None,
@@ -129,13 +130,87 @@ def test_fall_during_a_leak_still_raises_inactivity() -> None:
     assert len(r) == 1 and stop < r[0] <= stop + 12 * H
 
 
+def coarse(rows, res: float):
+    """The same household read through a meter that counts in steps of res m3."""
+    return [(t, r if r is None else dict(r, total=round(int(r["total"] / res + 1e-9) * res, 3)))
+            for t, r in rows]
+
+
+def meter(days: int, uses, res: float = 0.001, stop_at: float | None = None):
+    """Readings of a meter counting in steps of res m3, for uses(day) -> [(local hour,
+    minutes, m3/h)] each day, none from stop_at on."""
+    flows = {}
+    for day in range(days):
+        for hour, minutes, flow in uses(day):
+            t0 = local(day, hour)
+            for k in range(minutes):
+                if stop_at is None or t0 + k * 60 < stop_at:
+                    flows[int(t0 + k * 60)] = flow
+    total = 100.0
+    rows = []
+    for i in range(days * 1440):
+        t = T0 + i * 60
+        flow = flows.get(t, 0.0)
+        total += flow / 60
+        rows.append((t, {"total": round(int(total / res + 1e-9) * res, 3), "flow": flow, "battery": 3.6}))
+    return rows
+
+
+def evening_handwash(day: int):
+    # meals at 7, 12 and 18, a wash of a few litres at 21:30, asleep until 7
+    return [(7, 3, 0.45), (12, 3, 0.45), (18, 3, 0.45), (21.5, 1, 0.2)]
+
+
+def test_a_meter_counting_10_litre_steps_hides_no_use() -> None:
+    # the 21:30 wash often leaves a 0.01 m3 total unmoved: only the flow register shows
+    # it, on one poll; without it the night looks 13 h long
+    site = dict(SITE, resolution=0.01)
+    out, _ = run(meter(14, evening_handwash, 0.01), detector(site=site))
+    assert out == []
+    stop = local(10, 21.6)
+    r = raises(run(meter(14, evening_handwash, 0.01, stop), detector(site=site))[0], INACT)
+    assert len(r) == 1 and stop < r[0] <= stop + 12 * H
+
+
+def shift_worker(day: int):
+    """A week of days (hourly uses 7-22), then nights: out 20:00-06:30, asleep 08-15:30."""
+    if day < 8:
+        return [(h, 2, 0.4) for h in range(7, 23)]
+    return [(h, 2, 0.4) for h in (15.5, 16.5, 17.5, 18.5, 19.75)] + [(6.5, 3, 0.5), (7.5, 2, 0.4)]
+
+
+def test_a_household_turning_to_night_shifts_raises_nothing() -> None:
+    # its first nights out start at an hour the habit knows only short spells from
+    out, _ = run(meter(16, shift_worker))
+    assert out == []
+    stop = local(13, 19.8)
+    r = raises(run(meter(16, shift_worker, stop_at=stop))[0], INACT)
+    assert len(r) == 1 and stop < r[0] <= stop + 12 * H
+
+
 # ---------------------------------------------------------------- meter faults
-def test_frozen_total_with_flow_is_a_glitch_not_a_flow_alarm() -> None:
+def frozen_total(rows, start: int, n: int):
+    """The total register stands still for n polls from start, then catches up."""
+    for t, r in rows[start:start + n]:
+        r["total"] = rows[start][1]["total"]
+    return rows
+
+
+def test_frozen_total_with_flow_is_one_health_report_not_an_alarm() -> None:
     rows = [(T0 + i * 60, {"total": 100.0, "flow": 0.6, "battery": 3.6}) for i in range(300)]
     out, _ = run(rows)
-    assert raises(out, CF) == [] and raises(out, LEAK) == []
-    g = [e for e in out if e[1] == GLITCH and e[2] == RAISE]
-    assert len(g) == 1 and g[0][3][0] == 2
+    assert raises(out, CF) == [] and raises(out, LEAK) == [] and raises(out, GLITCH) == []
+    h = [e for e in out if e[1] == HEALTH]
+    assert len(h) == 1 and h[0][2] == REPORT and h[0][3][:2] == (1, 0)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_total_frozen_for_hours_then_caught_up_is_one_report_per_episode(seed: int) -> None:
+    rows = household(4, 6.5, 22, seed=seed)
+    frozen_total(rows, 1440 + 8 * 60, 9 * 60)            # 08:00-17:00 on day 1
+    frozen_total(rows, 2 * 1440 + 7 * 60, 14 * 60)       # 07:00-21:00 on day 2
+    out, _ = run(rows)
+    assert [e[2] for e in out] == [REPORT, REPORT] and all(e[1] == HEALTH for e in out)
 
 
 def test_meter_reset_backwards_is_followed_and_reported() -> None:
@@ -232,3 +307,15 @@ def test_raise_and_clear_alternate_in_a_household_with_incidents(seed: int, leak
     rows = household(3, 6.5, 22, seed=seed, stop_at=local(2, 8 + 10 * leak_frac))
     out, _ = run(rows)
     assert alternate(out)
+
+
+def test_a_frozen_register_block_catching_up_confirms_no_leak() -> None:
+    # total and flow both stand still for 8 h (flow on a small value), then the total
+    # catches up in one step: one health report, and the step confirms no flow
+    rows = household(3, 6.5, 22, seed=5)
+    start, n = 1440 + 10 * 60, 8 * 60
+    for t, r in rows[start:start + n]:
+        r["total"], r["flow"] = rows[start][1]["total"], 0.05
+    out, _ = run(rows)
+    assert raises(out, LEAK) == [] and raises(out, CF) == [] and raises(out, INACT) == []
+    assert [e[3][0] for e in out if e[1] == HEALTH] == [1]

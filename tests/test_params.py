@@ -10,13 +10,14 @@ import re
 
 import pytest
 
-from edge.detect import common, elevator, water_meter
+from edge.detect import common, elevator, noise, structure, water_meter, water_quality
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY = re.compile(r'^\s+"(\w+)": ([^,#]+),\s*#\s*(\S.*)$')
 
 MODULES = [(common, "docs/detectors-water.md"), (water_meter, "docs/detectors-water.md"),
-           (elevator, "docs/filters.md")]
+           (elevator, "docs/filters.md"), (water_quality, "docs/water-quality.md"),
+           (noise, "docs/noise.md"), (structure, "docs/structure.md")]
 
 
 def params_from_source(module) -> list[tuple[str, str, str]]:

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     function, address = 3, 0
     if args.profile:
         prof = load_profile(args.profile)
-        function, address = prof.FUNCTION, regmap.span(prof.REGISTERS)[0]
+        function, address = prof.FUNCTION, regmap.probes(prof.REGISTERS)[0][2]   # (the first probe's)
     rep = Reporter(json_mode=args.json, total=len(args.baud))
     found: list[dict] = []
     try:

@@ -5,6 +5,7 @@
 # fact here is confirmed by a second reading or by the other register before it counts.
 # Why each rule and number: docs/detectors-water.md.
 from edge.alarm import Alarm
+from edge.codes import REPORT
 from edge.habit import Habit
 
 # name: default,  # why (one line); the full reasoning per entry is in
@@ -12,8 +13,9 @@ from edge.habit import Habit
 PARAMS = {
     "flow_max": 5.0,  # m3/h; above a DN20 meter's Q4 is a bad register
     "use_flow": 0.1,  # m3/h; slowest tap; leaks run below it
+    "spike_flow": 2.5,  # m3/h; a lone poll above a DN15 tap's Q3 is a spike
     "inact_max_s": 42300,  # 12 h limit less poll lag and gaps
-    "inact_min_s": 37800,  # an unlearned day out must not raise
+    "inact_min_s": 42300,  # unlearned spells elsewhere run past 11 h
     "inact_factor_pct": 125,  # spell may run 25 % over the usual
     "inact_margin_s": 3600,  # plus an hour for a late riser
     "inact_spread_h": 1,  # habits drift across the hour
@@ -26,6 +28,7 @@ PARAMS = {
     "leak_pause_s": 900,  # a leak reading zero briefly is flicker
     "leak_duty_pct": 90,  # share of polls with flow in a leak
     "glitch_persist_s": 600,  # a lasting step back is a reset meter
+    "frozen_vol": 0.05,  # m3 claimed by flow while the total stood still
 }
 
 # m3 of volume the total may lag behind the integrated flow before a run is "unconfirmed"
@@ -76,6 +79,12 @@ class _Run:
             self.x_last = x
         return ended
 
+    def skip(self, jump):
+        # a jump of the total that is no use of water (a frozen register catching up)
+        # confirms no flow either
+        if self.start is not None and self.ref0 is not None:
+            self.ref0 += jump
+
     def confirmed(self, ref, res):
         # the total must have moved with the flow: a flow register stuck on a value
         # while the total stands still is a meter fault, not water
@@ -113,6 +122,10 @@ class Detector:
         self.back_since = None
         self.prev_t = None          # last answered poll
         self.prev_flowing = False
+        self.still_t = None         # the trusted total last moved (frozen-register watch)
+        self.still_vol = 0.0        # m3 the flow register claimed since
+        self.still_n = 0            # polls with flow since
+        self.frozen = False         # reported this episode
         self.last_use = None
         self.day = None
         self.covered = 0
@@ -177,6 +190,8 @@ class Detector:
                     when = self.pend_t
                 else:
                     self.glitches += 1     # a jump that stayed: follow it, but it is no use of water
+                    self.cf_run.skip(p - self.ref)
+                    self.leak_run.skip(p - self.ref)
                 self.ref = p
                 self.ref_t = self.pend_t
             else:
@@ -237,7 +252,9 @@ class Detector:
             f = None
             self.glitches += 1
         x = r.get("total")
+        ref = self.ref
         gain, when = (0.0, t) if x is None else self._total(t, x, out)
+        self._frozen(t, f, dt, ref, out)
         if self.last_use is None and x is not None:
             self._boot_clock(t, x)
         # runs of flow first: a leak's own flow is no sign of the resident
@@ -271,7 +288,9 @@ class Detector:
         # (a leak adds at most two polls' worth to one confirmed step)
         if gain > 0 and gain - base * 120 / 3600 >= (2 if base > 0 else 0.5) * self.res:
             use_t = when
-        if flowing and (self.prev_flowing or gain > 0):
+        # a lone poll of tap-sized flow is a short use too: a meter counting 10 L steps
+        # (or a frozen total) shows it in the flow register only; a spike is larger
+        if flowing and (self.prev_flowing or gain > 0 or f < self.spike_flow):
             use_t = t
         self.prev_flowing = flowing
         if self.last_use is None:
@@ -286,9 +305,26 @@ class Detector:
             if idle >= thr:
                 self.inact.update(t, True, out, (int(idle), int(thr)))
 
+    def _frozen(self, t, f, dt, ref, out):
+        """A total register that stopped counting while the flow register shows water
+        (it catches up hours later): a device-health fact, one device.sensor_health
+        report (kind 1 frozen register, field 0 total) per episode, never an alarm. The
+        flow alarms already wait for the total to confirm them."""
+        if self.ref is None or self.ref != ref or self.pend is not None:
+            self.still_t = t
+            self.still_vol = 0.0
+            self.still_n = 0
+            self.frozen = False
+            return
+        if f is not None and f >= self.leak_flow:
+            self.still_vol += f * dt / 3600
+            self.still_n += 1
+        if not self.frozen and self.still_n >= 3 and self.still_vol >= self.frozen_vol + 4 * self.res:
+            self.frozen = True
+            out.append((t, 0x15, REPORT, (1, 0, int(t - self.still_t))))   # device.sensor_health
+
     def _alarms(self, t, f, out):
-        """Running without pause, a small flow that never stops, and a flow register
-        showing water the total never counts."""
+        """Running without pause, and a small flow that never stops."""
         cr = self.cf_run
         lr = self.leak_run
         if cr.start is not None and t - cr.start >= self.cf_s and cr.confirmed(self.ref, self.res):
@@ -296,9 +332,5 @@ class Detector:
         if (lr.start is not None and t - lr.start >= self.leak_s and lr.fmin < self.use_flow
                 and lr.k * 100 >= lr.n * self.leak_duty_pct and lr.confirmed(self.ref, self.res)):
             self.leak.update(t, True, out, (int(t - lr.start), lr.fmin))
-        frozen = (cr.start is not None and t - cr.start >= self.glitch_persist_s
-                  and cr.vol >= 0.01 and not cr.confirmed(self.ref, self.res))
-        if frozen:
-            self.glitch.update(t, True, out, (2, self.ref))
-        elif self.glitch.active:
+        if self.glitch.active and self.back_since is None:
             self.glitch.update(t, False, out, (0, self.ref))

@@ -1,4 +1,4 @@
 # Sensor profiles: one module per kind of device (its register map and telemetry code),
 # with a detector of the same name in edge/detect/. NAMES is the one list of them that
 # the config schema, the gateway's registry and the tools' --profile choices import.
-NAMES = ("elevator", "water_meter")
+NAMES = ("elevator", "water_meter", "noise", "structure", "water_quality")

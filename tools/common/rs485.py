@@ -75,17 +75,23 @@ class Bus:
 
 
 def read_device(bus: Bus, slave: int, profile: str, order: str = regmap.ORDERS[0]) -> dict:
-    """One poll of a device by its profile's register map, decoded. Raises BusError."""
+    """One poll of a device by its profile's register map, decoded. Raises BusError. A
+    multi-probe profile (water_quality) reads each probe at its default slave id."""
     prof = load_profile(profile)
-    first, count = regmap.span(prof.REGISTERS)
-    result = bus.read(slave, prof.FUNCTION, first, count)
-    if result is None:
-        raise BusError(no_answer(slave, bus.port, bus.baud, bus.parity, bus.stop))
-    if not isinstance(result, list):
-        raise BusError("slave %d refused to read %d registers from %d (Modbus exception %d): it is probably "
-                       "not a %s device, or its register map differs" % (
-                           slave, count, first, result.exception_code, profile))
-    return regmap.decode(prof.REGISTERS, result, order, first)
+    blocks = regmap.probes(prof.REGISTERS)
+    ids = getattr(prof, "SLAVES", None) if len(blocks) > 1 else None
+    reading: dict = {}
+    for probe, table, first, count in blocks:
+        sid = ids[probe] if ids else slave
+        result = bus.read(sid, prof.FUNCTION, first, count)
+        if result is None:
+            raise BusError(no_answer(sid, bus.port, bus.baud, bus.parity, bus.stop))
+        if not isinstance(result, list):
+            raise BusError("slave %d refused to read %d registers from %d (Modbus exception %d): it is probably "
+                           "not a %s device, or its register map differs" % (
+                               sid, count, first, result.exception_code, profile))
+        reading.update(regmap.decode(table, result, order, first))
+    return reading
 
 
 def bus_arguments(ap: argparse.ArgumentParser) -> None:

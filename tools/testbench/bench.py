@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import tempfile
 
-from edge import codec
+from edge import codec, regmap
 from tools.testbench import slave
 from edge.codes import RAISE, REPORT, code_of
 from edge.pipeline import load_module
@@ -32,13 +32,14 @@ def _words_trace(path: str, header: dict, rows) -> str:
     job, so its code is not loaded on the measured heap), plain text (a gzip window alone
     would take 32 KiB of the 96 KiB heap)."""
     profile = header["profile"]
-    table = load_module("edge.profiles." + profile).REGISTERS
+    # a multi-probe profile's blocks one after the other, in the order the agent reads them
+    blocks = regmap.probes(load_module("edge.profiles." + profile).REGISTERS)
     start, offset = parse_iso(header["start"])
     site = dict(header.get("config") or {}, utc_offset_s=offset)
     with open(path, "w") as fh:
         fh.write(json.dumps({"profile": profile, "site": site, "start": start}) + "\n")
         for t, r in rows:
-            words = "-" if r is None else " ".join(str(w) for w in slave.encode(table, r))
+            words = "-" if r is None else " ".join(str(w) for b in blocks for w in slave.encode(b[1], r))
             fh.write("%s %s\n" % (t, words))
     return path
 
@@ -53,6 +54,9 @@ def bench_pipeline(mpy_dir: str, work: str, heap: str, runs: int, corpus: str | 
     traces = {
         "elevator": _words_trace(os.path.join(work, "elevator.words"), *scenarios.elevator(6 * 3600, 4 * 3600)),
         "water_meter": _words_trace(os.path.join(work, "water.words"), *scenarios.water_meter(7 * 86400, 5 * 86400)),
+        "noise": _words_trace(os.path.join(work, "noise.words"), *scenarios.noise(2 * 86400)),
+        "structure": _words_trace(os.path.join(work, "structure.words"), *scenarios.structure(30 * 86400)),
+        "water_quality": _words_trace(os.path.join(work, "wq.words"), *scenarios.water_quality("wqs-004", 4)[:2]),
     }
     if corpus:
         for profile in traces:

@@ -30,13 +30,16 @@ except ImportError:
 
 
 class TraceMaster:
-    """A bus whose slave answers each poll with the next line of the trace."""
+    """A bus whose slave answers each poll with the next line of the trace: a
+    multi-probe profile's blocks come one after the other in the line, in the order
+    the agent reads them."""
 
     def __init__(self, src, start):
         self.src = src
         self.start = start
         self.t = start
         self.words = None
+        self.at = 0
 
     def advance(self):
         line = self.src.readline()
@@ -45,12 +48,14 @@ class TraceMaster:
         parts = line.split()
         self.t = self.start + (float(parts[0]) if "." in parts[0] else int(parts[0]))
         self.words = None if parts[1] == "-" else [int(w) for w in parts[1:]]
+        self.at = 0
         return True
 
     def read_registers(self, slave, fc, addr, count):
         if self.words is None:
             raise ModbusTimeout("no reply")
-        return self.words
+        self.at += count
+        return self.words[self.at - count:self.at]
 
 
 def main(argv):

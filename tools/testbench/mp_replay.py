@@ -95,8 +95,8 @@ def replay(trace_path, out, overrides=None, telemetry=False):
     n = 0
     for t_row, r in trace.rows():
         for t, code, action, values in pipe.step(t_row, r):
-            if action == 0 and not telemetry:
-                continue
+            if CODES[code][1] == "telemetry" and not telemetry:
+                continue    # reports (maintenance, sensor health) are kept: the scorer skips them
             out.write(format_event(t - trace.start, code, action, values))
             n += 1
     return n

@@ -55,7 +55,8 @@ class TracePlayer:
         self.table = table
         self.order = order
         self.speed = speed
-        self.first, self.count = regmap.span(table)
+        # one register block per probe (a multi-probe profile's sensors are slaves of their own)
+        self.blocks = regmap.probes(table)
         self._file = gzip.open(trace_path, "rt")
         self.header = json.loads(self._file.readline())
         self._next = self._read_row()
@@ -66,7 +67,7 @@ class TracePlayer:
         self.t = first_t            # trace time of the row in force
         self.silent = False
         self.values: dict[str, Any] = {}
-        self.words = [0] * self.count
+        self.words = [[0] * b[3] for b in self.blocks]     # a block's words, by probe order
         self.version = 0            # bumped when words change, so writes survive until then
         # the first row holds from start-up, so a master polling before it is due sees a device
         self.advance(max(first_t, self.trace_time()))
@@ -92,7 +93,7 @@ class TracePlayer:
         if row is not None:
             self.t = row["t"]
             if not self.silent:
-                self.words = slave.encode(self.table, self.values, self.order)
+                self.words = [slave.encode(b[1], self.values, self.order) for b in self.blocks]
                 self.version += 1
 
     def _apply(self, row: dict) -> None:
@@ -153,29 +154,34 @@ class SimulatedSlave:
     """Glue between pymodbus and the trace: refresh registers on each access, and decide
     on the way out whether the reply is sent, mangled or withheld."""
 
-    def __init__(self, player: TracePlayer, slave: int, faults=None) -> None:
+    def __init__(self, player: TracePlayer, slave: int | tuple[int, ...], faults=None) -> None:
         self.player = player
-        self.slave = slave
+        # the slave id of each probe (one id for a one-block profile)
+        self.slaves = (slave,) if isinstance(slave, int) else tuple(slave)
+        self.slave = self.slaves[0]
         self.plan = FaultPlan(faults)
         self.polls = 0
         self.sent: list[str | None] = []   # fault applied per reply, for tests and logs
         self._request = b""
-        self._version = -1
+        self._version = [-1] * len(player.blocks)
 
-    async def action(self, fc, start_address, address, count, registers, set_values):
-        # pymodbus calls this before it touches `registers`; a new trace row overwrites
-        # them, otherwise a master's write stays readable (FC 06 reads its value back)
-        p = self.player
-        p.advance()
-        if p.version != self._version:
-            self._version = p.version
-            i = p.first - start_address
-            registers[i: i + p.count] = p.words
-        return None
+    def _action(self, probe: int):
+        async def action(fc, start_address, address, count, registers, set_values):
+            # pymodbus calls this before it touches `registers`; a new trace row overwrites
+            # them, otherwise a master's write stays readable (FC 06 reads its value back)
+            p = self.player
+            p.advance()
+            if p.version != self._version[probe]:
+                self._version[probe] = p.version
+                _, _, first, n = p.blocks[probe]
+                i = first - start_address
+                registers[i: i + n] = p.words[probe]
+            return None
+        return action
 
     def trace_pdu(self, sending: bool, pdu):
         # on RS-485 a slave ignores frames for other ids; pymodbus would answer them
-        if not sending and pdu.dev_id not in (0, self.slave):
+        if not sending and pdu.dev_id != 0 and pdu.dev_id not in self.slaves:
             return None
         return pdu
 
@@ -190,10 +196,13 @@ class SimulatedSlave:
         del self.sent[:-100]
         return corrupt(fault, data)
 
-    def device(self) -> SimDevice:
+    def device(self) -> SimDevice | list[SimDevice]:
         p = self.player
-        block = SimData(p.first, values=list(p.words), datatype=DataType.REGISTERS)
-        return SimDevice(id=self.slave, simdata=[block], action=self.action)
+        devices = []
+        for probe, (_, _, first, _) in enumerate(p.blocks):
+            block = SimData(first, values=list(p.words[probe]), datatype=DataType.REGISTERS)
+            devices.append(SimDevice(id=self.slaves[probe], simdata=[block], action=self._action(probe)))
+        return devices[0] if len(devices) == 1 else devices
 
 
 async def serve(slave_sim: SimulatedSlave, port: str, baud: int = line.BAUD, parity: str = line.PARITY,
@@ -227,6 +236,9 @@ def run_simulator(profile, trace_path: str, port: str, speed: float = 1.0, slave
     time 0 (default: the first row is due at once)."""
     prof = load_profile(profile)
     player = TracePlayer(prof.REGISTERS, trace_path, speed, order, anchor)
+    if len(player.blocks) > 1:
+        # a multi-probe profile: its probes answer as its SLAVES, or as the ids given
+        slave = slave if isinstance(slave, (tuple, list)) else getattr(prof, "SLAVES")
     sim = SimulatedSlave(player, slave, faults)
     try:
         asyncio.run(serve(sim, port, baud, parity, None, stop_event, ready))
@@ -240,7 +252,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--trace", required=True, help="trace to play (.jsonl.gz, corpus format)")
     ap.add_argument("--port", required=True, help="serial port the slave serves, e.g. the B side of a socat pair")
     ap.add_argument("--speed", type=float, default=1.0, help="trace seconds per real second (default 1)")
-    ap.add_argument("--slave", type=int, default=1, help="slave id (default 1)")
+    ap.add_argument("--slave", type=int, default=1,
+                    help="slave id (default 1; a multi-probe profile answers as its SLAVES)")
     ap.add_argument("--baud", type=int, default=line.BAUD, help="baud rate (default %(default)s)")
     ap.add_argument("--parity", choices=line.PARITIES, default=line.PARITY, help="parity (default %(default)s)")
     ap.add_argument("--anchor", type=float, default=None,
