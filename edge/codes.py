@@ -5,51 +5,51 @@
 # which values are written on the wire (see docs/wire-format.md). kind is "telemetry",
 # "alarm" (raised and cleared) or "report" (a one-off fact, e.g. a maintenance session).
 
-# One line a code: "code name kind field:decimals ...", as text rather than a dict of
-# tuples: on a board every tuple is an object in RAM (the table as tuples took 13.7 KB of
-# the agent's 96 KB heap), and an agent only ever looks up the few codes its profile
-# emits, each parsed once. Lines starting with # are notes.
-_TABLE = """
-# telemetry samples, one per profile
-01 telemetry.elevator telemetry mode:0 dir:0 speed:2 floor:0 door:0 zone:0 occupied:0 fault:0
-02 telemetry.water_meter telemetry total:3 flow:3 battery:2
-03 telemetry.water_quality telemetry ph:2 do:2 nh3n:3 tp:3 temp:2 turb:1
-04 telemetry.noise telemetry laeq:1
-05 telemetry.structure telemetry tilt_x:4 tilt_y:4 crack:3 settle:2 vib:2
-# device health, every profile
-10 device.comm_loss alarm silent_s:0
-# kind: 1 timeout, 2 bad CRC, 3 Modbus exception, 4 malformed frame; detail: exception code
-11 device.comm_fault report kind:0 detail:0 count:0
-12 device.boot report version:0
-13 device.outbox_drop report telemetry:0 alarms:0
-# since the last report (at most one a minute): values read as NaN or infinity and
-# values too large for their field (both sent as unknown), polls that raised an error
-14 device.poll_fault report not_a_number:0 out_of_range:0 errors:0
-# one maintenance report per episode, never an alarm. kind: 1 frozen register,
-# 2 stuck sensor, 3 calibration, 4 out of water, 5 knocked or moved
-15 device.sensor_health report kind:0 field:0 duration_s:0
-# elevator
-20 elevator.entrapment alarm floor:0 duration_s:0
-21 elevator.door_open_moving alarm floor:0 speed:2
-22 elevator.overspeed alarm speed:2 rated:2
-23 elevator.stop_outside_zone alarm floor:0 duration_s:0
-24 elevator.maintenance report start:0 end:0 duration_s:0 door_cycles:0 floors_served:0
-# water meter
-30 water.inactivity alarm idle_s:0 usual_s:0
-31 water.continuous_flow alarm duration_s:0 flow:3
-32 water.leak alarm duration_s:0 flow:3
-# kind: 1 total went backwards and stayed (a reset or replaced meter). (2, a total
-# frozen while flow is reported, is now device.sensor_health kind 1: no alarm)
-33 water.meter_glitch alarm kind:0 total:3
-# water quality: param 0 ph, 1 do, 2 nh3n, 3 tp (the profile's field order); the
-# median over the confirmation window, the class limit it broke, the class (1..5)
-40 wq.pollution alarm param:0 value:3 limit:3 class:0
-# noise: the night's level and how long it has been over the limit
-50 noise.night_construction alarm laeq:1 limit:0 duration_s:0
-# structure: field 0 tilt, 1 settlement; movement over the last 24 h (deg or mm)
-60 structure.tilt_trend alarm field:0 moved:4 limit:4
-61 structure.vibration alarm vib:2 limit:2 count:0
-"""
+# One string a code: "code name kind field:decimals ...", rather than a dict of tuples:
+# on a board every tuple is an object in RAM (the table as tuples took 13.7 KB of the
+# agent's 96 KB heap), and an agent only ever looks up the few codes its profile emits,
+# each parsed once. Short strings, not one text: no large block to find in a heap.
+_TABLE = (
+    # telemetry samples, one per profile
+    "01 telemetry.elevator telemetry mode:0 dir:0 speed:2 floor:0 door:0 zone:0 occupied:0 fault:0",
+    "02 telemetry.water_meter telemetry total:3 flow:3 battery:2",
+    "03 telemetry.water_quality telemetry ph:2 do:2 nh3n:3 tp:3 temp:2 turb:1",
+    "04 telemetry.noise telemetry laeq:1",
+    "05 telemetry.structure telemetry tilt_x:4 tilt_y:4 crack:3 settle:2 vib:2",
+    # device health, every profile
+    "10 device.comm_loss alarm silent_s:0",
+    # kind: 1 timeout, 2 bad CRC, 3 Modbus exception, 4 malformed frame; detail: exception code
+    "11 device.comm_fault report kind:0 detail:0 count:0",
+    "12 device.boot report version:0",
+    "13 device.outbox_drop report telemetry:0 alarms:0",
+    # since the last report (at most one a minute): values read as NaN or infinity and
+    # values too large for their field (both sent as unknown), polls that raised an error
+    "14 device.poll_fault report not_a_number:0 out_of_range:0 errors:0",
+    # one maintenance report per episode, never an alarm. kind: 1 frozen register,
+    # 2 stuck sensor, 3 calibration, 4 out of water, 5 knocked or moved
+    "15 device.sensor_health report kind:0 field:0 duration_s:0",
+    # elevator
+    "20 elevator.entrapment alarm floor:0 duration_s:0",
+    "21 elevator.door_open_moving alarm floor:0 speed:2",
+    "22 elevator.overspeed alarm speed:2 rated:2",
+    "23 elevator.stop_outside_zone alarm floor:0 duration_s:0",
+    "24 elevator.maintenance report start:0 end:0 duration_s:0 door_cycles:0 floors_served:0",
+    # water meter
+    "30 water.inactivity alarm idle_s:0 usual_s:0",
+    "31 water.continuous_flow alarm duration_s:0 flow:3",
+    "32 water.leak alarm duration_s:0 flow:3",
+    # kind: 1 total went backwards and stayed (a reset or replaced meter). (2, a total
+    # frozen while flow is reported, is now device.sensor_health kind 1: no alarm)
+    "33 water.meter_glitch alarm kind:0 total:3",
+    # water quality: param 0 ph, 1 do, 2 nh3n, 3 tp (the profile's field order); the
+    # median over the confirmation window, the class limit it broke, the class (1..5)
+    "40 wq.pollution alarm param:0 value:3 limit:3 class:0",
+    # noise: the night's level and how long it has been over the limit
+    "50 noise.night_construction alarm laeq:1 limit:0 duration_s:0",
+    # structure: field 0 tilt, 1 settlement; movement over the last 24 h (deg or mm)
+    "60 structure.tilt_trend alarm field:0 moved:4 limit:4",
+    "61 structure.vibration alarm vib:2 limit:2 count:0",
+)
 
 
 class _Codes:
@@ -60,10 +60,11 @@ class _Codes:
         self._seen = {}
 
     def _line(self, code):
-        i = _TABLE.find("\n%02x " % code) if 0 <= code < 256 else -1
-        if i < 0:
-            return None
-        return _TABLE[i + 1:_TABLE.find("\n", i + 1)]
+        key = "%02x " % code
+        for line in _TABLE:
+            if line.startswith(key):
+                return line
+        return None
 
     def get(self, code, default=None):
         entry = self._seen.get(code)
@@ -89,9 +90,8 @@ class _Codes:
         return isinstance(code, int) and self.get(code) is not None
 
     def __iter__(self):
-        for line in _TABLE.split("\n"):
-            if line and line[0] != "#":
-                yield int(line[:2], 16)
+        for line in _TABLE:
+            yield int(line[:2], 16)
 
     def __len__(self):
         n = 0

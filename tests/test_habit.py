@@ -46,9 +46,13 @@ def test_learns_routine_and_never_raises_in_normal_sleep(routine) -> None:
     assert det.habit.days() >= 12
     sleep_start = int(routine[1])
     awake_mid = int((routine[0] + 5) % 24)
-    # the hour it goes to bed allows the night's sleep; mid-shift hours only the floor
-    assert det.threshold(sleep_start) > det.threshold(awake_mid)
-    assert det.threshold(awake_mid) == det.inact_min_s
+    # it learned the night's sleep (around the hour it goes to bed), and nothing long mid-shift
+    learned = {h: det.habit.usual_s(h, det.inact_spread_h) or 0 for h in range(24)}
+    night = max(learned[(sleep_start + d) % 24] for d in (-2, -1, 0, 1, 2))
+    assert night >= 5 * 3600 > learned[awake_mid], learned
+    # no learned habit brings the alarm below the floor, which the shipped PARAMS put at
+    # the cap: other households' dry spells at unusual hours raised false alarms below it
+    assert all(det.inact_min_s <= det.threshold(h) <= det.inact_max_s for h in range(24))
 
 
 @pytest.mark.parametrize("routine", [DAY_SHIFT, NIGHT_SHIFT], ids=["day_shift", "night_shift"])
