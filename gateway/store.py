@@ -51,10 +51,11 @@ CREATE TABLE IF NOT EXISTS dropped (
     last_at REAL NOT NULL
 );
 -- Per device and outbox log (0: alarms and reports, 1: telemetry), never deleted: the
--- highest (boot, seq) ever stored, and the highest the quota or retention deleted. A
--- device sends each log in order and the next event only once the gateway acknowledged
--- the one before (edge/outbox.py), so an event of a log at or below its "gone" mark that
--- the table does not hold was stored and deleted: a replay (docs/delivery.md).
+-- highest (boot, seq) the quota or retention deleted (the highest ever stored is the
+-- greater of that and the table's). A device sends each log in order and, after a loss,
+-- again from the oldest event not acknowledged (edge/outbox.py), so an event of a log at
+-- or below its "gone" mark that the table does not hold was stored and deleted: a
+-- replay (docs/delivery.md). high_boot and high_seq: as gone, for stores made before.
 CREATE TABLE IF NOT EXISTS marks (
     device TEXT NOT NULL,
     log INTEGER NOT NULL,
@@ -157,9 +158,6 @@ class CommitResult:
 
 INSERT_EVENT = ("INSERT OR IGNORE INTO events (device, boot, seq, code, type, kind, prio, action,"
                 " t, clock_set, values_json, received_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
-RAISE_HIGH = ("INSERT INTO marks (device, log, high_boot, high_seq) VALUES (?,?,?,?) ON CONFLICT (device, log)"
-              " DO UPDATE SET high_boot = excluded.high_boot, high_seq = excluded.high_seq"
-              " WHERE (excluded.high_boot, excluded.high_seq) > (high_boot, high_seq)")
 RAISE_GONE = ("INSERT INTO marks (device, log, high_boot, high_seq, gone_boot, gone_seq) VALUES (?,?,?,?,?,?)"
               " ON CONFLICT (device, log) DO UPDATE SET gone_boot = excluded.gone_boot, gone_seq = excluded.gone_seq"
               " WHERE (excluded.gone_boot, excluded.gone_seq) > (gone_boot, gone_seq)")
@@ -235,23 +233,12 @@ class Store:
                         unstorable.append(e)
             c.execute("RELEASE batch")
             inserted = c.total_changes - before
-            c.executemany(RAISE_HIGH, self._highs([e for e in kept if e not in unstorable] if unstorable else kept))
             if statuses:
                 c.executemany("INSERT INTO device_status (device, status, at) VALUES (?,?,?)"
                               " ON CONFLICT (device) DO UPDATE SET status = excluded.status,"
                               " at = excluded.at", [(d, st, now) for d, st in statuses])
         return CommitResult(inserted, len(rows) - len(unstorable) - inserted, tuple(per_rank), now,
                             tuple(replays), tuple(unstorable))
-
-    @staticmethod
-    def _highs(events: Sequence[EventRow]) -> list[tuple[str, int, int, int]]:
-        """(device, log, boot, seq): the highest event of each device's log among these."""
-        high: dict[tuple[str, int], tuple[int, int]] = {}
-        for e in events:
-            key = (e.device, int(e.kind == TELEMETRY))
-            if (e.boot, e.seq) > high.get(key, (-1, -1)):
-                high[key] = (e.boot, e.seq)
-        return [k + v for k, v in high.items()]
 
     def _replays(self, events: Sequence[EventRow]) -> list[EventRow]:
         """The events at or below their log's gone mark that the table does not hold."""
@@ -395,7 +382,7 @@ def last_boot(data_dir: str | Path, device: str) -> int:
         return 0
     conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
     try:
-        return int(conn.execute("SELECT max(b) FROM (SELECT max(high_boot) AS b FROM marks WHERE device = ?"
+        return int(conn.execute("SELECT max(b) FROM (SELECT max(gone_boot) AS b FROM marks WHERE device = ?"
                                 " UNION ALL SELECT max(boot) FROM events WHERE device = ?)",
                                 (device, device)).fetchone()[0] or 0)
     finally:
