@@ -63,6 +63,14 @@ def board_modules() -> list[str]:
     return sorted(f for f in found if f.replace(os.sep, "/") not in NOT_ON_BOARDS)
 
 
+def module_name(rel: str) -> str:
+    """edge/agent.py -> edge.agent, edge/filter/__init__.py -> edge.filter."""
+    name = rel[:-3].replace(os.sep, "/")
+    if name.endswith("/__init__"):
+        name = name[:-len("/__init__")]
+    return name.replace("/", ".")
+
+
 def compile_agent(dest: str, extra: tuple[str, ...] = ()) -> str:
     """The agent as shipped to a board: every board module compiled to .mpy under dest
     (plus extra repo-relative files). Returns dest."""
@@ -70,6 +78,8 @@ def compile_agent(dest: str, extra: tuple[str, ...] = ()) -> str:
     for rel in board_modules() + list(extra):
         out = os.path.join(dest, rel[:-3] + ".mpy")
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        # -s: tracebacks on the board name edge/agent.py, not this checkout's path
-        subprocess.run([mpy_cross(), "-s", rel, "-o", out, os.path.join(ROOT, rel)], check=True)
+        # -s: tracebacks on the board name the module (edge.agent), not this checkout's
+        # path. The module's own name: a board interns every name it loads, for good, and
+        # a file name of its own would cost one more per module (see docs/heap.md)
+        subprocess.run([mpy_cross(), "-s", module_name(rel), "-o", out, os.path.join(ROOT, rel)], check=True)
     return dest

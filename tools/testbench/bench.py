@@ -50,31 +50,51 @@ def _corpus_rows(path: str):
         yield t - trace.start, r
 
 
-def bench_pipeline(mpy_dir: str, work: str, heap: str, runs: int, corpus: str | None) -> list[dict]:
-    traces = {
-        "elevator": _words_trace(os.path.join(work, "elevator.words"), *scenarios.elevator(6 * 3600, 4 * 3600)),
-        "water_meter": _words_trace(os.path.join(work, "water.words"), *scenarios.water_meter(7 * 86400, 5 * 86400)),
-        "noise": _words_trace(os.path.join(work, "noise.words"), *scenarios.noise(2 * 86400)),
-        "structure": _words_trace(os.path.join(work, "structure.words"), *scenarios.structure(30 * 86400)),
+BUDGET_KB = 96   # the agent's heap: the smallest board's (110k) less its TLS link (docs/heap.md)
+# what mp_bench needs beside the agent's own modules
+BENCH_MODULES = ("tools/__init__.py", "tools/testbench/__init__.py", "tools/testbench/mp_bench.py")
+
+
+def profile_traces(work: str, days: float = 1.0) -> dict[str, str]:
+    """A words trace per profile, each with its incidents; days scales them (the test
+    of the heap budget runs a short one)."""
+    def s(x):
+        return int(x * days)
+    return {
+        "elevator": _words_trace(os.path.join(work, "elevator.words"), *scenarios.elevator(s(6 * 3600), s(4 * 3600))),
+        "water_meter": _words_trace(os.path.join(work, "water.words"),
+                                    *scenarios.water_meter(s(7 * 86400), s(5 * 86400))),
+        "noise": _words_trace(os.path.join(work, "noise.words"), *scenarios.noise(s(2 * 86400), s(86400 - 2 * 3600))),
+        "structure": _words_trace(os.path.join(work, "structure.words"),
+                                  *scenarios.structure(s(30 * 86400), s(10 * 86400 + 9 * 3600))),
         "water_quality": _words_trace(os.path.join(work, "wq.words"), *scenarios.water_quality("wqs-004", 4)[:2]),
     }
+
+
+def run_agent(mpy_dir: str, work: str, profile: str, trace: str, heap_kb: int) -> subprocess.CompletedProcess:
+    """mp_bench: the agent of one profile over a words trace, under a heap cap; its
+    figures are the last line of stdout (JSON). A MemoryError is an exit status of 1."""
+    state = os.path.join(work, "state-" + profile)
+    shutil.rmtree(state, ignore_errors=True)
+    # cwd outside the repo: MicroPython searches '' first and would compile the .py
+    # sources in RAM instead of loading the .mpy
+    return subprocess.run([runtime.micropython(), "-X", "heapsize=%dk" % heap_kb, "-m", "tools.testbench.mp_bench",
+                           profile, trace, state], env=dict(os.environ, MICROPYPATH=".frozen:" + mpy_dir),
+                          capture_output=True, text=True, cwd=work)
+
+
+def bench_pipeline(mpy_dir: str, work: str, heap: str, runs: int, corpus: str | None) -> list[dict]:
+    traces = profile_traces(work)
     if corpus:
         for profile in traces:
             folder = os.path.join(corpus, profile)
             first = os.path.join(folder, sorted(f for f in os.listdir(folder) if f.endswith(".jsonl.gz"))[0])
             header = Trace(first).header
             traces[profile] = _words_trace(os.path.join(work, profile + "-corpus.words"), header, _corpus_rows(first))
-    env = dict(os.environ, MICROPYPATH=".frozen:" + mpy_dir)
     results = []
     for profile, trace in traces.items():
         def attempt(heap_kb: int) -> subprocess.CompletedProcess:
-            state = os.path.join(work, "state-" + profile)
-            shutil.rmtree(state, ignore_errors=True)
-            # cwd outside the repo: MicroPython searches '' first and would compile the
-            # .py sources in RAM instead of loading the .mpy
-            proc = subprocess.run([runtime.micropython(), "-X", "heapsize=%dk" % heap_kb,
-                                   "-m", "tools.testbench.mp_bench",
-                                   profile, trace, state], env=env, capture_output=True, text=True, cwd=work)
+            proc = run_agent(mpy_dir, work, profile, trace, heap_kb)
             if proc.returncode != 0 and "MemoryError" not in proc.stderr:
                 raise RuntimeError("the %s agent failed under a %d KiB heap:\n%s" % (
                     profile, heap_kb, proc.stderr or proc.stdout))
@@ -143,7 +163,8 @@ def bench_publish(mpy_dir: str, work: str, count: int, runs: int) -> dict:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--heap", default="96k", help="MicroPython heap cap for the pipeline runs (default 96k)")
+    ap.add_argument("--heap", default="%dk" % BUDGET_KB,
+                    help="MicroPython heap cap for the pipeline runs (default: the budget, %dk)" % BUDGET_KB)
     ap.add_argument("--runs", type=int, default=3, help="repetitions; medians are printed (default 3)")
     ap.add_argument("--publish-count", type=int, default=2000, help="QoS 1 publishes per run (default 2000)")
     ap.add_argument("--corpus", metavar="DIR", help="bench on the first trace of each profile in a corpus instead")
@@ -152,9 +173,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="edgectl-bench-") as work:
-        mpy = runtime.compile_agent(os.path.join(work, "mpy"), extra=(
-            "tools/__init__.py", "tools/testbench/__init__.py", "tools/testbench/mp_bench.py",
-            "tools/testbench/mp_publish.py"))
+        mpy = runtime.compile_agent(os.path.join(work, "mpy"), extra=BENCH_MODULES + ("tools/testbench/mp_publish.py",))
         pipeline = bench_pipeline(mpy, work, args.heap, args.runs, args.corpus)
         wire = wire_sizes()
         publish = bench_publish(mpy, work, args.publish_count, args.runs)
@@ -163,15 +182,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print("the agent under MicroPython (.mpy, heap %s, flash outbox included), median of %d runs" % (
         args.heap, args.runs))
-    print("  %-12s %8s %8s %10s %12s %12s %12s  %s" % ("profile", "samples", "events", "us/sample", "us/event",
-                                                     "heap peak B", "at start B", "smallest heap"))
+    print("  %-12s %8s %8s %10s %12s %12s %12s %10s  %s" % (
+        "profile", "samples", "events", "us/sample", "us/event", "heap peak B", "at start B", "qstr room",
+        "smallest heap"))
     for p in pipeline:
-        print("  %-12s %8d %8d %10.1f %12.1f %12d %12d  %s%s" % (
+        print("  %-12s %8d %8d %10.1f %12.1f %12d %12d %10d  %s%s" % (
             p["profile"], p["samples"], p["events"], p["us_per_sample"], p["us_per_stored_event"],
-            p["heap_live_peak"], p["heap_after_start"], p["heap_cap"],
+            p["heap_live_peak"], p["heap_after_start"], p["qstr_room"], p["heap_cap"],
             "" if p["fits_requested"] else "  (does NOT fit in %s)" % args.heap))
     print("  us/sample: one poll's whole path (decode, detectors, sign, store, send to a broker that acks"
           " at once); us/event: the outbox's share per event (append with fsync)")
+    pool = max(p["qstr_pool"] for p in pipeline)
+    print("  qstr room: names the agent can still intern before MicroPython allocates its next pool"
+          " of them (%s; docs/heap.md)" % ("%d B at once" % pool if pool else "which no longer fits in the heap"))
     print("bytes per event (binary vs the same content as compact JSON)")
     for name, b, j in wire:
         print("  %-30s %4d B  vs %4d B JSON  (%.1fx smaller)" % (name, b, j, j / b))

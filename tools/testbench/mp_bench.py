@@ -12,13 +12,10 @@ import gc
 import json
 import sys
 
-from edge import ack, agent, hal  # noqa: F401 (the agent's own code counts, though bus and broker are faked)
-from edge.bus import Master  # noqa: F401
+# what edge.agent loads before its start-up; the hardware's modules come after it (main)
+from edge import ack, agent
 from edge.clock import ticks_diff
-from edge.link import Link
 from edge.modbus import ModbusTimeout
-from edge.outbox import Outbox
-from edge.state import MemoryStore
 
 try:
     from time import ticks_us
@@ -58,15 +55,35 @@ class TraceMaster:
         return self.words[self.at - count:self.at]
 
 
+def start(profile, site, path):
+    """The config, through the agent's own start-up (edge.boot, first, as on a board: the
+    config checked, then unloaded). The names it interns stay on the heap for good."""
+    site = dict(site)
+    with open(path, "w") as f:
+        json.dump({"device_id": "bench-1", "secret": "62656e6368" * 4, "profile": profile,
+                   "bus": {"port": "trace", "baud": 9600, "slave": 1, "word_order": "ABCD"},
+                   "broker": {"host": "127.0.0.1", "keepalive": 60}, "site": site,
+                   "utc_offset_s": site.pop("utc_offset_s")}, f)
+    from edge import boot
+    cfg, error = boot.load_config(path)
+    if error:
+        raise ValueError(error)
+    boot.unload("edge.boot")
+    return cfg
+
+
 def main(argv):
     profile, path, state = argv[1], argv[2], argv[3]
     src = open(path)
     header = json.loads(src.readline())
+    cfg = start(profile, header["site"], state + ".json")
+    gc.collect()
+    from edge import hal  # noqa: F401 (the agent's own code counts, though bus and broker are faked)
+    from edge.bus import Master  # noqa: F401
+    from edge.link import Link
+    from edge.outbox import Outbox
+    from edge.state import MemoryStore
     master = TraceMaster(src, header["start"])
-    cfg = {"device_id": "bench-1", "secret": "62656e6368" * 4, "profile": profile,
-           "bus": {"port": "trace", "baud": 9600, "slave": 1, "word_order": "ABCD"},
-           "broker": {"host": "127.0.0.1", "keepalive": 60}, "site": header["site"],
-           "utc_offset_s": header["site"]["utc_offset_s"]}
     outbox = Outbox(state, 64 * 1024, 4096)
     timed = [0]
     append = outbox.append
@@ -108,10 +125,32 @@ def main(argv):
             if used > peak:
                 peak = used
     gc.collect()
+    total = gc.mem_alloc() + gc.mem_free()
+    room, pool = qstr_room()
     print('{"profile": "%s", "samples": %d, "events": %d, "us_per_sample": %.1f, "us_per_stored_event": %.1f, '
-          '"heap_live_peak": %d, "heap_after_start": %d, "heap_total": %d}' % (
-              profile, n, a.seq, total_us / max(n, 1), timed[0] / max(a.seq, 1), peak, base,
-              gc.mem_alloc() + gc.mem_free()))
+          '"heap_live_peak": %d, "heap_after_start": %d, "heap_total": %d, "qstr_room": %d, "qstr_pool": %d}' % (
+              profile, n, a.seq, total_us / max(n, 1), timed[0] / max(a.seq, 1), peak, base, total, room, pool))
+
+
+def qstr_room(limit=1500):
+    """(names, bytes): how many more names the agent can intern before MicroPython
+    allocates its next pool of them, and that pool's size. Every identifier of every
+    module loaded (and every short string constant) is interned for good, in pools that
+    double: one name too many costs a new pool at once (7 KB at about 620 names on the
+    64-bit unix port). Measured by interning fresh names until the heap jumps."""
+    probe = object()
+    gc.collect()
+    last = gc.mem_alloc()
+    for i in range(limit):
+        try:
+            hasattr(probe, "q_%d" % i)     # an attribute name is interned, found or not
+        except MemoryError:
+            return i, 0                    # the next pool does not even fit
+        now = gc.mem_alloc()
+        if now - last > 2048:          # a name and its garbage take tens of bytes
+            return i, now - last
+        last = now
+    return limit, 0
 
 
 if __name__ == "__main__":
