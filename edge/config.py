@@ -26,8 +26,8 @@ def is_secret(v):
     would take spaces: 40 of them make an empty key."""
     if not isinstance(v, str) or len(v) < 32 or len(v) % 2:
         return False
-    for c in v:
-        if c not in "0123456789abcdefABCDEF":
+    for c in v.encode():   # bytes: a board interns every one-character str it iterates over
+        if not (48 <= c <= 57 or 97 <= c <= 102 or 65 <= c <= 70):   # 0-9 a-f A-F
             return False
     return True
 
@@ -65,22 +65,22 @@ SCHEMA = {
     "bus.parity": ("str", line.PARITY, line.PARITIES, None),
     # default: the parity's (edge.line.stop_bits), filled in by validate()
     "bus.stop": ("int", None, (1, 2), None),
-    "bus.slave": ("int", 1, lambda v: 1 <= v <= 247, "1..247"),
+    "bus.slave": ("int", 1, lambda v: 1 <= v <= 247, "a slave id, 1..247"),
     # a multi-probe profile (water_quality): the probes' slave ids, in its SLAVES order
     "bus.slaves": ("any", None, _slaves, "a list of distinct slave ids, 1..247"),
     "bus.word_order": ("str", regmap.ORDERS[0], regmap.ORDERS, None),
-    "bus.timeout_ms": ("int", 300, lambda v: 20 <= v <= 5000, "20..5000"),
-    "bus.retries": ("int", 2, lambda v: 0 <= v <= 5, "0..5"),
+    "bus.timeout_ms": ("int", 300, lambda v: 20 <= v <= 5000, "milliseconds, 20..5000"),
+    "bus.retries": ("int", 2, lambda v: 0 <= v <= 5, "resends of a poll, 0..5"),
     # ESP32 wiring (boards/esp32-*.json): the UART, its pins and the RS-485 DE/RE pin
     "bus.uart_id": ("int", None, (1, 2), None),
     "bus.tx": ("int", None, lambda v: 0 <= v <= 48, "a GPIO number, 0..48"),
     "bus.rx": ("int", None, lambda v: 0 <= v <= 48, "a GPIO number, 0..48"),
     "bus.de_pin": ("int", None, lambda v: 0 <= v <= 48, "a GPIO number, 0..48"),
     "broker.host": ("str", REQUIRED, None, None),
-    "broker.port": ("int", 1883, lambda v: 1 <= v <= 65535, "1..65535"),
+    "broker.port": ("int", 1883, lambda v: 1 <= v <= 65535, "a TCP port, 1..65535"),
     "broker.user": ("str", None, None, None),
     "broker.password": ("str", None, None, None),
-    "broker.keepalive": ("int", 60, lambda v: 10 <= v <= 3600, "10..3600"),
+    "broker.keepalive": ("int", 60, lambda v: 10 <= v <= 3600, "seconds, 10..3600"),
     # TLS to the broker (docs/tls.md): ca is the file (DER) of the CA that signed the
     # broker's certificate, beside the config file; plain MQTT only to a loopback broker
     # or with insecure_plain
@@ -90,7 +90,7 @@ SCHEMA = {
     "site.rated_speed": ("num", None, lambda v: 0 < v <= 20, "a speed in m/s, 0..20"),
     "site.floors": ("any", None, _floors, "[lowest, highest], integers, lowest < highest"),
     "site.resolution": ("num", 0.001, lambda v: 0 < v <= 1, "m3 per count, e.g. 0.001"),
-    "site.occupants": ("int", 1, lambda v: 1 <= v <= 20, "1..20"),
+    "site.occupants": ("int", 1, lambda v: 1 <= v <= 20, "people, 1..20"),
     # water quality: the GB 3838-2002 class the station's water must meet, and limits
     # that override the table in edge/detect/water_quality.py ({"III": {"nh3n_max": 1.0}})
     "site.class": ("any", None, lambda v: not isinstance(v, bool) and v in WQ_CLASSES, "I, II, III, IV or V (or 1..5)"),
@@ -102,7 +102,7 @@ SCHEMA = {
     # structure: the alarm values of the monitoring plan
     "site.vib_limit_mm_s": ("num", None, lambda v: 0 < v <= 100, "mm/s, 0..100"),
     "site.tilt_limit_deg": ("num", None, lambda v: 0 < v <= 10, "degrees, 0..10"),
-    "site.settle_limit_mm": ("num", None, lambda v: 0 < v <= 500, "mm, 0..500"),
+    "site.settle_limit_mm": ("num", None, lambda v: 0 < v <= 500, "millimetres, 0..500"),
     "utc_offset_s": ("int", 28800, lambda v: -50400 <= v <= 50400, "-50400..50400 (China: 28800)"),
     "telemetry": ("bool", True, None, None),
     # a console line for every telemetry event too, not only alarms and reports (tests
@@ -118,7 +118,7 @@ SCHEMA = {
     # sensor and the agent agree on the trace's time
     "clock.anchor": ("num", None, None, None),
     "clock.origin": ("num", None, None, None),
-    "clock.speed": ("num", None, lambda v: 0 < v <= 10000, "0..10000"),
+    "clock.speed": ("num", None, lambda v: 0 < v <= 10000, "times real time, 0..10000"),
 }
 # installation facts a profile cannot run without
 PROFILE_REQUIRES = {"elevator": ("site.rated_speed", "site.floors"), "water_quality": ("site.class",)}
