@@ -8,7 +8,8 @@ FROZEN = 1      # device.sensor_health kind: frozen register
 class Frozen:
     """A value (a number, or a list of fields) that has not changed for frozen_s: no
     live sensor repeats itself that long. step() is 0 while it changes, 1 while frozen,
-    2 on the poll the episode is found (and reported, with how long it has lasted)."""
+    2 on the poll the episode is found (and reported, with how long it has lasted).
+    None is "not judged now" (e.g. a parked lift repeats itself): the watch restarts."""
 
     def __init__(self, field, frozen_s):
         self.field = field          # the profile field's index; 255: the whole reading
@@ -18,7 +19,7 @@ class Frozen:
         self.on = False
 
     def step(self, t, v, out):
-        if v != self.last or self.since is None:
+        if v is None or v != self.last or self.since is None:
             self.last = v
             self.since = t
             self.on = False

@@ -56,6 +56,200 @@ def _elevator_rows(seconds: int, entrapment_at: int | None, seed: int) -> Iterat
             t += 1
 
 
+class Lift:
+    """A car in service a second at a time, for the elevator detector's labelled tests:
+    parked spells, passengers who board an empty car and leave it, empty trips to a
+    hall call, presence flicker in an empty car; a plan adds incidents (each labelled)
+    and sensor artifacts (not incidents). plan: (kind, at_s, duration_s) with kind one of
+    trap_landing (the doors fail to open at the end of a ride), trap_between (the car
+    stops between floors on a ride), trap_fault (a controller fault as the doors shut
+    on a passenger: the car never leaves), trap_still (the same without a fault),
+    stop_outside (an empty car stops between floors), and the artifacts stuck (presence
+    reads on whatever happens), frozen (the controller repeats one reading taken
+    during a trip), out_of_service (mode 3, the car parked) and flicker (a burst of 1-9
+    polls of presence in the parked car every few minutes)."""
+
+    INCIDENTS = {"trap_landing": "elevator.entrapment", "trap_between": "elevator.entrapment",
+                 "trap_fault": "elevator.entrapment", "trap_still": "elevator.entrapment",
+                 "stop_outside": "elevator.stop_outside_zone"}
+
+    def __init__(self, seed: int = 1, rated: float = 1.6, floors: tuple = (-1, 12), plan: tuple = (),
+                 busy: float = 0.5) -> None:
+        self.rnd = random.Random(seed)
+        self.rated, self.lo, self.hi = rated, floors[0], floors[1]
+        self.plan = sorted(plan, key=lambda p: p[1])
+        self.busy = busy            # the share of idle spells that are short (the car is in demand)
+        self.s = {"mode": 0, "dir": 0, "speed": 0.0, "floor": 1, "door": 0, "zone": 1, "occupied": 0, "fault": 0}
+        self.rows: list = []
+        self.people = 0
+        self.incidents: list = []
+
+    def _poll(self, n: int = 1, **kw) -> None:
+        self.s.update(kw)
+        for _ in range(n):
+            r = dict(self.s)
+            if self.people:
+                r["occupied"] = 0 if self.rnd.random() < 0.03 else 1
+            elif self.rnd.random() < 0.002:
+                r["occupied"] = 1
+            self.rows.append(r)
+
+    def _floor(self, other: int) -> int:
+        return self.rnd.choice([f for f in range(self.lo, self.hi + 1) if f not in (0, other)])
+
+    def _trip(self, to: int, stop_zone: int = 1) -> None:
+        d = 1 if to > self.s["floor"] else -1
+        self._poll(1, dir=d, speed=round(0.5 * self.rated, 2), zone=0, door=0)
+        f = self.s["floor"]
+        while f != to:
+            f += d
+            if f == 0:
+                f += d
+            for i in range(2):
+                self._poll(1, speed=round(self.rated * (1 + self.rnd.uniform(-0.01, 0.01)), 2), floor=f,
+                           zone=1 if (i == 0 and f != to) else 0)
+        self._poll(1, speed=round(0.3 * self.rated, 2), zone=stop_zone)
+        self._poll(1, dir=0, speed=0.0, zone=stop_zone)
+
+    def _doors(self, board: bool) -> None:
+        """Doors open, whoever rode leaves, maybe someone boards, doors shut."""
+        self._poll(self.rnd.randint(1, 2))
+        self._poll(self.rnd.randint(2, 4), door=1)
+        self.people = 0
+        self._poll(self.rnd.randint(2, 4))
+        if board:
+            self.people = 1
+            self._poll(self.rnd.randint(3, 8))
+        self._poll(self.rnd.randint(2, 4))
+        self._poll(1, door=0)
+
+    def _service(self) -> None:
+        if self.rnd.random() < 0.5:                 # an empty trip to the hall call
+            self._trip(self._floor(self.s["floor"]))
+        self._doors(board=True)
+        self._poll(self.rnd.randint(1, 3))
+        self._trip(self._floor(self.s["floor"]))
+        self._doors(board=False)
+
+    def _incident(self, kind: str, dur: int) -> None:
+        if kind == "stop_outside":
+            self._poll(self.rnd.randint(60, 300))  # parked, then sent empty to a hall call
+            self._trip(self._floor(self.s["floor"]), stop_zone=0)
+            start = len(self.rows) - 1
+            self._poll(dur, fault=47)
+            self._poll(4, fault=0, dir=1, speed=0.15)
+            self._poll(1, dir=0, speed=0.0, zone=1)
+        else:
+            if kind in ("trap_landing", "trap_between"):
+                self._doors(board=True)
+                self._poll(self.rnd.randint(1, 3))
+                self._trip(self._floor(self.s["floor"]), stop_zone=0 if kind == "trap_between" else 1)
+                start = len(self.rows) - 1
+            else:
+                self._doors(board=True)
+                start = len(self.rows) - 1
+                if kind == "trap_fault":
+                    self.s["fault"] = 62
+            # the passenger moves about at first, then waits still: the sensor loses them
+            still = self.rnd.randint(15, 40)
+            for i in range(dur):
+                self._poll(1)
+                if i == still:
+                    self.people = 0
+                if i > 60 and self.rnd.random() < 0.01:
+                    self.rows[-1]["occupied"] = 1
+            self._poll(1, fault=0, zone=1, dir=0, speed=0.0)
+            self.people = 1
+            self._doors(board=False)
+        self.incidents.append({"type": self.INCIDENTS[kind], "start": float(start), "end": float(start + dur)})
+
+    def rows_for(self, seconds: int) -> list:
+        todo = [p for p in self.plan if p[0] in self.INCIDENTS]
+        while len(self.rows) < seconds:
+            if todo and len(self.rows) >= todo[0][1]:
+                kind, _, dur = todo.pop(0)
+                self._incident(kind, dur)
+                continue
+            quick = self.rnd.random() < self.busy
+            self._poll(self.rnd.randint(5, 40) if quick else self.rnd.randint(60, 900))
+            self._service()
+        rows = self.rows[:seconds]
+        order = ("out_of_service", "flicker", "stuck", "frozen")
+        for kind, at, dur in sorted(self.plan, key=lambda p: order.index(p[0]) if p[0] in order else -1):
+            end = min(at + dur, len(rows))
+            if kind == "out_of_service":
+                # from a parked spell: nobody aboard, the doors shut a while ago
+                while at < end and any(r["door"] or r["dir"] or r["occupied"] for r in rows[at - 30:at + 1]):
+                    at += 1
+            if kind in ("stuck", "frozen"):
+                # from a poll on a trip: a sensor that sticks on as someone boards an empty
+                # car is a boarding to anyone watching it
+                while at < end and not rows[at]["speed"]:
+                    at += 1
+            if kind == "stuck":
+                for r in rows[at:end]:
+                    r["occupied"] = 1
+            elif kind == "out_of_service":
+                for r in rows[at:end]:
+                    r.update(mode=3, dir=0, speed=0.0, door=0, zone=1, floor=rows[at]["floor"], occupied=0)
+            elif kind == "frozen":
+                for i in range(at, end):
+                    rows[i] = dict(rows[at])
+            elif kind == "flicker":
+                i = at
+                while i < end:
+                    n = self.rnd.randint(1, 9)
+                    if all(not r["door"] and not r["dir"] and not r["occupied"] for r in rows[i - 40:i + n]):
+                        for r in rows[i:i + n]:
+                            r["occupied"] = 1
+                    i += self.rnd.randint(60, 400)
+        return rows
+
+    def labels(self, name: str) -> dict:
+        health = [{"kind": k, "start": float(a), "end": float(a + d)} for k, a, d in self.plan
+                  if k in ("stuck", "frozen")]
+        return {"trace": name, "incidents": list(self.incidents), "episodes": health}
+
+
+H = 3600
+# three cars, three hours each: a presence sensor stuck on for hours (with entrapments
+# only what keeps a rider in can show), a controller that freezes and flicker, and a
+# car taken out of service with the sensor stuck
+LIFTS = {
+    "lift-001": dict(seed=21, plan=(("stuck", 1000, 2 * H), ("trap_landing", 3000, 600),
+                                    ("trap_between", 6000, 900), ("stop_outside", 9000, 900))),
+    "lift-002": dict(seed=22, plan=(("flicker", 0, 3 * H), ("frozen", 1200, 1500), ("trap_still", 5000, 600),
+                                    ("stuck", 7000, 3 * H), ("trap_fault", 8500, 900))),
+    "lift-003": dict(seed=23, busy=0.2, plan=(("stuck", 600, 3 * H), ("out_of_service", 3000, 2 * H))),
+}
+
+
+def lift(name: str, seconds: int = 3 * H, seed: int = 1, plan: tuple = (), **kw) -> tuple[dict, list, dict]:
+    """A labelled synthetic elevator trace (LIFTS by name, or the plan given): header,
+    rows [(t, reading)] and labels."""
+    if name in LIFTS:
+        kw = dict(LIFTS[name], **kw)
+        seed, plan = kw.pop("seed"), kw.pop("plan")
+    car = Lift(seed=seed, plan=plan, **kw)
+    rows = car.rows_for(seconds)
+    header = {"trace": name, "profile": "elevator", "period_s": 1, "start": START,
+              "config": {"rated_speed": car.rated, "floors": [car.lo, car.hi]}}
+    return header, list(enumerate(rows)), car.labels(name)
+
+
+def write_lift_corpus(folder: str) -> list[str]:
+    """tests/corpus-synth/elevator, in the corpus layout (score.py reads it)."""
+    import os
+    os.makedirs(folder, exist_ok=True)
+    out = []
+    for name in LIFTS:
+        header, rows, labels = lift(name)
+        out.append(write(os.path.join(folder, name + ".jsonl.gz"), header, rows))
+        with open(os.path.join(folder, name + ".labels.json"), "w") as fh:
+            json.dump(labels, fh, indent=1)
+    return out
+
+
 def _water_rows(seconds: int, flow_from: int | None, seed: int) -> Iterator[tuple[int, dict | None]]:
     rnd = random.Random(seed)
     total = 147.969
