@@ -6,8 +6,10 @@
 # -> filters and detectors -> signed events -> flash -> sent) and, apart, the outbox's
 # share per event; tracks the live heap. The words come encoded (edgectl bench does it),
 # so no simulator code is on the measured heap. Prints one JSON line.
-#   WORDS_TRACE: a JSON header line {"profile", "site", "start"}, then "t w0 w1 ..." per
-#   poll ("t -" for a poll that failed)
+#   WORDS_TRACE: a JSON header line {"profile", "site", "start", "reads"}, then "t w0 w1
+#   ..." per poll ("t -" for a poll that failed); reads: what edge.boot makes of the
+#   profile's register map at start-up (edge/reads.py), which, like the rest of start-up
+#   (the config's checker), is not measured here
 import gc
 import json
 import sys
@@ -64,7 +66,7 @@ def main(argv):
     header = json.loads(src.readline())
     master = TraceMaster(src, header["start"])
     cfg = {"device_id": "bench-1", "secret": "62656e6368" * 4, "profile": profile,
-           "bus": {"port": "trace", "baud": 9600, "slave": 1, "word_order": "ABCD"},
+           "bus": {"port": "trace", "baud": 9600, "slave": 1}, "reads": header.pop("reads"),
            "broker": {"host": "127.0.0.1", "keepalive": 60}, "site": header["site"],
            "utc_offset_s": header["site"]["utc_offset_s"]}
     outbox = Outbox(state, 64 * 1024, 4096)
