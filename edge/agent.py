@@ -56,10 +56,16 @@ class Agent:
         site = dict(cfg.get("site") or {})
         site["utc_offset_s"] = cfg.get("utc_offset_s", 28800)
         self.pipeline = Pipeline(cfg["profile"], site, cfg.get("params"), store, cfg.get("telemetry", True))
-        # one block read a probe; probe i answers as bus.slaves[i] (a multi-probe
-        # profile's SLAVES by default), a one-slave profile as bus.slave
-        self.blocks = regmap.probes(self.prof.REGISTERS)
-        self.slaves = self.bus.get("slaves") or getattr(self.prof, "SLAVES", None) or (self.bus["slave"],)
+        # the reads of the map's blocks that hold the profile's fields (edge/reads.py,
+        # dropped once used: made after the pipeline, they split no space it needs);
+        # probe i answers as slaves[i]
+        reads = cfg.get("reads")
+        if reads is None:
+            from edge import reads as cut
+            reads = cut.reads(cfg)
+            del cut
+            sys.modules.pop("edge.reads", None)
+        self.blocks, self.slaves, self.fields = reads
         self.period_ms = int(self.prof.PERIOD_S * 1000 / self.speed)
         self.boot = self._next_boot(store, cfg.get("boot_floor", 0))
         self.seq = 0
@@ -93,13 +99,13 @@ class Agent:
         """One poll: the decoded reading, or None when the device did not answer well. A
         field the meter gave no number for (NaN, infinity) is None, and counted."""
         r = None
-        for probe, table, first, count in self.blocks:
+        for probe, fc, first, count, table in self.blocks:
             try:
-                words = self.master.read_registers(self.slaves[probe], self.prof.FUNCTION, first, count)
+                words = self.master.read_registers(self.slaves[probe], fc, first, count)
             except ModbusError as e:
                 self._fault(e)
                 continue
-            got = regmap.decode(table, words, self.bus["word_order"], first)
+            got = regmap.decode(table, words, "ABCD", first)
             for f in got:
                 if got[f] is None:
                     self.poll_faults[0] += 1
@@ -109,10 +115,9 @@ class Agent:
         if r is None:
             return None
         self.faults = 0
-        for probe, table, first, count in self.blocks:
-            for e in table:
-                if e[0] not in r:
-                    r[e[0]] = None      # a probe that did not answer: its fields failed to read
+        for f in self.fields:
+            if f not in r:
+                r[f] = None      # a probe that did not answer, a field the map lacks: not read
         return r
 
     def _fault(self, e):

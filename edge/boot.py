@@ -7,28 +7,50 @@ import sys
 
 
 def unload(name):
-    """Forget a module (edge.<name>) so the next collection frees its code."""
-    import edge
+    """Forget a module (edge.<name>, edge.profiles.<name>) so the next collection frees
+    its code."""
     sys.modules.pop(name, None)
+    parent, _, leaf = name.rpartition(".")
     try:
-        delattr(edge, name.split(".")[1])
-    except AttributeError:
+        delattr(sys.modules[parent], leaf)
+    except (KeyError, AttributeError):
         pass
 
 
 def load_config(path):
     """(config, None), or (None, what is wrong). The validator and the id rule are
-    unloaded after use (the line's framing, edge.line, once build() has opened the bus)."""
+    unloaded after use (the line's framing, edge.line, once build() has opened the bus),
+    and the profile the map was checked against: the agent loads it again once the
+    validator's heap is free, rather than have it split that space. The file is parsed
+    before the validator is loaded: the config's objects, which live until the agent is
+    built, then sit below its code instead of splitting the space it frees."""
+    import json
+    try:
+        with open(path) as f:
+            cfg = json.loads(f.read())
+    except (OSError, ValueError):
+        cfg = None      # edge.config.load reads it again and says what is wrong
     from edge import config
     try:
-        return config.load(path), None
+        cfg = config.load(path, cfg)
     except config.ConfigError as e:
         return None, str(e)
     finally:
         del config
+        for name in list(sys.modules):
+            if name.startswith("edge.profiles."):
+                unload(name)
         unload("edge.config")
         unload("edge.ids")
         gc.collect()
+    # the map cut into the agent's reads in the space the checker left, and dropped
+    from edge import reads
+    cfg["reads"] = reads.reads(cfg)
+    cfg["map"] = None
+    del reads
+    unload("edge.reads")
+    gc.collect()
+    return cfg, None
 
 
 def build(cfg, state_dir, log):
@@ -43,6 +65,7 @@ def build(cfg, state_dir, log):
         uart = hal.open_uart(bus)
     except OSError as e:
         raise OSError("cannot open the sensor bus %s: %s; check the port and its permissions" % (bus["port"], e))
+    # no writable ranges: a board sends no write (edge.bus.Master.transact)
     master = Master(uart, bus["baud"], bus["timeout_ms"], bus["retries"],
                     line.char_bits(bus["parity"], bus["stop"]))
     del line

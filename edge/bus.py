@@ -11,10 +11,15 @@ class Master:
     a slave may take to start answering; the reply's own transmit time is added.
     retries: further attempts after a timeout, CRC or frame error. A Modbus exception
     is an answer, so it is raised at once. Errors raised are edge.modbus classes.
+    writable: (slave, first, end) register ranges a write may touch (edge.mapcheck.writable:
+    those the device's map lists; none by default). Some registers reset a device to
+    factory settings or change its address: a write elsewhere raises ValueError unsent
+    (edge.modbus_write.check_write; a board has no such module, so no write leaves it).
     """
 
-    def __init__(self, uart, baud, timeout_ms=300, retries=2, bits=11):
+    def __init__(self, uart, baud, timeout_ms=300, retries=2, bits=11, writable=()):
         self.uart = uart
+        self.writable = writable
         self.timeout_ms = timeout_ms
         self.retries = retries
         # whole milliseconds, rounded up: 4.01 ms at 9600 baud waits 5
@@ -33,7 +38,11 @@ class Master:
 
     def transact(self, request):
         """Send a request frame, return the parsed reply (None for a broadcast). A board
-        only reads; a write request comes from edge/modbus_write.py."""
+        only reads; a write request comes from edge/modbus_write.py, and goes out only
+        within the ranges `writable` lists."""
+        if request[1] in (0x05, 0x06, 0x0F, 0x10):     # write coil(s), register(s)
+            from edge.modbus_write import check_write
+            check_write(self.writable, request)
         want = modbus.expected_length(request)
         err = None
         for _ in range(self.retries + 1):

@@ -33,8 +33,8 @@ def is_secret(v):
 
 
 def _slaves(v):
-    return (isinstance(v, list) and len(v) > 0 and len(set(v)) == len(v)
-            and all(_is_int(s) and 1 <= s <= 247 for s in v))
+    return (isinstance(v, list) and len(v) > 0 and all(_is_int(s) and 1 <= s <= 247 for s in v)
+            and len(set(v)) == len(v))
 
 
 def _night(v):
@@ -68,7 +68,8 @@ SCHEMA = {
     "bus.slave": ("int", 1, lambda v: 1 <= v <= 247, "a slave id, 1..247"),
     # a multi-probe profile (water_quality): the probes' slave ids, in its SLAVES order
     "bus.slaves": ("any", None, _slaves, "a list of distinct slave ids, 1..247"),
-    "bus.word_order": ("str", regmap.ORDERS[0], regmap.ORDERS, None),
+    # the order of 32-bit values; given, it overrides the map's (default: the map's, else ABCD)
+    "bus.word_order": ("str", None, regmap.ORDERS, None),
     "bus.timeout_ms": ("int", 300, lambda v: 20 <= v <= 5000, "milliseconds, 20..5000"),
     "bus.retries": ("int", 2, lambda v: 0 <= v <= 5, "resends of a poll, 0..5"),
     # ESP32 wiring (boards/esp32-*.json): the UART, its pins and the RS-485 DE/RE pin
@@ -113,6 +114,10 @@ SCHEMA = {
     "outbox.segment_kb": ("int", 4, lambda v: 1 <= v <= 64, "1..64 (KiB per segment file)"),
     "watchdog_ms": ("int", 0, lambda v: v == 0 or 5000 <= v <= 600000, "0 (none) or 5000..600000"),
     "params": ("dict", None, None, None),
+    # the register map: a shipped map's name (edge/maps/NAME.json) or the map itself
+    # (docs/register-maps.md); default: the profile's. Checked by edge.mapcheck, and
+    # filled in resolved (edgectl provision inlines it, so a board reads no map file)
+    "map": ("any", None, None, None),
     # demos and tests only: run the device clock `speed` times faster than real time,
     # reading `origin` (unix s) at real time `anchor`, so an accelerated simulated
     # sensor and the agent agree on the trace's time
@@ -123,7 +128,7 @@ SCHEMA = {
 # installation facts a profile cannot run without
 PROFILE_REQUIRES = {"elevator": ("site.rated_speed", "site.floors"), "water_quality": ("site.class",)}
 WQ_CLASSES = ("I", "II", "III", "IV", "V", 1, 2, 3, 4, 5)
-KINDS = {"str": (str,), "int": (int,), "num": (int, float), "bool": (bool,), "dict": (dict,)}
+KINDS = {"str": (str,), "int": (int,), "num": (int, float), "bool": (bool,), "dict": (dict,), "list": (list,)}
 KNOWN_SECTIONS = ("bus", "broker", "site", "clock", "outbox")
 
 
@@ -172,26 +177,46 @@ def validate(cfg):
             if default is not None:
                 _set(cfg, path, default)
             continue
-        if kind != "any" and (not isinstance(value, KINDS[kind])
-                              or (kind in ("int", "num") and isinstance(value, bool))):
-            raise ConfigError("config.%s: must be %s, got %r" % (path, kind, value))
-        if check is None:
-            continue
-        if isinstance(check, tuple):
-            if value not in check:
-                raise ConfigError("config.%s: %r is not one of %s" % (
-                    path, value, ", ".join([str(c) for c in check])))
-        else:
-            try:
-                ok = check(value)
-            except ValueError as e:
-                raise ConfigError("config.%s: %s" % (path, e))
-            if not ok:
-                raise ConfigError("config.%s: %r is not allowed; expected %s" % (path, value, allowed))
+        _check_value("config." + path, value, kind, check, allowed)
     bus = cfg["bus"]
     bus["stop"] = line.stop_bits(bus["parity"], bus.get("stop"))
     _check_tls(cfg["broker"])
+    _check_map(cfg, profile, bus)
     return cfg
+
+
+def _check_map(cfg, profile, bus):
+    # the map's schema and the shipped maps (edge/mapcheck.py) are the laptop's, where
+    # edgectl provision checks the map it puts in a board's config: a board is not sent
+    # them (their code alone would split its heap)
+    try:
+        from edge import mapcheck
+    except ImportError:
+        if not isinstance(cfg.get("map"), dict):
+            raise ConfigError("config.map: no register map in the config; edgectl provision puts it there")
+        return
+    m = cfg["map"] = mapcheck.profile_map(profile, cfg.get("map"), "config.map")
+    if len(bus.get("slaves") or m["slaves"]) < len(m["slaves"]):
+        raise ConfigError("config.bus.slaves: %d slave ids for the %d probes of the map" % (
+            len(bus["slaves"]), len(m["slaves"])))
+
+
+def _check_value(where, value, kind, check, allowed):
+    if kind != "any" and (not isinstance(value, KINDS[kind])
+                          or (kind in ("int", "num") and isinstance(value, bool))):
+        raise ConfigError("%s: must be %s, got %r" % (where, kind, value))
+    if check is None:
+        return
+    if isinstance(check, tuple):
+        if value not in check:
+            raise ConfigError("%s: %r is not one of %s" % (where, value, ", ".join([str(c) for c in check])))
+        return
+    try:
+        ok = check(value)
+    except ValueError as e:
+        raise ConfigError("%s: %s" % (where, e))
+    if not ok:
+        raise ConfigError("%s: %r is not allowed; expected %s" % (where, value, allowed))
 
 
 def is_loopback(host):
@@ -215,16 +240,19 @@ def _check_tls(broker):
                           " --broker-ca FILE), or broker.insecure_plain true on a network you trust" % host)
 
 
-def load(path):
-    try:
-        with open(path) as f:
-            text = f.read()
-    except (OSError, ValueError) as e:   # ValueError: not UTF-8
-        raise ConfigError("%s: cannot read the config file (%s); re-run edgectl provision to rewrite it" % (path, e))
-    try:
-        cfg = json.loads(text)
-    except ValueError as e:
-        raise ConfigError("%s: not valid JSON (%s); re-run edgectl provision to rewrite it" % (path, e))
+def load(path, cfg=None):
+    """The config file checked; cfg: its JSON already parsed (edge.boot does it)."""
+    if cfg is None:
+        try:
+            with open(path) as f:
+                text = f.read()
+        except (OSError, ValueError) as e:   # ValueError: not UTF-8
+            raise ConfigError("%s: cannot read the config file (%s); re-run edgectl provision to rewrite it" % (
+                path, e))
+        try:
+            cfg = json.loads(text)
+        except ValueError as e:
+            raise ConfigError("%s: not valid JSON (%s); re-run edgectl provision to rewrite it" % (path, e))
     cfg = validate(cfg)
     ca = cfg["broker"].get("ca")
     if ca:

@@ -1,13 +1,17 @@
-# Profile register tables -> readings: decode a block of 16-bit words read from the bus.
-# Pure; the table format is edge/profiles. The inverse (a reading as words, for the
-# simulator) is tools/testbench/slave.py, so a board does not carry it.
+# Register maps -> readings: decode a block of 16-bit words read from the bus. Pure; a
+# map is data (edge/maps, docs/register-maps.md), checked by edge/mapcheck.py and cut
+# into the reads a poll makes by edge/reads.py. The inverse
+# (a reading as words, for the simulator) is tools/testbench/slave.py, so a board does
+# not carry it.
 #
-# A table is a sequence of (field, address, type, scale): value = raw * scale, with
-# type u16, i16, u32, i32 or f32. 32-bit types span two registers in the device's
-# byte order, named by where the big-endian bytes A B C D of the value land on the
-# wire: ABCD (high word first), CDAB (word swap), BADC (byte swap), DCBA (little-endian).
-# An f32 register holding NaN or an infinity (many meters' "no value") decodes as None:
-# unknown, as a field that could not be read, never a number that poisons a detector.
+# A table is a sequence of (field, address, type, scale[, word order]): value = raw *
+# scale, with type u16, i16, u32, i32 or f32. 32-bit types span two registers in the
+# device's byte order, named by where the big-endian bytes A B C D of the value land on
+# the wire: ABCD (high word first), CDAB (word swap), BADC (byte swap), DCBA
+# (little-endian). A field listed twice is the sum of its parts (the TUF-2000M's total is
+# a LONG integer part plus a REAL4 fraction). An f32 register holding NaN or an infinity
+# (many meters' "no value") decodes as None: unknown, as a field that could not be read,
+# never a number that poisons a detector.
 import math
 import struct
 
@@ -44,29 +48,16 @@ def span(table):
     # a loop rather than min() and max() of generator expressions: on a board each of
     # those is one more function in RAM
     first = last = None
-    for _, addr, typ, _ in table:
+    for e in table:
+        addr = e[1]
+        end = addr + WORDS[e[2]]
         if first is None or addr < first:
             first = addr
-        if last is None or addr + WORDS[typ] > last:
-            last = addr + WORDS[typ]
+        if last is None or end > last:
+            last = end
     return first, last - first
 
 
-def probes(table):
-    """The blocks a poll reads: (probe, table, first, count) a probe, in probe order. An
-    entry may carry a fifth column, its probe (several single-parameter probes on one bus,
-    each its own slave, read in one poll: edge/profiles/water_quality.py); the block's
-    entries are cut to the four columns span() and decode() read. A plain table is one
-    block, probe 0."""
-    blocks = {}
-    for e in table:
-        blocks.setdefault(e[4] if len(e) > 4 else 0, []).append(e[:4])
-    out = []
-    for p in sorted(blocks):
-        t = tuple(blocks[p])
-        first, count = span(t)
-        out.append((p, t, first, count))
-    return out
 
 
 def _round_sig(x, digits):
@@ -90,12 +81,14 @@ def _to_abcd(w0, w1, order):
 
 def decode(table, words, order="ABCD", first=None):
     """Reading dict from words read starting at `first` (default: the table's lowest
-    address); None for an f32 that is not a finite number."""
+    address); None for an f32 that is not a finite number. A row's own word order (a
+    fifth column) wins over `order`."""
     check_order(order)
     if first is None:
         first = span(table)[0]
     out = {}
-    for field, addr, typ, scale in table:
+    for e in table:
+        field, addr, typ, scale = e[0], e[1], e[2], e[3]
         i = addr - first
         w = words[i]
         if typ == "u16":
@@ -103,10 +96,15 @@ def decode(table, words, order="ABCD", first=None):
         elif typ == "i16":
             raw = w - 0x10000 if w & 0x8000 else w
         else:
-            raw = struct.unpack(PACK32[typ], _to_abcd(w, words[i + 1], order))[0]
+            raw = struct.unpack(PACK32[typ], _to_abcd(w, words[i + 1], e[4] if len(e) > 4 else order))[0]
         if typ == "f32":
-            out[field] = _round_sig(raw * scale if scale != 1 else raw, F32_DIGITS) if math.isfinite(raw) else None
+            v = _round_sig(raw * scale if scale != 1 else raw, F32_DIGITS) if math.isfinite(raw) else None
         else:
             d = decimals(scale)
-            out[field] = int(raw * scale) if d == 0 else round(raw * scale, d)
+            v = int(raw * scale) if d == 0 else round(raw * scale, d)
+        if field in out:    # the second part of a field listed twice
+            prev = out[field]
+            v = None if prev is None or v is None else _round_sig(prev + v, 15)
+        out[field] = v
     return out
+

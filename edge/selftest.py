@@ -20,22 +20,21 @@ def check_bus(cfg):
     from edge import hal, line, regmap
     from edge.bus import Master
     from edge.modbus import KINDS, ModbusError
-    from edge.pipeline import load_module
+    from edge.reads import reads
     bus = cfg["bus"]
-    prof = load_module("edge.profiles." + cfg["profile"])
     try:
         uart = hal.open_uart(bus)
     except OSError as e:
         return {"ok": False, "error": "open", "detail": str(e)}
     master = Master(uart, bus["baud"], bus["timeout_ms"], bus["retries"],
                     line.char_bits(bus["parity"], bus["stop"]))
-    # every probe of the device must answer (bus.slaves, as edge/agent.py reads them)
-    slaves = bus.get("slaves") or getattr(prof, "SLAVES", None) or (bus["slave"],)
+    # every probe of the device must answer, read as edge/agent.py reads it
+    blocks, slaves, _ = reads(cfg)
     reading = {}
     try:
-        for probe, table, first, count in regmap.probes(prof.REGISTERS):
-            words = master.read_registers(slaves[probe], prof.FUNCTION, first, count)
-            reading.update(regmap.decode(table, words, bus["word_order"], first))
+        for probe, fc, first, count, table in blocks:
+            words = master.read_registers(slaves[probe], fc, first, count)
+            reading.update(regmap.decode(table, words, "ABCD", first))
     except ModbusError as e:
         return {"ok": False, "error": KINDS.get(e.kind, "modbus"), "code": getattr(e, "code", 0),
                 "detail": str(e)}

@@ -21,6 +21,8 @@ from edge.agent import Agent
 from edge.clock import ticks_ms
 from edge.codec import decode
 from edge.codes import FIELD_MAX, RAISE, REPORT, code_of
+from edge.mapcheck import profile_map
+from tools.common.devconfig import board_map
 from edge.outbox import Outbox
 from edge.state import MemoryStore
 from tools.common import runtime
@@ -296,7 +298,9 @@ def test_a_meter_sending_nan_infinity_or_1e30_under_micropython(tmp_path):
         cfg = {"device_id": "wm-nan", "secret": SECRET, "profile": "water_meter", "log_telemetry": True,
                "bus": {"port": bus.a, "slave": 1, "timeout_ms": 200, "retries": 1},
                "broker": {"host": "127.0.0.1", "port": free_port()},     # nobody there: events stay on flash
-               "clock": {"anchor": anchor, "origin": 1_780_000_000, "speed": SPEED}}
+               "clock": {"anchor": anchor, "origin": 1_780_000_000, "speed": SPEED},
+               # the map inlined, as provisioning does: a board has no map files
+               "map": board_map(profile_map("water_meter", None))}
         (tmp_path / "config.json").write_text(json.dumps(cfg))
         env = runtime.micropython_env()
         env["MICROPYPATH"] = ".frozen:" + mpy

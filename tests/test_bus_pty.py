@@ -12,12 +12,11 @@ import time
 
 import pytest
 
-from edge import regmap
+from edge import mapcheck, reads, regmap
 from edge.bus import Master
 from edge.hal import cpython as hal
 from edge.modbus import CrcError, FrameError, ModbusException, ModbusTimeout
 from edge.modbus_write import write_multiple_request, write_single_request
-from edge.profiles import elevator, water_meter
 from tools.common import runtime
 from tools.testbench.simulate import run_simulator
 from tools.testbench.vbus import VirtualBus
@@ -27,7 +26,16 @@ RETRIES = 2
 ELEVATOR = {"mode": 0, "dir": -1, "speed": 1.62, "floor": -2, "door": 0, "zone": 1, "occupied": 1, "fault": 7}
 WATER = {"total": 1248.299, "flow": 0.3035, "battery": 3.56}
 # each profile on its own bus; the water meter sends floats word-swapped, like a TUF-2000M
-SITES = {"elevator": (elevator, ELEVATOR, "ABCD"), "water_meter": (water_meter, WATER, "CDAB")}
+SITES = {"elevator": (ELEVATOR, "ABCD"), "water_meter": (WATER, "CDAB")}
+
+
+def profile_read(profile: str, order: str | None = None) -> tuple:
+    """(function, first, count, table) of the one read of a profile's shipped map."""
+    _, fc, first, count, table = reads.blocks(mapcheck.read_map(profile)["fields"], order)[0]
+    return fc, first, count, table
+
+
+TABLE = profile_read("elevator")[3]
 
 
 def write_trace(path, profile: str, rows: list[tuple[float, dict | None]]) -> str:
@@ -70,7 +78,7 @@ def tools_present():
 @pytest.fixture(scope="module")
 def slaves(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bus")
-    made = {name: Slave(tmp, name, [(0, reading)], order) for name, (_, reading, order) in SITES.items()}
+    made = {name: Slave(tmp, name, [(0, reading)], order) for name, (reading, order) in SITES.items()}
     yield made
     for s in made.values():
         s.close()
@@ -93,17 +101,15 @@ def master(slave):
 
 MP_SCRIPT = """
 import json, sys
-from edge import hal, modbus, regmap
+from edge import hal, mapcheck, modbus, reads, regmap
 from edge.bus import Master
-from edge.profiles import elevator, water_meter
 port, profile, order, ops = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
-prof = {"elevator": elevator, "water_meter": water_meter}[profile]
-first, count = regmap.span(prof.REGISTERS)
+probe, fc, first, count, table = reads.blocks(mapcheck.read_map(profile)["fields"], order)[0]
 m = Master(hal.open_uart({"port": port, "baud": 9600, "parity": "E"}), 9600, %d, %d)
 for op in ops:
     try:
-        words = m.read_registers(1, prof.FUNCTION, first, count)
-        out = {"reading": regmap.decode(prof.REGISTERS, words, order, first)}
+        words = m.read_registers(1, fc, first, count)
+        out = {"reading": regmap.decode(table, words, order, first)}
     except modbus.ModbusError as e:
         out = {"error": type(e).__name__, "kind": e.kind, "code": getattr(e, "code", 0)}
     print(json.dumps(out))
@@ -123,7 +129,7 @@ def run_micropython(tmp_path, port: str, profile: str, order: str, ops: int) -> 
 
 @pytest.mark.parametrize("profile", SITES)
 def test_micropython_reads_and_decodes_the_profile_block(slaves, tmp_path, profile):
-    prof, reading, order = SITES[profile]
+    reading, order = SITES[profile]
     lines = run_micropython(tmp_path, slaves[profile].bus.a, profile, order, 2)
     assert lines[0] == lines[1] == {"reading": reading}
     assert lines[2]["counts"]["ok"] == 2
@@ -131,12 +137,12 @@ def test_micropython_reads_and_decodes_the_profile_block(slaves, tmp_path, profi
 
 @pytest.mark.parametrize("profile", SITES)
 def test_cpython_reads_and_decodes_the_profile_block(slaves, profile):
-    prof, reading, order = SITES[profile]
+    reading, order = SITES[profile]
     uart = hal.open_uart({"port": slaves[profile].bus.a, "baud": 9600, "parity": "E"})
     try:
         m = Master(uart, 9600, timeout_ms=TIMEOUT_MS, retries=RETRIES)
-        first, count = regmap.span(prof.REGISTERS)
-        assert regmap.decode(prof.REGISTERS, m.read_registers(1, prof.FUNCTION, first, count), order) == reading
+        fc, first, count, table = profile_read(profile, order)
+        assert regmap.decode(table, m.read_registers(1, fc, first, count)) == reading
         assert m.counts["ok"] == 1
     finally:
         uart.close()
@@ -168,7 +174,7 @@ def test_exception_response_is_not_retried(master, slave):
         master.read_registers(1, 3, 0, 8)
     assert (info.value.code, info.value.kind) == (4, 3)
     assert master.counts == {"ok": 0, "timeout": 0, "crc": 0, "exception": 1, "frame": 0}
-    assert regmap.decode(elevator.REGISTERS, master.read_registers(1, 3, 0, 8)) == ELEVATOR
+    assert regmap.decode(TABLE, master.read_registers(1, 3, 0, 8)) == ELEVATOR
 
 
 def test_bad_crc_raises_after_retries(master, slave):
@@ -181,7 +187,7 @@ def test_bad_crc_raises_after_retries(master, slave):
 
 def test_retry_recovers_from_one_bad_reply(master, slave):
     slave.faults.update(bad_crc=1, garbage=1)
-    assert regmap.decode(elevator.REGISTERS, master.read_registers(1, 3, 0, 8)) == ELEVATOR
+    assert regmap.decode(TABLE, master.read_registers(1, 3, 0, 8)) == ELEVATOR
     assert master.counts["ok"] == 1 and master.counts["crc"] + master.counts["frame"] == 2
 
 
@@ -212,10 +218,30 @@ def test_other_slave_ids_get_no_answer(master):
 
 
 def test_writes_echo_and_read_back(master):
+    # registers 5..7 writable, as a map's "writable" [{"address": 5, "count": 3}] makes them
+    master.writable = mapcheck.writable({"writable": [{"address": 5, "count": 3, "probe": 0}]}, [1])
     assert master.transact(write_single_request(1, 7, 99)) == (7, 99)
     assert master.transact(write_multiple_request(1, 5, [0, 1])) == (5, 2)
     assert master.read_registers(1, 3, 5, 3) == [0, 1, 99]
     assert master.transact(write_single_request(1, 7, 7)) == (7, 7)
+
+
+@pytest.mark.parametrize("writable, request_", [
+    ((), write_single_request(1, 7, 99)),                       # nothing writable: the default
+    (((1, 5, 8),), write_multiple_request(1, 6, [1, 2, 3])),    # runs past the writable range
+    (((1, 5, 8),), write_single_request(2, 5, 1)),              # another slave
+    (((1, 5, 8),), write_single_request(0, 5, 1)),              # a broadcast
+    (((1, 5, 8),), bytes.fromhex("010500070000")),              # a coil (FC 05): a map holds registers
+])
+def test_writes_the_map_does_not_allow_never_reach_the_wire(master, slave, writable, request_):
+    master.writable = writable
+    before = master.read_registers(1, 3, 0, 8)
+    slave.faults["silence"] = 1     # the slave's next reply withheld: consumed by any request it hears
+    with pytest.raises(ValueError, match="not writable"):
+        master.transact(request_)
+    time.sleep(0.05)
+    assert slave.faults.pop("silence") == 1                                     # nothing was sent
+    assert master.read_registers(1, 3, 0, 8) == before                          # nothing changed
 
 
 def test_trace_rows_drive_the_slave(tmp_path):
@@ -227,13 +253,13 @@ def test_trace_rows_drive_the_slave(tmp_path):
     uart = hal.open_uart({"port": s.bus.a, "baud": 9600})
     try:
         m = Master(uart, 9600, timeout_ms=TIMEOUT_MS, retries=0)
-        assert regmap.decode(elevator.REGISTERS, m.read_registers(1, 3, 0, 8)) == ELEVATOR
+        assert regmap.decode(TABLE, m.read_registers(1, 3, 0, 8)) == ELEVATOR
         time.sleep(max(0.0, anchor + 1.2 - time.time()))
         with pytest.raises(ModbusTimeout):
             m.read_registers(1, 3, 0, 8)
         time.sleep(max(0.0, anchor + 2.2 - time.time()))
         # a null field keeps its last value
-        assert regmap.decode(elevator.REGISTERS, m.read_registers(1, 3, 0, 8)) == dict(ELEVATOR, floor=5)
+        assert regmap.decode(TABLE, m.read_registers(1, 3, 0, 8)) == dict(ELEVATOR, floor=5)
     finally:
         uart.close()
         s.close()

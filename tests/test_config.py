@@ -19,7 +19,9 @@ GOOD = {
 
 def test_defaults_are_filled_in():
     cfg = validate(copy.deepcopy(GOOD))
-    assert cfg["bus"]["parity"] == "E" and cfg["bus"]["word_order"] == "ABCD"
+    # no word order: the map's (each field of the map carries it, ABCD unless it says)
+    assert cfg["bus"]["parity"] == "E" and "word_order" not in cfg["bus"]
+    assert [f["name"] for f in cfg["map"]["fields"]][:2] == ["mode", "dir"] and cfg["map"]["confidence"] == "project"
     assert cfg["bus"]["timeout_ms"] == 300 and cfg["broker"]["port"] == 1883
     assert cfg["utc_offset_s"] == 28800
 
@@ -110,10 +112,13 @@ def test_profile_and_word_order_choices_come_from_their_homes():
     from edge import profiles, regmap
     from edge import detect
     from edge.codec import BY_NAME
+    from edge import mapcheck
     from edge.config import SCHEMA
     from gateway import registry
     assert SCHEMA["profile"][2] is profiles.NAMES and registry.PROFILES is profiles.NAMES
-    assert SCHEMA["bus.word_order"][2] is regmap.ORDERS and SCHEMA["bus.word_order"][1] == "ABCD"
+    assert SCHEMA["bus.word_order"][2] is regmap.ORDERS and SCHEMA["bus.word_order"][1] is None
+    assert mapcheck.FIELD_SCHEMA["word_order"][2] is regmap.ORDERS
+    assert mapcheck.FIELD_SCHEMA["type"][2] == tuple(regmap.WORDS)
     modules = sorted(m.name for m in pkgutil.iter_modules(profiles.__path__))
     assert modules == sorted(profiles.NAMES)
     # a detector per profile, beside what detectors share (common: comm loss; health: reports)
@@ -122,3 +127,4 @@ def test_profile_and_word_order_choices_come_from_their_homes():
     for name in profiles.NAMES:
         module = __import__("edge.profiles." + name, None, None, ["NAME"])
         assert module.NAME == name and "telemetry." + name in BY_NAME
+        assert mapcheck.profile_map(name, None)["fields"]    # its map: edge/maps/<profile>.json

@@ -10,7 +10,6 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from edge import regmap
 from edge.codes import RAISE, REPORT, code_of
 from edge.detect import water_quality
 from edge.pipeline import Pipeline
@@ -207,9 +206,10 @@ def test_the_synthetic_corpus_through_replay(tmp_path, rt: str) -> None:
 
 # ---------------------------------------------------------------- the station's bus
 def test_one_poll_reads_every_probe_and_a_silent_probe_fails_its_fields(tmp_path) -> None:
-    # the simulator serves each probe as its own slave (edge.regmap.probes), the
-    # agent's read() asks each in turn
+    # the simulator serves each probe of the map as its own slave (edge.reads.reads),
+    # the agent's read() asks each in turn
     import threading
+    from edge.reads import reads
     from edge.agent import Agent
     from edge.bus import Master
     from edge.hal import cpython as hal
@@ -230,9 +230,8 @@ def test_one_poll_reads_every_probe_and_a_silent_probe_fails_its_fields(tmp_path
         uart = hal.open_uart({"port": bus.a, "baud": 9600, "parity": "E", "stop": 1})
         agent = Agent.__new__(Agent)     # only what read() uses
         agent.master, agent.prof, agent.faults = Master(uart, 9600, 150, 1), profile, 0
-        agent.bus = {"word_order": "CDAB"}
-        agent.blocks = regmap.probes(profile.REGISTERS)
-        agent.slaves = profile.SLAVES
+        agent.blocks, agent.slaves, agent.fields = reads({"profile": "water_quality", "bus": {"word_order": "CDAB"}})
+        assert agent.slaves == [1, 2, 10, 3, 4]
         faults = []
         agent._fault = faults.append
         assert agent.read() == reading and faults == []

@@ -61,8 +61,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--parity", choices=line.PARITIES, help="parity (default %s)" % line.PARITY)
     g.add_argument("--stop-bits", type=int, choices=(1, 2), help="stop bits (default 1, or 2 without parity)")
     g.add_argument("--slave", type=int, help="Modbus slave id, 1..247 (default 1)")
+    g.add_argument("--map", help="the sensor's register map: a shipped map's name (edge/maps) or a map file "
+                                 "(default: the profile's); put into the board's config")
     g.add_argument("--word-order", choices=regmap.ORDERS,
-                   help="order of the bytes of 32-bit values (default ABCD)")
+                   help="order of the bytes of 32-bit values (default: the map's, else ABCD)")
     g.add_argument("--timeout-ms", type=int, help="reply timeout (default 300)")
     g.add_argument("--retries", type=int, help="retries per poll (default 2)")
     g.add_argument("--site", type=name_value, action="append", default=[], metavar="NAME=VALUE",
@@ -194,7 +196,8 @@ def provision(args: argparse.Namespace, rep: Reporter) -> int:
             raise StepFailed(explain_config_error(e)) from None
         b = cfg["bus"]
         st.done("%s, slave %d on %s at %d %d%s%d, word order %s; broker %s:%d%s" % (
-            cfg["profile"], b["slave"], b["port"], b["baud"], 8, b["parity"], b["stop"], b["word_order"],
+            cfg["profile"], b["slave"], b["port"], b["baud"], 8, b["parity"], b["stop"],
+            b.get("word_order") or "the map's",
             cfg["broker"]["host"], cfg["broker"]["port"], "; boot counter above %d" % floor if floor else ""),
             profile=cfg["profile"], boot_floor=floor)
 

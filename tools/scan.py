@@ -1,16 +1,17 @@
 """`edgectl scan`: which Modbus slave ids answer on a bus, at one or more baud rates.
 
 A slave that answers with a Modbus exception counts as found: it heard its id. Reads
-one register at the start of the chosen profile's map (default: holding register 0).
+one register at the start of the chosen map (default: holding register 0).
 """
 from __future__ import annotations
 
 import argparse
 
-from edge import line, regmap
+from edge import line, reads
+from edge.config import ConfigError
 from edge.profiles import NAMES
 from tools.common.report import Reporter, StepFailed
-from tools.common.rs485 import Bus, BusError, bus_arguments, line_settings, load_profile
+from tools.common.rs485 import Bus, BusError, bus_arguments, line_settings, load_map
 
 
 def scan(bus: Bus, ids: range, function: int = 3, address: int = 0, progress=None) -> list[dict]:
@@ -52,13 +53,19 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="slave ids to try (default: 1-247)")
     ap.add_argument("--profile", choices=NAMES, default=None,
                     help="read the first register of this profile's map (default: holding register 0)")
+    ap.add_argument("--map", default=None,
+                    help="read the first register of this map: a shipped map's name (edge/maps) or a map file")
 
 
 def run(args: argparse.Namespace) -> int:
     function, address = 3, 0
-    if args.profile:
-        prof = load_profile(args.profile)
-        function, address = prof.FUNCTION, regmap.probes(prof.REGISTERS)[0][2]   # (the first probe's)
+    if args.profile or args.map:
+        try:
+            m = load_map(args.map, args.profile)
+        except ConfigError as e:
+            print("edgectl scan: %s" % e)
+            return 2
+        function, address = reads.blocks(m["fields"])[0][1:3]   # (the first probe's first read)
     rep = Reporter(json_mode=args.json, total=len(args.baud))
     found: list[dict] = []
     try:

@@ -60,7 +60,7 @@ CONDITIONS = {
 }
 
 INSPECTION = 1  # mode 1: a technician drives the car
-OCCUPIED = 6    # the presence field's index in edge/profiles/elevator.py REGISTERS (device.sensor_health)
+OCCUPIED = 6    # the presence field's index in telemetry.elevator's fields (edge/codes.py), for device.sensor_health
 
 
 class Detector:

@@ -30,7 +30,7 @@ PARAMS = {
 # the alarm values of the dev sites, when the installer gave none (docs/structure.md)
 LIMITS = {"vib_limit_mm_s": 5.0, "tilt_limit_deg": 0.05, "settle_limit_mm": 3.0}
 # channels judged for movement: tilt_x and tilt_y (one tilt vector), settle;
-# their index in edge/profiles/structure.py REGISTERS, for device.sensor_health
+# their index in telemetry.structure's fields (edge/codes.py), for device.sensor_health
 FIELDS = ("tilt_x", "tilt_y", "settle")
 FIELD_INDEX = (0, 1, 3)
 STATIC = ("tilt_x", "tilt_y", "crack", "settle")

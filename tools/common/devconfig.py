@@ -9,6 +9,7 @@ import copy
 import json
 
 from edge import config as schema
+from edge.reads import ROW
 from tools.common import credentials as acl
 from tools.common.report import StepFailed
 
@@ -46,7 +47,17 @@ def build_config(args, existing: dict | None, device_id: str, secret: str, spec:
     cfg["device_id"] = device_id
     cfg["secret"] = secret
     if args.profile:
+        if args.profile != cfg.get("profile"):
+            cfg.pop("map", None)    # another profile: its own map, unless --map gives one
         cfg["profile"] = args.profile
+    if getattr(args, "map", None):
+        # the map inlined (edge.config.validate checks it against the profile): a board
+        # reads no map file
+        from tools.common.rs485 import load_map
+        try:
+            cfg["map"] = load_map(args.map)
+        except schema.ConfigError as e:
+            raise StepFailed("--map: %s" % e) from None
     bus = cfg.setdefault("bus", {})
     if args.parity is not None and args.stop_bits is None:
         bus.pop("stop", None)    # a new parity: the stop bits follow it again (edge/line.py)
@@ -94,6 +105,16 @@ def build_config(args, existing: dict | None, device_id: str, secret: str, spec:
     return cfg
 
 
+def board_map(m: dict) -> dict:
+    """A checked map as a board's config carries it: what the agent decodes with, its
+    model and confidence, without units, notes, sources and test vectors, each field a
+    row (edge.reads.ROW: every byte of the config is parsed on the board's heap at
+    start-up, and a row takes a third of an object's)."""
+    fields = [[f.get(k) for k in ROW] for f in m["fields"]]
+    out = {k: m[k] for k in ("model", "confidence") if m.get(k)}
+    return dict(out, slaves=m["slaves"], fields=fields, writable=m["writable"])
+
+
 def validate(cfg: dict) -> dict:
     # what the profile cannot run without, all at once rather than one per attempt
     missing = [p for p in schema.PROFILE_REQUIRES.get(cfg.get("profile"), ())
@@ -102,6 +123,7 @@ def validate(cfg: dict) -> dict:
         raise StepFailed("the %s profile needs %s" % (cfg["profile"], " and ".join(
             "--site %s=VALUE (%s)" % (p.partition(".")[2], schema.SCHEMA[p][3]) for p in missing)))
     checked = schema.validate(copy.deepcopy(cfg))
+    checked["map"] = board_map(checked["map"])
     from edge.pipeline import load_module, merge_params
     from edge.detect import common
     det = load_module("edge.detect." + checked["profile"])

@@ -6,20 +6,34 @@ so a fault it confirms is on the wire, not in our agent.
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
 import logging
-from typing import Any
+import os
 
-from edge import line
-from edge import regmap
+from edge import config, line, mapcheck, reads, regmap
 from edge.hal.cpython import is_pty
 
 
-def load_profile(profile: str | Any) -> Any:
-    """A profile module from its name ("elevator") or the module itself."""
-    if isinstance(profile, str):
-        return importlib.import_module("edge.profiles." + profile)
-    return profile
+def shipped_maps() -> list[str]:
+    """The names of the maps the project ships (edge/maps)."""
+    return sorted(f[:-5] for f in os.listdir(mapcheck._maps_dir()) if f.endswith(".json"))
+
+
+def load_map(spec: str | None = None, profile: str | None = None) -> dict:
+    """A register map, checked (edge.mapcheck.check_map): a map file, a shipped map's name
+    (edge/maps), or by default the profile's own; with a profile, one that gives the
+    profile's fields. Raises edge.config.ConfigError naming what is wrong."""
+    if spec and (os.sep in spec or spec.endswith(".json")):
+        try:
+            with open(spec) as fh:
+                m = json.load(fh)
+        except (OSError, ValueError) as e:
+            raise config.ConfigError("%s: cannot read the map (%s)" % (spec, e)) from None
+        return mapcheck.profile_map(profile, m, spec) if profile else mapcheck.check_map(m, spec)
+    if spec and spec not in shipped_maps():
+        raise config.ConfigError("map %r: no such map file or shipped map; shipped: %s" % (
+            spec, ", ".join(shipped_maps())))
+    return mapcheck.profile_map(profile, spec, "map") if profile else mapcheck.read_map(spec)
 
 
 class BusError(Exception):
@@ -74,23 +88,22 @@ class Bus:
         self.close()
 
 
-def read_device(bus: Bus, slave: int, profile: str, order: str = regmap.ORDERS[0]) -> dict:
-    """One poll of a device by its profile's register map, decoded. Raises BusError. A
-    multi-probe profile (water_quality) reads each probe at its default slave id."""
-    prof = load_profile(profile)
-    blocks = regmap.probes(prof.REGISTERS)
-    ids = getattr(prof, "SLAVES", None) if len(blocks) > 1 else None
+def read_device(bus: Bus, slave: int | None, m: dict, order: str | None = None) -> dict:
+    """One poll of every field of a checked register map (load_map), decoded. Raises
+    BusError. A map of several probes (water_quality) reads each at its own slave id;
+    slave None: the map's. order: the word order, over the map's."""
+    ids = m["slaves"] if len(m["slaves"]) > 1 else [slave or m["slaves"][0]]
     reading: dict = {}
-    for probe, table, first, count in blocks:
-        sid = ids[probe] if ids else slave
-        result = bus.read(sid, prof.FUNCTION, first, count)
+    for probe, fc, first, count, table in reads.blocks(m["fields"], order):
+        sid = ids[probe]
+        result = bus.read(sid, fc, first, count)
         if result is None:
             raise BusError(no_answer(sid, bus.port, bus.baud, bus.parity, bus.stop))
         if not isinstance(result, list):
-            raise BusError("slave %d refused to read %d registers from %d (Modbus exception %d): it is probably "
-                           "not a %s device, or its register map differs" % (
-                               sid, count, first, result.exception_code, profile))
-        reading.update(regmap.decode(table, result, order, first))
+            raise BusError("slave %d refused to read %d registers from %d with FC %02d (Modbus exception %d): it is "
+                           "probably not a device of this map (%s), or its register map differs" % (
+                               sid, count, first, fc, result.exception_code, m.get("model") or "no model given"))
+        reading.update(regmap.decode(table, result, "ABCD", first))
     return reading
 
 

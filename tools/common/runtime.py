@@ -49,9 +49,10 @@ def command(runtime: str, module: str, *args: str, heap: str | None = None) -> l
 
 
 # modules under edge/ that a board never runs: pure protocol code that the gateway and the
-# tools share with the agent (the event decoder, Modbus writes, the receiving end of MQTT).
+# tools share with the agent (the event decoder, register maps' schema, Modbus writes, the
+# receiving end of MQTT).
 # The one list of what a board is sent.
-NOT_ON_BOARDS = ("edge/codec.py", "edge/modbus_write.py", "edge/mqtt_receiver.py")
+NOT_ON_BOARDS = ("edge/codec.py", "edge/mapcheck.py", "edge/modbus_write.py", "edge/mqtt_receiver.py")
 
 
 def board_modules() -> list[str]:

@@ -17,10 +17,12 @@ import statistics
 import subprocess
 import tempfile
 
-from edge import codec, regmap
+from edge import codec
+from edge.mapcheck import profile_map
+from edge.reads import reads
+from tools.common import devconfig
 from tools.testbench import slave
 from edge.codes import RAISE, REPORT, code_of
-from edge.pipeline import load_module
 from tools.testbench.mp_replay import Trace, parse_iso
 from tools.common import runtime
 from tools.testbench import scenarios
@@ -32,14 +34,16 @@ def _words_trace(path: str, header: dict, rows) -> str:
     job, so its code is not loaded on the measured heap), plain text (a gzip window alone
     would take 32 KiB of the 96 KiB heap)."""
     profile = header["profile"]
-    # a multi-probe profile's blocks one after the other, in the order the agent reads them
-    blocks = regmap.probes(load_module("edge.profiles." + profile).REGISTERS)
+    # what edge.boot makes of the profile's map (edge/reads.py), and the words of its
+    # reads one after the other, in the order the agent makes them
+    board = devconfig.board_map(profile_map(profile, None))
+    blocks = reads({"profile": profile, "bus": {}, "map": board})[0]
     start, offset = parse_iso(header["start"])
     site = dict(header.get("config") or {}, utc_offset_s=offset)
     with open(path, "w") as fh:
-        fh.write(json.dumps({"profile": profile, "site": site, "start": start}) + "\n")
+        fh.write(json.dumps({"profile": profile, "site": site, "start": start, "map": board}) + "\n")
         for t, r in rows:
-            words = "-" if r is None else " ".join(str(w) for b in blocks for w in slave.encode(b[1], r))
+            words = "-" if r is None else " ".join(str(w) for b in blocks for w in slave.encode(b[4], r))
             fh.write("%s %s\n" % (t, words))
     return path
 

@@ -6,8 +6,10 @@
 # -> filters and detectors -> signed events -> flash -> sent) and, apart, the outbox's
 # share per event; tracks the live heap. The words come encoded (edgectl bench does it),
 # so no simulator code is on the measured heap. Prints one JSON line.
-#   WORDS_TRACE: a JSON header line {"profile", "site", "start"}, then "t w0 w1 ..." per
-#   poll ("t -" for a poll that failed)
+#   WORDS_TRACE: a JSON header line {"profile", "site", "start", "map"}, then "t w0 w1
+#   ..." per poll ("t -" for a poll that failed); map: the profile's register map as
+#   edgectl provision puts it in a board's config. Start-up (edge.boot: the config
+#   checked, the map cut into reads) runs as on a board, before the agent is built.
 import gc
 import json
 import sys
@@ -55,13 +57,13 @@ class TraceMaster:
         return self.words[self.at - count:self.at]
 
 
-def start(profile, site, path):
+def start(profile, site, regmap, path):
     """The config, through the agent's own start-up (edge.boot, first, as on a board: the
     config checked, then unloaded). The names it interns stay on the heap for good."""
     site = dict(site)
     with open(path, "w") as f:
         json.dump({"device_id": "bench-1", "secret": "62656e6368" * 4, "profile": profile,
-                   "bus": {"port": "trace", "baud": 9600, "slave": 1, "word_order": "ABCD"},
+                   "bus": {"port": "trace", "baud": 9600, "slave": 1}, "map": regmap,
                    "broker": {"host": "127.0.0.1", "keepalive": 60}, "site": site,
                    "utc_offset_s": site.pop("utc_offset_s")}, f)
     from edge import boot
@@ -76,7 +78,7 @@ def main(argv):
     profile, path, state = argv[1], argv[2], argv[3]
     src = open(path)
     header = json.loads(src.readline())
-    cfg = start(profile, header["site"], state + ".json")
+    cfg = start(profile, header["site"], header.pop("map"), state + ".json")
     gc.collect()
     from edge import hal  # noqa: F401 (the agent's own code counts, though bus and broker are faked)
     from edge.bus import Master  # noqa: F401

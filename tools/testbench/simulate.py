@@ -1,5 +1,7 @@
 """Simulated Modbus RTU slave on a serial port (a socat pty): a pymodbus 3.16 serial server
-whose holding registers follow a corpus trace, encoded with edge.regmap and the profile table.
+whose registers follow a corpus trace, encoded by a register map (the profile's, or any
+map: a shipped one's name or a file, edge/maps and docs/register-maps.md). A trace field
+the map lacks is not served; a map field the trace lacks reads 0.
 
 Trace semantics (corpus/README.md): rows are played at `speed` x real time, trace time 0
 being due at `anchor` (Unix time; default: the first row plays at once and holds until the
@@ -18,7 +20,8 @@ f(request_pdu_bytes) -> fault name or None. Every fault is real bytes on the pty
   short       the reply cut in half                      -> FrameError
   wrong_slave a valid reply from another slave id        -> FrameError
   exception   exception response 04 (device failure)     -> ModbusException(code=4)
-Reads outside the profile's block get pymodbus' own exception 02 (illegal data address).
+Reads outside the map's blocks get pymodbus' own exception 02 (illegal data address).
+Holding and input registers are one space (FC 03 and 04 read the same words).
 """
 from __future__ import annotations
 
@@ -36,9 +39,10 @@ from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from edge import line, modbus, regmap
+from edge import line, modbus, reads, regmap
+from edge.config import ConfigError
 from edge.profiles import NAMES
-from tools.common.rs485 import load_profile  # noqa: F401 (the simulator's API too)
+from tools.common.rs485 import load_map
 from tools.testbench import slave
 from edge.hal.cpython import is_pty
 
@@ -48,15 +52,12 @@ FAULTS = ("silence", "bad_crc", "garbage", "short", "wrong_slave", "exception")
 class TracePlayer:
     """The slave's register image at the current (scaled) trace time."""
 
-    def __init__(self, table, trace_path: str, speed: float = 1.0, order: str = regmap.ORDERS[0],
-                 anchor: float | None = None) -> None:
+    def __init__(self, blocks, trace_path: str, speed: float = 1.0, anchor: float | None = None) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be above 0, not {speed}")
-        self.table = table
-        self.order = order
         self.speed = speed
-        # one register block per probe (a multi-probe profile's sensors are slaves of their own)
-        self.blocks = regmap.probes(table)
+        # the map's reads (edge.reads.blocks): (probe, function, first, count, table)
+        self.blocks = blocks
         self._file = gzip.open(trace_path, "rt")
         self.header = json.loads(self._file.readline())
         self._next = self._read_row()
@@ -67,7 +68,7 @@ class TracePlayer:
         self.t = first_t            # trace time of the row in force
         self.silent = False
         self.values: dict[str, Any] = {}
-        self.words = [[0] * b[3] for b in self.blocks]     # a block's words, by probe order
+        self.words = [[0] * b[3] for b in self.blocks]     # a block's words, in self.blocks' order
         self.version = 0            # bumped when words change, so writes survive until then
         # the first row holds from start-up, so a master polling before it is due sees a device
         self.advance(max(first_t, self.trace_time()))
@@ -93,7 +94,7 @@ class TracePlayer:
         if row is not None:
             self.t = row["t"]
             if not self.silent:
-                self.words = [slave.encode(b[1], self.values, self.order) for b in self.blocks]
+                self.words = [slave.encode(b[4], self.values) for b in self.blocks]
                 self.version += 1
 
     def _apply(self, row: dict) -> None:
@@ -156,7 +157,7 @@ class SimulatedSlave:
 
     def __init__(self, player: TracePlayer, slave: int | tuple[int, ...], faults=None) -> None:
         self.player = player
-        # the slave id of each probe (one id for a one-block profile)
+        # the slave id of each probe (one id for a one-probe map)
         self.slaves = (slave,) if isinstance(slave, int) else tuple(slave)
         self.slave = self.slaves[0]
         self.plan = FaultPlan(faults)
@@ -173,9 +174,10 @@ class SimulatedSlave:
             p.advance()
             if p.version != self._version[probe]:
                 self._version[probe] = p.version
-                _, _, first, n = p.blocks[probe]
-                i = first - start_address
-                registers[i: i + n] = p.words[probe]
+                for b, (pr, _, first, n, _) in enumerate(p.blocks):
+                    if pr == probe:
+                        i = first - start_address
+                        registers[i: i + n] = p.words[b]
             return None
         return action
 
@@ -198,10 +200,11 @@ class SimulatedSlave:
 
     def device(self) -> SimDevice | list[SimDevice]:
         p = self.player
-        devices = []
-        for probe, (_, _, first, _) in enumerate(p.blocks):
-            block = SimData(first, values=list(p.words[probe]), datatype=DataType.REGISTERS)
-            devices.append(SimDevice(id=self.slaves[probe], simdata=[block], action=self._action(probe)))
+        probes: dict[int, list[SimData]] = {}
+        for b, (probe, _, first, _, _) in enumerate(p.blocks):
+            probes.setdefault(probe, []).append(SimData(first, values=list(p.words[b]), datatype=DataType.REGISTERS))
+        devices = [SimDevice(id=self.slaves[probe], simdata=sorted(data, key=lambda d: d.address),
+                             action=self._action(probe)) for probe, data in sorted(probes.items())]
         return devices[0] if len(devices) == 1 else devices
 
 
@@ -227,18 +230,21 @@ async def serve(slave_sim: SimulatedSlave, port: str, baud: int = line.BAUD, par
         await server.shutdown()
 
 
-def run_simulator(profile, trace_path: str, port: str, speed: float = 1.0, slave: int = 1,
+def run_simulator(profile: str | None, trace_path: str, port: str, speed: float = 1.0, slave: int | None = None,
                   baud: int = line.BAUD, stop_event: threading.Event | None = None, faults=None,
-                  order: str = regmap.ORDERS[0], parity: str = line.PARITY, ready: threading.Event | None = None,
-                  anchor: float | None = None) -> SimulatedSlave:
+                  order: str | None = None, parity: str = line.PARITY, ready: threading.Event | None = None,
+                  anchor: float | None = None, map: str | dict | None = None) -> SimulatedSlave:
     """Serve until stop_event is set (forever if None). Blocking: run it in a thread or
     process. ready, if given, is set once the port is open. anchor: Unix time of trace
-    time 0 (default: the first row is due at once)."""
-    prof = load_profile(profile)
-    player = TracePlayer(prof.REGISTERS, trace_path, speed, order, anchor)
-    if len(player.blocks) > 1:
-        # a multi-probe profile: its probes answer as its SLAVES, or as the ids given
-        slave = slave if isinstance(slave, (tuple, list)) else getattr(prof, "SLAVES")
+    time 0 (default: the first row is due at once). map: a checked map, a shipped map's
+    name or a map file (default: the profile's); order: the word order, over the map's;
+    slave: the id (a map of several probes answers as its slaves, or as the ids given)."""
+    m = map if isinstance(map, dict) else load_map(map, profile)
+    player = TracePlayer(reads.blocks(m["fields"], order), trace_path, speed, anchor)
+    if len(m["slaves"]) > 1:
+        slave = slave if isinstance(slave, (tuple, list)) else m["slaves"]
+    elif slave is None:
+        slave = m["slaves"][0]
     sim = SimulatedSlave(player, slave, faults)
     try:
         asyncio.run(serve(sim, port, baud, parity, None, stop_event, ready))
@@ -248,18 +254,19 @@ def run_simulator(profile, trace_path: str, port: str, speed: float = 1.0, slave
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--profile", required=True, choices=NAMES, help="the device's profile")
+    ap.add_argument("--profile", choices=NAMES, help="the device's profile (its map, unless --map)")
+    ap.add_argument("--map", help="the register map to serve: a shipped map's name (edge/maps) or a map file")
     ap.add_argument("--trace", required=True, help="trace to play (.jsonl.gz, corpus format)")
     ap.add_argument("--port", required=True, help="serial port the slave serves, e.g. the B side of a socat pair")
     ap.add_argument("--speed", type=float, default=1.0, help="trace seconds per real second (default 1)")
-    ap.add_argument("--slave", type=int, default=1,
-                    help="slave id (default 1; a multi-probe profile answers as its SLAVES)")
+    ap.add_argument("--slave", type=int, default=None,
+                    help="slave id (default: the map's; a map of several probes answers as its slaves)")
     ap.add_argument("--baud", type=int, default=line.BAUD, help="baud rate (default %(default)s)")
     ap.add_argument("--parity", choices=line.PARITIES, default=line.PARITY, help="parity (default %(default)s)")
     ap.add_argument("--anchor", type=float, default=None,
                     help="Unix time at which trace time 0 is due (default: the first row plays at once)")
-    ap.add_argument("--order", choices=regmap.ORDERS, default=regmap.ORDERS[0],
-                    help="word/byte order of 32-bit registers (default ABCD)")
+    ap.add_argument("--order", choices=regmap.ORDERS, default=None,
+                    help="word/byte order of 32-bit registers (default: the map's, else ABCD)")
     ap.add_argument("--faults", metavar="KIND=N,...", default="",
                     help="misbehave on the next N replies of each kind, in this order: %s "
                          "(e.g. bad_crc=2,exception=2)" % ", ".join(FAULTS))
@@ -289,12 +296,21 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print("edgectl simulate: %s" % e, file=sys.stderr)
         return 2
-    print("simulate: %s trace %s on %s, slave %d, %d baud, speed %g"
-          % (args.profile, os.path.basename(args.trace), args.port, args.slave, args.baud, args.speed),
-          flush=True)
+    if not (args.profile or args.map):
+        print("edgectl simulate: give --profile, --map or both", file=sys.stderr)
+        return 2
+    try:
+        m = load_map(args.map, args.profile)
+    except ConfigError as e:
+        print("edgectl simulate: %s" % e, file=sys.stderr)
+        return 2
+    slaves = m["slaves"] if len(m["slaves"]) > 1 else [args.slave or m["slaves"][0]]
+    print("simulate: %s trace %s on %s, slave %s, %d baud, speed %g"
+          % (args.map or args.profile, os.path.basename(args.trace), args.port, ",".join(map(str, slaves)),
+             args.baud, args.speed), flush=True)
     try:
         run_simulator(args.profile, args.trace, args.port, args.speed, args.slave, args.baud,
-                      order=args.order, parity=args.parity, anchor=args.anchor, faults=faults)
+                      order=args.order, parity=args.parity, anchor=args.anchor, faults=faults, map=m)
     except KeyboardInterrupt:
         pass
     return 0

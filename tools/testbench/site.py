@@ -16,6 +16,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from edge.mapcheck import profile_map
+from tools.common.devconfig import board_map
 from tools.testbench.mp_replay import parse_iso
 from tools.common import runtime
 from tools.testbench.faultproxy import FaultProxy
@@ -191,6 +193,8 @@ class Site:
             cfg["params"] = d.params
         if d.log_telemetry:
             cfg["log_telemetry"] = True
+        # the map inlined, as edgectl provision does: a board has no map files
+        cfg["map"] = board_map(profile_map(d.profile, None))
         cfg.update(d.config)
         return cfg
 

@@ -2,6 +2,7 @@
 # reading as register words (the inverse of edge.regmap.decode) and the reply frames a
 # slave sends. Pure, like the master side; the agent never imports it, so a board does
 # not pay RAM for it.
+import math
 import struct
 
 from edge.modbus import seal
@@ -16,18 +17,27 @@ def _from_abcd(b, order):
 
 
 def encode(table, reading, order=ORDERS[0]):
-    """Words for the table's block; fields missing or None are left as 0."""
+    """Words for the table's block; fields missing or None are left as 0. A row's own
+    word order (a fifth column) wins over `order`. A field listed twice (an integer
+    part and a fraction, edge.regmap) puts the whole units in its integer row and the
+    rest in the next."""
     check_order(order)
     first, count = span(table)
     words = [0] * count
-    for field, addr, typ, scale in table:
-        v = reading.get(field)
+    rest = {}
+    for n, e in enumerate(table):
+        field, addr, typ, scale = e[0], e[1], e[2], e[3]
+        o = e[4] if len(e) > 4 else order
+        v = rest.get(field, reading.get(field))
         if v is None:
             continue
+        if typ != "f32" and any(later[0] == field for later in table[n + 1:]):
+            v = math.floor(v / scale) * scale
+            rest[field] = reading[field] - v
         i = addr - first
         if typ == "f32":
             b = struct.pack(">f", v / scale if scale != 1 else v)
-            words[i], words[i + 1] = _from_abcd(b, order)
+            words[i], words[i + 1] = _from_abcd(b, o)
             continue
         raw = int(round(v / scale))
         if typ == "u16":
@@ -43,7 +53,7 @@ def encode(table, reading, order=ORDERS[0]):
         if WORDS[typ] == 1:
             words[i] = raw & 0xFFFF
         else:
-            words[i], words[i + 1] = _from_abcd(struct.pack(PACK32[typ], raw), order)
+            words[i], words[i + 1] = _from_abcd(struct.pack(PACK32[typ], raw), o)
     return words
 
 
