@@ -11,15 +11,15 @@ import sys
 import time
 
 from edge import ack, event, regmap
-from edge.clock import ticks_ms, ticks_diff, ticks_add, sleep_ms
+from edge.clock import const, ticks_ms, ticks_diff, ticks_add, sleep_ms
 from edge.codes import ACTIONS, CODES, FIELD_MAX, REPORT   # own reports by code number, as the profiles give theirs
 from edge.modbus import ModbusError
 from edge.pipeline import Pipeline, load_module
 
 VERSION = 1
-FAULT_REPORT_S = 60       # while a bus or a reading keeps failing, one report a minute
-ACK_WAIT_MS = 10000       # no acknowledgement for this long: send the unacknowledged again
-ACK_WAIT_MAX_MS = 60000   # ... backing off to this while the gateway stays away
+_FAULT_REPORT_S = const(60)      # while a bus or a reading keeps failing, one report a minute
+_ACK_WAIT_MS = const(10000)      # no acknowledgement for this long: send the unacknowledged again
+_ACK_WAIT_MAX_MS = const(60000)  # ... backing off to this while the gateway stays away
 
 
 def log(*args):
@@ -78,7 +78,7 @@ class Agent:
         self.polls = 0
         self.polled_at = ticks_ms()
         self.acked_at = ticks_ms()    # the last acknowledgement, or the first send after one
-        self.ack_wait = ACK_WAIT_MS
+        self.ack_wait = _ACK_WAIT_MS
         self.bad_acks = 0
         link.on_message = self.on_ack
         link.sub_topic = ack.topic(self.device_id)
@@ -124,7 +124,7 @@ class Agent:
         self.faults += 1
         t = self.now()
         # report the start of a streak, a change of kind, and a reminder a minute
-        if self.faults == 1 or e.kind != self.fault_kind or t - self.fault_reported >= FAULT_REPORT_S:
+        if self.faults == 1 or e.kind != self.fault_kind or t - self.fault_reported >= _FAULT_REPORT_S:
             self.fault_reported = t
             self.fault_kind = e.kind
             log("bus fault: %s (%d failed polls)" % (e, self.faults))
@@ -162,7 +162,7 @@ class Agent:
         c = self.poll_faults
         if c[0] or c[1] or c[2]:
             t = self.now()
-            if self.poll_fault_at is None or t - self.poll_fault_at >= FAULT_REPORT_S:
+            if self.poll_fault_at is None or t - self.poll_fault_at >= _FAULT_REPORT_S:
                 self.poll_faults = [0, 0, 0]
                 self.poll_fault_at = t
                 self.emit(t, 0x14, REPORT, c)   # device.poll_fault
@@ -213,7 +213,7 @@ class Agent:
                 self.ack_wait, ob.inflight))
             ob.rewind()
             self.acked_at = ticks_ms()
-            self.ack_wait = min(2 * self.ack_wait, ACK_WAIT_MAX_MS)
+            self.ack_wait = min(2 * self.ack_wait, _ACK_WAIT_MAX_MS)
         head = ob.next()
         self.report_drops()
         if head is None:
@@ -242,7 +242,7 @@ class Agent:
             return
         if self.outbox.acked(ranges):
             self.acked_at = ticks_ms()
-            self.ack_wait = ACK_WAIT_MS
+            self.ack_wait = _ACK_WAIT_MS
 
     @staticmethod
     def _net(call, *args):

@@ -1,7 +1,16 @@
 # Millisecond ticks that wrap safely on MicroPython and fall back to time.monotonic on
 # CPython: every deadline in the agent is computed with these, and every wait is a
-# sleep_ms to the nearest one.
+# sleep_ms to the nearest one. And const(), the other thing the agent needs of both.
 import time
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        # MicroPython's compiler writes a const() into the code that uses it, and keeps
+        # no global at all for a _NAME: a board interns every name it loads, for good
+        # (docs/heap.md)
+        return x
 
 try:
     ticks_ms = time.ticks_ms

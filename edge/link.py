@@ -4,17 +4,17 @@
 # that arrives (an acknowledgement) goes to on_message(payload) whenever the link reads.
 # Every wait has a deadline (umqtt.simple's connect() and its PUBACK wait have none, so
 # the agent has its own client; edge/mqtt.py builds and parses the packets), and every
-# packet is one write with TCP_NODELAY (small writes under Nagle cost 40 ms each). With
+# packet is one write with _TCP_NODELAY (small writes under Nagle cost 40 ms each). With
 # broker.tls the socket is wrapped in TLS (docs/tls.md: what it costs on the heap).
 import random
 import select
 import socket
 
 from edge import mqtt
-from edge.clock import ticks_ms, ticks_add, ticks_diff
+from edge.clock import const, ticks_ms, ticks_add, ticks_diff
 
-IPPROTO_TCP = 6
-TCP_NODELAY = 1
+_IPPROTO_TCP = const(6)
+_TCP_NODELAY = const(1)
 
 
 class LinkDown(OSError):
@@ -92,7 +92,7 @@ class Link:
             s.settimeout(self.timeout_ms / 1000)   # bounds the TCP and TLS handshakes, and every write
             s.connect(addr)
             try:
-                s.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
+                s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
             except OSError:
                 pass   # a port without it: each packet is one write anyway
             if self.tls is not None:

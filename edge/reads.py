@@ -3,9 +3,10 @@
 # edge.boot makes them once the config's checker is gone, and drops this module before
 # the agent's pipeline is built.
 from edge import regmap
+from edge.clock import const
 
 MAX_READ = 125          # registers one read may ask for (Modbus: 1..125)
-MAX_GAP = 8             # unmapped registers a read spans rather than split (many devices refuse them)
+_MAX_GAP = const(8)            # unmapped registers a read spans rather than split (many devices refuse them)
 # a field as a row, as a board's config carries it (tools/common/devconfig.board_map)
 ROW = ("name", "address", "type", "scale", "function", "word_order", "probe")
 
@@ -13,7 +14,7 @@ ROW = ("name", "address", "type", "scale", "function", "word_order", "probe")
 def blocks(fields, order=None, keep=None):
     """The reads a poll makes, from a checked map's fields (edge.mapcheck.check_map): a
     list of (probe, function, first, count, table), one a probe and function, cut where
-    a block would pass MAX_READ registers or span more than MAX_GAP unmapped ones.
+    a block would pass MAX_READ registers or span more than _MAX_GAP unmapped ones.
     keep: the field names to read (default all); order: the device's word order, over
     the map's (each table row carries its own)."""
     groups = {}
@@ -31,7 +32,7 @@ def blocks(fields, order=None, keep=None):
         for i in range(1, len(rows) + 1):
             end = max(end, rows[i - 1][1] + regmap.WORDS[rows[i - 1][2]])
             if (i == len(rows) or rows[i][1] + regmap.WORDS[rows[i][2]] - rows[start][1] > MAX_READ
-                    or rows[i][1] - end > MAX_GAP):
+                    or rows[i][1] - end > _MAX_GAP):
                 table = tuple(rows[start:i])
                 first, count = regmap.span(table)
                 out.append((key[0], key[1], first, count, table))

@@ -15,11 +15,13 @@
 import math
 import struct
 
+from edge.clock import const
+
 # the one list of word orders (config, tools, simulator); the first, high word first, is the default
 ORDERS = ("ABCD", "BADC", "CDAB", "DCBA")
 WORDS = {"u16": 1, "i16": 1, "u32": 2, "i32": 2, "f32": 2}
 PACK32 = {"u32": ">I", "i32": ">i", "f32": ">f"}
-F32_DIGITS = 7          # float32 carries ~7 significant decimal digits; more is noise
+_F32_DIGITS = const(7)         # float32 carries ~7 significant decimal digits; more is noise
 
 _decimals_cache = {}
 
@@ -98,7 +100,7 @@ def decode(table, words, order="ABCD", first=None):
         else:
             raw = struct.unpack(PACK32[typ], _to_abcd(w, words[i + 1], e[4] if len(e) > 4 else order))[0]
         if typ == "f32":
-            v = _round_sig(raw * scale if scale != 1 else raw, F32_DIGITS) if math.isfinite(raw) else None
+            v = _round_sig(raw * scale if scale != 1 else raw, _F32_DIGITS) if math.isfinite(raw) else None
         else:
             d = decimals(scale)
             v = int(raw * scale) if d == 0 else round(raw * scale, d)

@@ -4,6 +4,7 @@
 # Rules and the reason for every number: docs/filters.md. Field filters are tables
 # (edge/filters.py); this module only says how the cleaned fields make an incident.
 from edge.alarm import Alarm
+from edge.clock import const
 from edge.codes import REPORT
 from edge.detect.health import Frozen
 from edge.filters import build_chain
@@ -59,8 +60,8 @@ CONDITIONS = {
     "session": (("delayed_on", "maint_on_s"), ("delayed_off", "maint_off_s")),
 }
 
-INSPECTION = 1  # mode 1: a technician drives the car
-OCCUPIED = 6    # the presence field's index in telemetry.elevator's fields (edge/codes.py), for device.sensor_health
+_INSPECTION = const(1)  # mode 1: a technician drives the car
+_OCCUPIED = const(6)   # the presence field's index in telemetry.elevator's fields (edge/codes.py), for device.sensor_health
 
 
 class Detector:
@@ -181,7 +182,7 @@ class Detector:
         if floor is not None:
             self.floor = floor
         if mode is not None:
-            self.insp = mode == INSPECTION
+            self.insp = mode == _INSPECTION
             self.normal = mode == 0
         f = r.get("fault")
         if f == 0:
@@ -271,7 +272,7 @@ class Detector:
         door_moving = c["door_moving"].step(t, hazard)
 
         # maintenance session: inspection mode, debounced both ways
-        session = c["session"].step(t, None if mode is None else mode == INSPECTION)
+        session = c["session"].step(t, None if mode is None else mode == _INSPECTION)
         if self.insp:
             if self.sess_start is None:
                 self.sess_start = t
@@ -308,7 +309,7 @@ class Detector:
             self.on_since = None
         elif occ == 1 and not self.stuck_told and (self.blind >= 2 or t - self.on_since >= self.occupied_stuck_s):
             self.stuck_told = True
-            out.append((t, 0x15, REPORT, (2, OCCUPIED, int(t - self.on_since))))   # device.sensor_health, kind 2: stuck sensor
+            out.append((t, 0x15, REPORT, (2, _OCCUPIED, int(t - self.on_since))))   # device.sensor_health, kind 2: stuck sensor
 
         start = self._trap_start(t)
         trapped = start is not None and t - start >= self.entrapment_s
