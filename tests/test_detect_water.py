@@ -73,9 +73,12 @@ def raises(out, code):
 
 
 def alternate(out) -> bool:
+    """Each alarm's raises and clears alternate, starting with a raise (reports, such as
+    device.sensor_health, are one-off facts and not part of it)."""
     by: dict[int, list[int]] = {}
     for e in out:
-        by.setdefault(e[1], []).append(e[2])
+        if e[2] != REPORT:
+            by.setdefault(e[1], []).append(e[2])
     return all(a == [RAISE, CLEAR] * (len(a) // 2) + [RAISE] * (len(a) % 2) for a in by.values())
 
 
@@ -299,6 +302,21 @@ def test_raise_and_clear_alternate_on_random_sequences(steps) -> None:
         t += dt
         det.step(t, r, out)
     assert alternate(out)
+
+
+def test_a_total_that_cannot_be_read_while_water_flows_is_no_frozen_register() -> None:
+    # found by test_raise_and_clear_alternate_on_random_sequences: the total read, then
+    # unknown (NaN, a failed field) while the flow register showed water, was reported
+    # as a frozen register after three polls
+    det = detector(learn_days=0, inact_max_s=7200, inact_min_s=600, cf_s=600, leak_s=1800,
+                   glitch_persist_s=120)
+    out: list[tuple] = []
+    t = T0
+    for dt, total, flow in ((1, 99.0, None), (1, 99.0, None), (216, None, 0.9), (1, None, 0.003),
+                            (1, None, 0.003), (600, None, 0.9), (600, None, 0.9)):
+        t += dt
+        det.step(t, {"total": total, "flow": flow, "battery": 3.6}, out)
+    assert out == []
 
 
 @settings(max_examples=30, deadline=None)

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from types import SimpleNamespace
 
 import pytest
@@ -27,7 +26,7 @@ from tools.common import runtime
 from tools.common.devconfig import board_map
 from tools.common.rs485 import shipped_maps
 from tools.testbench import scenarios, slave
-from tools.testbench.simulate import run_simulator
+from tools.testbench.simulate import serving
 from tools.testbench.vbus import VirtualBus
 
 SHIPPED = shipped_maps()
@@ -292,17 +291,8 @@ def tuf_on_a_bus(tmp_path):
     """The simulator serving the TUF-2000M map (slave 1, CDAB) of a water meter trace."""
     rows = [(0, {"total": 1234.25, "flow": 12.5, "battery": 3.6})]
     trace = scenarios.write(str(tmp_path / "t.jsonl.gz"), {"trace": "t", "profile": "water_meter"}, rows)
-    stop, ready = threading.Event(), threading.Event()
-    with VirtualBus(str(tmp_path / "bus")) as bus:
-        t = threading.Thread(target=run_simulator, args=("water_meter", trace, bus.b),
-                             kwargs=dict(map="tuf-2000m", stop_event=stop, ready=ready), daemon=True)
-        t.start()
-        assert ready.wait(10)
-        try:
-            yield bus
-        finally:
-            stop.set()
-            t.join(10)
+    with serving("water_meter", trace, str(tmp_path / "bus"), map="tuf-2000m") as bus:
+        yield bus
 
 
 def test_edgectl_read_decodes_a_vendor_map_served_on_a_pty(tuf_on_a_bus, tmp_path):

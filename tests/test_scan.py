@@ -3,14 +3,12 @@ pymodbus slave playing a trace."""
 import json
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from tools.common import runtime
 from tools.testbench import scenarios
-from tools.testbench.simulate import run_simulator
-from tools.testbench.vbus import VirtualBus
+from tools.testbench.simulate import serving
 
 
 def edgectl(*args):
@@ -21,17 +19,8 @@ def edgectl(*args):
 @pytest.fixture
 def slave3(tmp_path):
     trace = scenarios.write(str(tmp_path / "t.jsonl.gz"), *scenarios.water_meter(seconds=600, flow_from=None))
-    stop, ready = threading.Event(), threading.Event()
-    with VirtualBus(str(tmp_path / "bus")) as bus:
-        t = threading.Thread(target=run_simulator, args=("water_meter", trace, bus.b),
-                             kwargs=dict(slave=3, stop_event=stop, ready=ready), daemon=True)
-        t.start()
-        assert ready.wait(10)
-        try:
-            yield bus
-        finally:
-            stop.set()
-            t.join(10)
+    with serving("water_meter", trace, str(tmp_path / "bus"), slave=3) as bus:
+        yield bus
 
 
 def test_scan_finds_the_slave_that_answers(slave3):

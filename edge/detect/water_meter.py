@@ -254,7 +254,7 @@ class Detector:
         x = r.get("total")
         ref = self.ref
         gain, when = (0.0, t) if x is None else self._total(t, x, out)
-        self._frozen(t, f, dt, ref, out)
+        self._frozen(t, f, dt, ref, x, out)
         if self.last_use is None and x is not None:
             self._boot_clock(t, x)
         # runs of flow first: a leak's own flow is no sign of the resident
@@ -305,16 +305,19 @@ class Detector:
             if idle >= thr:
                 self.inact.update(t, True, out, (int(idle), int(thr)))
 
-    def _frozen(self, t, f, dt, ref, out):
+    def _frozen(self, t, f, dt, ref, x, out):
         """A total register that stopped counting while the flow register shows water
         (it catches up hours later): a device-health fact, one device.sensor_health
         report (kind 1 frozen register, field 0 total) per episode, never an alarm. The
-        flow alarms already wait for the total to confirm them."""
+        flow alarms already wait for the total to confirm them. Only polls that read the
+        total count: one that could not be read says nothing about its counting."""
         if self.ref is None or self.ref != ref or self.pend is not None:
             self.still_t = t
             self.still_vol = 0.0
             self.still_n = 0
             self.frozen = False
+            return
+        if x is None:
             return
         if f is not None and f >= self.leak_flow:
             self.still_vol += f * dt / 3600

@@ -26,6 +26,7 @@ Holding and input registers are one space (FC 03 and 04 read the same words).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import asyncio
 import gzip
@@ -45,6 +46,7 @@ from edge.profiles import NAMES
 from tools.common.rs485 import load_map
 from tools.testbench import slave
 from edge.hal.cpython import is_pty
+from tools.testbench.vbus import VirtualBus
 
 FAULTS = ("silence", "bad_crc", "garbage", "short", "wrong_slave", "exception")
 
@@ -251,6 +253,24 @@ def run_simulator(profile: str | None, trace_path: str, port: str, speed: float 
     finally:
         player.close()
     return sim
+
+
+@contextlib.contextmanager
+def serving(profile: str | None, trace_path: str, directory: str | None = None, **kwargs):
+    """A virtual bus (socat ptys) whose far end run_simulator serves from a thread until
+    the block ends; yields the bus, whose .a is the master's end. kwargs: run_simulator's."""
+    stop_event, ready = threading.Event(), threading.Event()
+    with VirtualBus(directory) as bus:
+        t = threading.Thread(target=run_simulator, args=(profile, trace_path, bus.b),
+                             kwargs=dict(kwargs, stop_event=stop_event, ready=ready), daemon=True)
+        t.start()
+        try:
+            if not ready.wait(10):
+                raise RuntimeError("the simulator did not open " + bus.b)
+            yield bus
+        finally:
+            stop_event.set()
+            t.join(10)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
