@@ -59,16 +59,27 @@ class DbThread:
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(conn: sqlite3.Connection, synced: bool = True) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK and re-raise.
 
     IMMEDIATE takes the write lock up front, so a busy database fails at BEGIN (after
     busy_timeout) rather than half-way through the batch.
+
+    synced=False: this commit is not fsynced (synchronous=NORMAL for it), for a change
+    whose loss in a power cut costs only work done again (the uplink's marks: an event
+    uploaded again is one the platform already holds, by its id). It is never lost
+    behind a later commit: the next synced one fsyncs the WAL, which holds it first.
     """
-    conn.execute("BEGIN IMMEDIATE")
+    if not synced:
+        conn.execute("PRAGMA synchronous=NORMAL")
     try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        if not synced:
+            conn.execute("PRAGMA synchronous=FULL")      # connect()'s, for every other commit

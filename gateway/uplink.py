@@ -268,7 +268,7 @@ class Uplink:
         """POST a batch; on a content error split it to isolate the bad events."""
         status, text = await self._post(http, batch)
         if status is not None and 200 <= status < 300:
-            await self.db.call(self.store.mark_uploaded, batch)
+            await self.db.call(self.store.mark_batch_uploaded, batch)
             self.metrics.inc("uplink.events", len(batch))
             self.metrics.inc("uplink.events." + stream, len(batch))
             self.metrics.inc("uplink.batches")

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import aiohttp
+import pytest
 from aiohttp import web
 
+from edge.codec import decode
 from gateway import auth
 from gateway.metrics import Metrics
 from gateway.platform import PlatformDB, PlatformServer, parse_json, read_body
@@ -334,6 +336,54 @@ def test_rows_the_quota_deletes_are_not_sent_from_a_lane_s_memory(tmp_path: Path
             db.close()
         return sent
     assert asyncio.run(main()) == list(range(6, 16))
+
+
+def test_a_batch_the_gateway_died_before_marking_goes_again_and_is_stored_once(tmp_path: Path) -> None:
+    """The platform stored a batch, and the gateway died before it marked the batch
+    uploaded: the restarted gateway sends the batch again, the platform keeps one copy."""
+    cfg = streams("telemetry:batch_age=0")
+    events = []
+    for seq in range(10):
+        payload = telemetry(seq)[1]
+        events.append(EventRow.from_decoded(DEVICE, decode(payload), payload))
+
+    class Crash(Exception):
+        pass
+
+    def die(batch: list[PendingEvent], now: float | None = None) -> int:
+        raise Crash("the process ends here: nothing is marked")
+
+    async def upload(p: PlatformServer, creds: auth.Credentials, crash: bool) -> Store:
+        store = Store.in_dir(tmp_path / "gw", cfg)
+        db, metrics = DbThread("test-db"), Metrics()
+        uplink = Uplink(UplinkConfig(p.url, "gw-test", cfg, credentials=creds), store, db, metrics)
+        if crash:
+            await db.call(store.commit, events)
+            store.mark_batch_uploaded = die     # type: ignore[method-assign]
+        task = asyncio.create_task(uplink.run())   # a lane reads the store when it starts
+        try:
+            if crash:
+                with pytest.raises(Crash):
+                    await asyncio.wait_for(task, WAIT_S)
+            else:
+                await metrics.wait_until(lambda: metrics.get("uplink.events") == 10, WAIT_S)
+        finally:
+            task.cancel()
+            db.close()
+        return store
+
+    async def main() -> None:
+        async with PlatformServer(tmp_path / "platform.sqlite") as p:
+            creds = p.add_gateway("gw-test")
+            (await upload(p, creds, crash=True)).close()
+            pm = p.platform.metrics
+            assert pm.get("platform.accepted") == 10
+            store = await upload(p, creds, crash=False)
+            assert pm.get("platform.accepted") == 10 and pm.get("platform.duplicates") == 10
+            assert sorted(e["seq"] for e in await platform_events(p)) == list(range(10))
+            assert store.counts()["uploaded"] == 10 and store.counts()["pending"] == 0
+            store.close()
+    asyncio.run(main())
 
 
 def tele_row(seq: int) -> EventRow:

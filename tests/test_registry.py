@@ -16,7 +16,7 @@ import pytest
 
 from edge import codec
 from edge.codes import ACTIONS, code_of
-from gateway.registry import FILENAME, GRACE_S, Registry, RegistryError
+from gateway.registry import FILENAME, GRACE_S, GatewaySigner, Registry, RegistryError
 
 SECRET = "ab" * 32
 OTHER = "cd" * 16
@@ -36,6 +36,17 @@ def accepts(reg: Registry, device_id: str, payload: bytes, now: float | None = N
         except codec.CodecError:
             pass
     return False
+
+
+@pytest.mark.parametrize("key", [b"k" * 16, bytes(range(64)), b"x" * 100])   # short, one block, hashed first
+def test_the_gateway_s_signer_makes_and_checks_the_board_s_mac(key: bytes) -> None:
+    board, gateway = codec.Signer(key, "elev-001"), GatewaySigner(key, "elev-001")
+    for msg in (b"", b"ack\xa2\x01\x02\x03", bytes(range(200))):
+        mac = board.mac(msg)
+        assert gateway.mac(msg) == mac and gateway.check(msg, mac)          # again: the pad states are copied
+        assert not gateway.check(msg, mac[:-1] + bytes((mac[-1] ^ 1,)))
+        assert not gateway.check(msg, mac[:-1]) and not gateway.check(msg, mac + b"\0")
+    assert GatewaySigner(key, "elev-002").mac(b"x") != gateway.mac(b"x")    # bound to the device id
 
 
 def write(path: Path, data: object) -> None:

@@ -187,6 +187,37 @@ def test_a_rejected_event_leaves_the_queue_and_keeps_its_reason(tmp_path: Path) 
     assert reason == ("422 unknown device", 50.0)
 
 
+def test_a_lane_s_batch_is_marked_uploaded_once_and_nothing_beside_it(tmp_path: Path) -> None:
+    # one UPDATE over the batch's rowid range: the other stream's rows inside the range
+    # and the stream's rows after it stay pending
+    store = Store.in_dir(tmp_path)
+    store.commit([tele(1), alarm(2), tele(3), alarm(4), tele(5), tele(6)])
+    batch = store.next_batch(TELEMETRY, 3)
+    assert seqs(batch) == [1, 3, 5]
+    assert store.mark_batch_uploaded(batch, now=7.0) == 3
+    assert store.mark_batch_uploaded(batch, now=8.0) == 0           # a second time: nothing
+    assert seqs(store.next_batch(TELEMETRY, 10)) == [6]
+    assert seqs(store.next_batch(ALARMS, 10)) == [2, 4]
+    assert store.conn.execute("SELECT seq, uploaded_at FROM events WHERE uploaded_at IS NOT NULL"
+                              " ORDER BY seq").fetchall() == [(1, 7.0), (3, 7.0), (5, 7.0)]
+    assert store.conn.execute("PRAGMA synchronous").fetchone() == (2,)  # marks are not fsynced, commits still are
+
+
+def test_a_batch_read_before_a_delete_is_marked_by_key_not_by_rowids_given_again(tmp_path: Path) -> None:
+    # the quota drops a batch's rows while it is on the wire; SQLite hands their rowids to
+    # the next events, which must not be taken for the batch
+    store = Store.in_dir(tmp_path)
+    store.commit([tele(1), tele(2), tele(3)])
+    batch = store.next_batch(TELEMETRY, 10)
+    assert store.drop_pending(TELEMETRY, 3) == 3
+    store.commit([tele(4), tele(5), tele(6)])
+    again = store.next_batch(TELEMETRY, 10)
+    assert {p.rowid for p in again} & {p.rowid for p in batch}      # the case this is about
+    assert store.mark_batch_uploaded(batch) == 0
+    assert seqs(store.next_batch(TELEMETRY, 10)) == [4, 5, 6]
+    assert store.mark_batch_uploaded(again) == 3 and store.counts()["pending"] == 0
+
+
 def test_marking_an_event_that_is_not_stored_changes_nothing(tmp_path: Path) -> None:
     store = Store.in_dir(tmp_path)
     store.commit([alarm(1)])
