@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export MICROPYPATH := .frozen:$(CURDIR)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint bench clean debs
+.PHONY: setup demo test lint bench clean debs browser
 
 setup: debs $(VENV)/.installed
 
@@ -19,6 +19,15 @@ debs:
 		{ $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y mosquitto socat; }; \
 	fi
 
+# Debian's chromium, for the status page's browser tests (tests/test_status_page.py); the
+# demo does not need it.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		echo "installing chromium with apt-get"; \
+		$(SUDO) apt-get install -y chromium >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y chromium; }; \
+	fi
+
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
@@ -27,7 +36,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: setup
 	$(BIN)/edgectl demo
 
-test: setup lint
+test: setup browser lint
 	$(BIN)/python -m pytest -q tests
 
 # the linter configured in pyproject.toml ([tool.ruff])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import json
 import signal
@@ -14,11 +15,12 @@ from pathlib import Path
 from edge import ids
 from gateway.broker import (INSECURE_FLAG, PASSWORD_ENV, BrokerError, broker_password, describe_os_error,
                             parse_broker_url, parse_listen)
-from gateway import auth
+from gateway import auth, jsonlog, login
 from gateway.http import check_transport, client_tls
 from gateway.registry import FILENAME, GRACE_S, PROFILES, Registry, RegistryError, check_profile
 from gateway.mqtt import VERSIONS
 from gateway.service import EMBEDDED, GatewayConfig, run_gateway
+from gateway.status import StatusError, exposure
 from gateway.streams import DEFAULT_STREAMS, StreamError, apply_options
 
 log = logging.getLogger("gateway")
@@ -55,6 +57,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:     # ssl.SSLError is an OSError
             raise CliError("--platform-ca %s: not a CA certificate file (PEM) that loads: %s"
                            % (args.platform_ca, e)) from None
+    if args.status_listen:
+        # before anything starts: a page that would be open to the network is an error now
+        exposure(parse_listen(args.status_listen, 8081)[0], args.status_logins, args.status_cert,
+                 args.status_key, args.insecure_plain_status)
+    elif args.status_logins or args.status_cert:
+        raise CliError("--status-logins and --status-cert are for the status page: give --status-listen HOST:PORT")
     streams = apply_options(DEFAULT_STREAMS, args.stream)
     # last: a missing credentials file is the error to fix after the options are right
     credentials = Path(args.platform_credentials or Path(args.data) / auth.FILENAME)
@@ -69,7 +77,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                         share_group=args.share_group, mqtt_version=args.mqtt_version,
                         streams=streams,
                         upload_timeout=args.upload_timeout, max_db_mb=args.max_db_mb,
-                        retention_days=args.retention_days, status_listen=args.status_listen)
+                        retention_days=args.retention_days, status_listen=args.status_listen,
+                        status_logins=args.status_logins, status_cert=args.status_cert,
+                        status_key=args.status_key, insecure_plain_status=args.insecure_plain_status)
     return asyncio.run(run_gateway(cfg))
 
 
@@ -165,6 +175,48 @@ def cmd_platform_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_status_login_add(args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("password for %s: " % args.name)
+        if getpass.getpass("again: ") != password:
+            raise CliError("the two passwords differ; nothing was changed")
+    else:
+        # from a pipe, so the password stays out of the shell history and `ps`
+        password = sys.stdin.readline().rstrip("\n")
+    replaced = login.add(args.file, args.name, password)
+    print("%s login %s in %s (mode 0600; only a scrypt hash of the password is kept); the gateway reads it"
+          " at start: edge-gateway run --status-logins %s" % ("replaced" if replaced else "added", args.name,
+                                                           args.file, args.file))
+    return 0
+
+
+def cmd_platform_review(args: argparse.Namespace) -> int:
+    from gateway.platform import PlatformDB
+    if not Path(args.db).is_file():
+        raise CliError("--db %s: no such file" % args.db)
+    if args.days < 1:
+        raise CliError("--days %d: give a number of days of at least 1" % args.days)
+    db = PlatformDB(args.db)
+    try:
+        devices = db.review(args.days)
+    finally:
+        db.close()
+    print("devices worst first over %d days: false-alarm rate, then alarms, then silence" % args.days)
+    print("%-24s %7s %6s %6s %6s %10s %10s" % ("device", "alarms", "false", "conf.", "dup.", "false rate", "silent"))
+    for d in devices:
+        rate = "-" if d["false_rate"] is None else "%.0f %%" % (100 * d["false_rate"])
+        print("%-24s %7d %6d %6d %6d %10s %10s" % (d["device"], d["alarms"], d["false"], d["confirmed"],
+                                                   d["duplicate"], rate, _duration(d["silent_s"])))
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return "%.0f %s" % (seconds / size, unit)
+    return "%.0f s" % seconds
+
+
 def cmd_devices_export_keys(args: argparse.Namespace) -> int:
     reg = Registry.in_dir(args.data)
     # the keys, and a rotated-out key while it is still good (the registry's own "previous")
@@ -209,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="City IoT gateway: MQTT ingest of signed device events, durable SQLite "
                     "store, upload to the district platform.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="log lines as text (default) or as one JSON object a line, with a \"device\""
+                        " field on lines about a device (docs/status-page.md)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the gateway",
@@ -261,7 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retention-days", type=float, default=7.0, metavar="DAYS",
                      help="delete uploaded events older than this (default: 7; 0 keeps them)")
     run.add_argument("--status-listen", default=None, metavar="HOST:PORT",
-                     help="serve counters as JSON on / and Prometheus text on /metrics")
+                     help="serve the status page on / (its JSON on /api/status) and Prometheus text on"
+                          " /metrics; beyond loopback it needs --status-logins and --status-cert"
+                          " (docs/status-page.md)")
+    run.add_argument("--status-logins", default=None, metavar="FILE",
+                     help="who may open the status page: a file from `edge-gateway status-login add`"
+                          " (chmod 600); required when --status-listen is not a loopback address")
+    run.add_argument("--status-cert", default=None, metavar="FILE",
+                     help="serve the status page over HTTPS with this certificate (PEM, with its chain)")
+    run.add_argument("--status-key", default=None, metavar="FILE", help="the --status-cert's private key (PEM)")
+    run.add_argument("--insecure-plain-status", action="store_true",
+                     help="allow the status page beyond loopback over plain HTTP: the logins' passwords"
+                          " cross the network in clear")
     run.set_defaults(func=cmd_run)
 
     plat = sub.add_parser("platform", help="run the reference district-platform receiver",
@@ -290,11 +356,27 @@ def build_parser() -> argparse.ArgumentParser:
     pkeys.add_argument("file", metavar="FILE")
     pver = psub.add_parser("verify", help="check every device's hash chain; exit 1 when a record was"
                                           " edited, removed or reordered")
+    prev = psub.add_parser("review", help="devices worst first: false-alarm rate, alarm count, silence",
+                           description="The devices to adjust or visit: by false-alarm rate (dispatch's"
+                                       " outcomes, POST /v1/outcomes), then alarm count, then silence.")
+    prev.add_argument("--days", type=int, default=30, metavar="DAYS", help="the period (default: 30)")
     for sp, fn in ((padd, cmd_platform_add_gateway), (pkeys, cmd_platform_import_keys),
-                   (pver, cmd_platform_verify)):
+                   (pver, cmd_platform_verify), (prev, cmd_platform_review)):
         sp.add_argument("--db", default="platform.sqlite", metavar="FILE",
                         help="the platform's SQLite file (default: platform.sqlite)")
         sp.set_defaults(func=fn)
+
+    slog = sub.add_parser("status-login", help="manage who may open the status page",
+                          description="Logins of the status page (HTTP Basic over HTTPS): names and scrypt"
+                                      " hashes in a file only its owner can read.")
+    ssub = slog.add_subparsers(dest="status_login_command", required=True, metavar="ACTION")
+    sadd = ssub.add_parser("add", help="add or replace a login; the password is read from stdin",
+                           description="Add or replace a login. The password is asked for twice on a"
+                                       " terminal, or read as one line from a pipe; never an argument.")
+    sadd.add_argument("name", metavar="NAME", help="the login name (A-Z a-z 0-9 . _ -)")
+    sadd.add_argument("--file", required=True, metavar="FILE",
+                      help="the logins file (made with mode 0600 if it is new)")
+    sadd.set_defaults(func=cmd_status_login_add)
 
     dev = sub.add_parser("devices", help="manage the device registry",
                          description="Devices allowed to send events, with their secret and profile.")
@@ -324,11 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    jsonlog.setup(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     try:
         return int(args.func(args))
-    except (CliError, RegistryError, BrokerError, StreamError, auth.CredentialsError) as e:
+    except (CliError, RegistryError, BrokerError, StreamError, auth.CredentialsError, StatusError,
+            login.LoginError) as e:
         print("edge-gateway: error: %s" % e, file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -13,8 +13,9 @@ import asyncio
 import logging
 import ssl
 import time
+from pathlib import Path
 from typing import Awaitable, Callable, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from gateway.broker import is_loopback   # what counts as this machine, for MQTT and HTTP alike
 
@@ -24,8 +25,8 @@ MAX_HEAD = 64 * 1024              # bytes of status line and headers
 MAX_BODY = 16 * 1024 * 1024
 IDLE_S = 15.0                     # a kept-alive connection unused this long is closed, not reused
 SERVER_IDLE_S = 60.0              # the server closes a connection that sends nothing for this long
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-           500: "Internal Server Error"}
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+           500: "Internal Server Error", 503: "Service Unavailable"}
 NO_BODY = (204, 304)              # and 1xx: answers that never carry a body
 
 
@@ -143,6 +144,15 @@ def client_tls(ca_file: str | None = None) -> ssl.SSLContext:
     return ctx
 
 
+def server_tls(cert: str | Path, key: str | Path) -> ssl.SSLContext:
+    """A server's TLS (the platform receiver's, the status page's): its certificate chain
+    and key (PEM files), TLS 1.2 or later. Raises OSError or ssl.SSLError."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
 class _Connection(NamedTuple):
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
@@ -234,21 +244,42 @@ class HttpClient:
 
 # ---- the server side: a few GET routes ---------------------------------------------------
 
-# a route's handler: () -> (content type, body)
-Handler = Callable[[], Awaitable[tuple[str, bytes]]]
+class Request(NamedTuple):
+    method: str
+    path: str                     # without the query
+    query: dict[str, str]         # the last value of each name
+    headers: dict[str, str]       # names in lower case
+
+
+class Refused(Exception):
+    """A handler's answer that is not a page: status (400, 404) and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# a route's handler: request -> (content type, body); raises Refused
+Handler = Callable[[Request], Awaitable[tuple[str, bytes]]]
+# whether a request may see the pages (a login, gateway/status.py); None: everyone may
+Authorize = Callable[[Request], bool]
 
 
 class HttpServer:
-    """Answers GET (and HEAD) on a few paths; 404 for any other path, 405 for any other method."""
+    """Answers GET (and HEAD) on a few paths; 404 for any other path, 405 for any other
+    method, 401 (asking for a login) when authorize says no."""
 
-    def __init__(self, routes: dict[str, Handler]) -> None:
+    def __init__(self, routes: dict[str, Handler], authorize: Authorize | None = None,
+                 realm: str = "edge-gateway") -> None:
         self.routes = routes
+        self.authorize = authorize
+        self.realm = realm
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen; returns the port (port 0 picks a free one). Raises OSError."""
-        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD)
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Listen (tls: HTTPS); returns the port (port 0 picks a free one). Raises OSError."""
+        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD, ssl=tls)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
@@ -281,18 +312,27 @@ class HttpServer:
 
     async def _respond(self, head: Head, keep: bool) -> bytes:
         method, _, rest = head.start.partition(" ")
-        path = rest.partition(" ")[0].partition("?")[0]
+        target = rest.partition(" ")[0]
+        path, _, query = target.partition("?")
+        req = Request(method, path, dict(parse_qsl(query)), head.headers)
         handler = self.routes.get(path)
-        if handler is None:
+        extra = []
+        if self.authorize is not None and not self.authorize(req):
+            status, ctype, body = 401, "text/plain", b"log in first\n"
+            extra.append('WWW-Authenticate: Basic realm="%s", charset="UTF-8"' % self.realm)
+        elif handler is None:
             status, ctype, body = 404, "text/plain", b"no such page\n"
         elif method not in ("GET", "HEAD"):
             status, ctype, body = 405, "text/plain", b"GET only\n"
         else:
             try:
-                status, (ctype, body) = 200, await handler()
+                status, (ctype, body) = 200, await handler(req)
+            except Refused as e:
+                status, ctype, body = e.status, "text/plain; charset=utf-8", (str(e) + "\n").encode()
             except Exception:
                 log.exception("status page %s failed", path)
                 status, ctype, body = 500, "text/plain", b"internal error, see the gateway's log\n"
         lines = ["HTTP/1.1 %d %s" % (status, REASONS[status]), "Content-Type: " + ctype,
-                 "Content-Length: %d" % len(body), "Connection: " + ("keep-alive" if keep else "close")]
+                 "Content-Length: %d" % len(body), "Connection: " + ("keep-alive" if keep else "close"),
+                 "Cache-Control: no-store", *extra]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if method == "HEAD" else body)

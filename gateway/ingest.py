@@ -425,7 +425,7 @@ class Ingest:
                         " (ingest.rejected.*)", TOLD_MAX)
             return
         log.warning("device %r: %s: %s (logged once; counted in ingest.%s)", device, reason, what,
-                    reason if reason == "old_key" else "rejected." + reason)
+                    reason if reason == "old_key" else "rejected." + reason, extra={"device": device})
 
     async def _commit(self, s: Sorted) -> CommitResult:
         """Commit, retrying while the disk refuses; nothing is acked until it works.

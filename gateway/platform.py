@@ -6,6 +6,8 @@
 #   POST /v1/events   {"gateway": id, "events": [...]} -> {"accepted": n, "duplicates": m}
 #   GET  /v1/events?device=&type=&since=&limit=
 #   GET  /v1/counts?device=
+#   POST /v1/outcomes {"outcomes": [{"id": alarm event id, "outcome": confirmed|false|duplicate}]}
+#   GET  /v1/review?days=30    devices worst first: false-alarm rate, alarm count, silence
 #   GET  /healthz                               (the only route without a signature)
 #
 # Every /v1/ request is signed by a gateway the platform knows (gateway/auth.py): the
@@ -20,7 +22,6 @@ import hashlib
 import json
 import logging
 import math
-import ssl
 import sqlite3
 import time
 import zlib
@@ -34,6 +35,7 @@ from edge import ids
 from edge.codec import BY_NAME, CodecError, Signer, decode
 from edge.codes import ACTIONS, CODES
 from gateway import auth
+from gateway.http import server_tls
 from gateway.metrics import Metrics
 from gateway.sqlite import DbThread, connect, transaction
 
@@ -78,7 +80,13 @@ CREATE TABLE IF NOT EXISTS gateways (id TEXT PRIMARY KEY, secret TEXT NOT NULL, 
 -- the key before a rotation is still good until previous_until, as at the gateway (gateway/registry.py)
 CREATE TABLE IF NOT EXISTS device_keys (device TEXT PRIMARY KEY, secret TEXT NOT NULL, previous TEXT,
                                         previous_until REAL, imported_at REAL NOT NULL);
+-- what dispatch found when it answered an alarm (POST /v1/outcomes); the latest word counts
+CREATE TABLE IF NOT EXISTS outcomes (event_id TEXT PRIMARY KEY, device TEXT NOT NULL, outcome TEXT NOT NULL,
+                                     by TEXT NOT NULL, at REAL NOT NULL, note TEXT);
 """
+OUTCOMES = ("confirmed", "false", "duplicate")
+MAX_OUTCOMES = 1000                  # per POST
+REVIEW_DAYS = 30
 # the columns a record's hash covers, in this order
 RECORD = ("id, device, boot, seq, type, action, t, clock_set, values_json, gateway, received_at,"
           " verified, payload")
@@ -223,6 +231,25 @@ def validate_upload(body: Any) -> tuple[str, list[dict[str, Any]]]:
     if not isinstance(events, list) or not 1 <= len(events) <= MAX_EVENTS:
         raise ValidationError("body.events: must be a list of 1 to %d events" % MAX_EVENTS)
     return gateway, [validate_event(e, "events[%d]" % i) for i, e in enumerate(events)]
+
+
+def validate_outcomes(body: Any) -> list[dict[str, Any]]:
+    items = body.get("outcomes") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_OUTCOMES:
+        raise ValidationError("body.outcomes: must be a list of 1 to %d outcomes" % MAX_OUTCOMES)
+    out = []
+    for i, item in enumerate(items):
+        where = "outcomes[%d]" % i
+        if not isinstance(item, dict):
+            raise ValidationError("%s: must be an object with id and outcome" % where)
+        eid = _str(item, "id", where)
+        if item.get("outcome") not in OUTCOMES:
+            raise ValidationError("%s.outcome: must be one of %s" % (where, ", ".join(OUTCOMES)))
+        note = item.get("note")
+        if note is not None and not (isinstance(note, str) and len(note) <= 500):
+            raise ValidationError("%s.note: must be text of at most 500 characters" % where)
+        out.append({"id": eid, "outcome": item["outcome"], "note": note})
+    return out
 
 
 def _query_int(q: Any, key: str, default: int | None, lo: int, hi: int = MAX_INT) -> int | None:
@@ -389,6 +416,52 @@ class PlatformDB:
                  "gateway": r[9], "received_at": r[10], "verified": r[11],
                  "payload": base64.b64encode(r[12]).decode()} for r in rows]
 
+    # ---- alarm outcomes and the review of devices
+
+    def record_outcomes(self, by: str, items: list[dict[str, Any]], where: list[str]) -> int:
+        """Store each alarm's outcome (replacing an earlier word on it), all or none.
+        Raises ValidationError naming the item whose event is not a raised alarm here."""
+        now = time.time()
+        with transaction(self.conn) as c:
+            for item, place in zip(items, where):
+                row = c.execute("SELECT device, type, action FROM events WHERE id = ? AND superseded = 0",
+                                (item["id"],)).fetchone()
+                code = BY_NAME.get(row[1]) if row else None
+                if row is None or row[2] != "raise" or code is None or CODES[code][1] != "alarm":
+                    raise ValidationError("%s.id: %r is not an alarm raised on this platform"
+                                          % (place, item["id"][:160]))
+                c.execute("INSERT OR REPLACE INTO outcomes (event_id, device, outcome, by, at, note)"
+                          " VALUES (?,?,?,?,?,?)", (item["id"], row[0], item["outcome"], by, now, item.get("note")))
+        return len(items)
+
+    def review(self, days: int = REVIEW_DAYS, now: float | None = None) -> list[dict[str, Any]]:
+        """Every device, worst first: the highest false-alarm rate, then the most alarms,
+        then the longest silence, over the last `days` days (by arrival at the platform).
+        false_rate: false alarms out of those dispatch gave an outcome for (None: none yet)."""
+        now = time.time() if now is None else now
+        since = now - days * 86400
+        alarms = [n for n, (_, kind, _) in CODES.items() if kind == "alarm"]
+        names = [CODES[n][0] for n in alarms]
+        out: dict[str, dict[str, Any]] = {}
+        for device, last in self.conn.execute("SELECT device, max(received_at) FROM events WHERE superseded = 0"
+                                              " GROUP BY device"):
+            out[device] = {"device": device, "alarms": 0, "types": {}, "confirmed": 0, "false": 0,
+                           "duplicate": 0, "unreviewed": 0, "false_rate": None, "last_seen": last,
+                           "silent_s": round(now - last, 1)}
+        rows = self.conn.execute(
+            "SELECT e.device, e.type, o.outcome FROM events e LEFT JOIN outcomes o ON o.event_id = e.id"
+            " WHERE e.superseded = 0 AND e.action = 'raise' AND e.received_at >= ? AND e.type IN (%s)"
+            % ",".join("?" * len(names)), (since, *names))
+        for device, type_, outcome in rows:
+            d = out[device]
+            d["alarms"] += 1
+            d["types"][type_] = d["types"].get(type_, 0) + 1
+            d[outcome or "unreviewed"] += 1
+        for d in out.values():
+            reviewed = d["confirmed"] + d["false"] + d["duplicate"]
+            d["false_rate"] = round(d["false"] / reviewed, 3) if reviewed else None
+        return sorted(out.values(), key=lambda d: (-(d["false_rate"] or 0.0), -d["alarms"], -d["silent_s"]))
+
     def counts(self, device: str | None = None) -> dict[str, Any]:
         """Stored events per device and type: what a gateway's delivery is checked against."""
         devices: dict[str, dict[str, int]] = {}
@@ -550,6 +623,29 @@ class Platform:
                                         since, limit)
         return web.json_response({"events": events, "count": len(events)})
 
+    async def post_outcomes(self, request: web.Request) -> web.Response:
+        """Dispatch's word on alarms: {"outcomes": [{"id": event id, "outcome": "confirmed"|"false"|
+        "duplicate", "note": optional text}]}, signed like every /v1/ request."""
+        try:
+            items = validate_outcomes(parse_json(read_body(await request.read(),
+                                                           request.headers.get("Content-Encoding"))))
+            n = await self.thread.call(self.db.record_outcomes, request[GATEWAY], items,
+                                       ["outcomes[%d]" % i for i in range(len(items))])
+        except TooLarge as e:
+            return self.refuse(request, 413, "too_large", str(e))
+        except ValidationError as e:
+            return self.refuse(request, 400, "invalid", str(e))
+        self.metrics.inc("platform.outcomes", n)
+        return web.json_response({"recorded": n})
+
+    async def get_review(self, request: web.Request) -> web.Response:
+        try:
+            days = _query_int(request.query, "days", REVIEW_DAYS, 1, 3660)
+        except ValidationError as e:
+            return self.refuse(request, 400, "invalid", str(e))
+        devices = await self.thread.call(self.db.review, days)
+        return web.json_response({"days": days, "devices": devices})
+
     async def get_counts(self, request: web.Request) -> web.Response:
         return web.json_response(await self.thread.call(self.db.counts, request.query.get("device") or None))
 
@@ -579,20 +675,14 @@ def create_app(db_path: str | Path, echo: TextIO | None = None,
     app.router.add_post("/v1/events", platform.post_events)
     app.router.add_get("/v1/events", platform.get_events)
     app.router.add_get("/v1/counts", platform.get_counts)
+    app.router.add_post("/v1/outcomes", platform.post_outcomes)
+    app.router.add_get("/v1/review", platform.get_review)
     app.router.add_get("/healthz", platform.healthz)
 
     async def close(app: web.Application) -> None:
         platform.close()
     app.on_cleanup.append(close)
     return app
-
-
-def tls_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
-    """The server's TLS: its certificate chain and key (PEM files). Raises OSError or ssl.SSLError."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert), str(key))
-    return ctx
 
 
 class PlatformServer:
@@ -608,7 +698,7 @@ class PlatformServer:
     def __init__(self, db_path: str | Path, host: str = "127.0.0.1", port: int = 0,
                  echo: TextIO | None = None, middlewares: Iterable[Any] = (),
                  tls: tuple[str | Path, str | Path] | None = None) -> None:
-        self.ssl = tls_context(*tls) if tls else None
+        self.ssl = server_tls(*tls) if tls else None
         self.app = create_app(db_path, echo, middlewares)
         self.platform = self.app[PLATFORM_KEY]
         self.host = host

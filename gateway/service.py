@@ -24,7 +24,7 @@ from gateway.mqtt import MQTT311, VERSIONS
 from gateway.quota import Housekeeper, QuotaConfig
 from gateway.registry import Registry
 from gateway.sqlite import DbThread
-from gateway.status import status_routes
+from gateway.status import StatusSource, exposure, status_routes
 from gateway.store import CommitResult, Store
 from gateway.streams import DEFAULT_STREAMS, Stream
 from gateway.uplink import Uplink, UplinkConfig
@@ -57,6 +57,10 @@ class GatewayConfig:
     max_db_mb: float | None = None     # disk quota of the event store (gateway/quota.py); None: none
     retention_days: float = 7.0        # uploaded events are deleted after this; 0: kept forever
     status_listen: str | None = None   # host:port of the status page, None for none
+    status_logins: str | None = None   # its logins file (gateway/login.py); required off loopback
+    status_cert: str | None = None     # its HTTPS certificate and key (PEM); required off loopback
+    status_key: str | None = None      #   unless insecure_plain_status
+    insecure_plain_status: bool = False
     platform_credentials: Path | None = None   # gateway id + secret; None: <data_dir>/platform-credentials.json
     platform_ca: str | None = None     # https://: the CA file the platform's certificate must chain to
     insecure_plain_http: bool = False  # allow http:// to a platform off loopback
@@ -145,11 +149,19 @@ class Gateway:
         return creds
 
     async def _start_status(self, listen: str) -> None:
+        """Raises StatusError (beyond loopback without logins or TLS), OSError (the port)."""
+        cfg = self.cfg
         host, port = parse_listen(listen, 8081)
-        self._status_server = HttpServer(status_routes(self.metrics, self.store_counts, self.stream_counts))
-        port = await self._status_server.start(host, port)
-        self.status_url = "http://%s:%d" % (host, port)
-        log.info("status page on %s", self.status_url)
+        logins, tls = exposure(host, cfg.status_logins, cfg.status_cert, cfg.status_key, cfg.insecure_plain_status)
+        source = StatusSource(cfg.gateway_id, self.metrics, self.db, lambda: self.store,
+                              lambda: self.registry.devices() if self.registry is not None else [],
+                              lambda: self.uplink.state() if self.uplink is not None else {})
+        self._status_server = HttpServer(status_routes(source),
+                                         authorize=(lambda req: logins.check(req.headers.get("authorization")))
+                                         if logins is not None else None)
+        port = await self._status_server.start(host, port, tls)
+        self.status_url = "%s://%s:%d" % ("https" if tls else "http", host, port)
+        log.info("status page on %s%s", self.status_url, " (logins required)" if logins else "")
 
     def _watch(self, task: asyncio.Task[None]) -> None:
         """A part's task ending on its own is a failure of the whole gateway."""

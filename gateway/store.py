@@ -70,7 +70,21 @@ CREATE TABLE IF NOT EXISTS device_status (
     status TEXT NOT NULL,            -- online / offline (retained + LWT from the device)
     at REAL NOT NULL
 );
+-- Every status message, for the online rate of the status page (gateway/status.py);
+-- kept STATUS_LOG_S. Rare: a device sends one when it connects and its will when it drops.
+CREATE TABLE IF NOT EXISTS status_log (
+    device TEXT NOT NULL,
+    at REAL NOT NULL,                -- the commit's time: statuses of one batch share it, rowid orders them
+    status TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS status_log_device ON status_log (device, at);
+-- The status page's alarms, reports and recent events: all but telemetry, which is most
+-- rows. A partial index, so a telemetry insert costs nothing more; a query uses it when
+-- its WHERE says NOTABLE.
+CREATE INDEX IF NOT EXISTS events_notable ON events (received_at) WHERE kind != 'telemetry';
 """
+NOTABLE = "kind != 'telemetry'"
+STATUS_LOG_S = 31 * 86400
 
 
 class EventRow(NamedTuple):
@@ -257,6 +271,9 @@ class Store:
                 c.executemany("INSERT INTO device_status (device, status, at) VALUES (?,?,?)"
                               " ON CONFLICT (device) DO UPDATE SET status = excluded.status,"
                               " at = excluded.at", [(d, st, now) for d, st in statuses])
+                c.executemany("INSERT INTO status_log (device, at, status) VALUES (?,?,?)",
+                              [(d, now, st) for d, st in statuses])
+                c.execute("DELETE FROM status_log WHERE at < ?", (now - STATUS_LOG_S,))
         return inserted, unstorable
 
     def _replays(self, events: Sequence[EventRow]) -> list[EventRow]:
@@ -376,6 +393,47 @@ class Store:
 
     def device_status(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT device, status FROM device_status").fetchall())
+
+    # ---- what the status page shows (gateway/status.py) -------------------------------
+
+    def device_statuses(self) -> dict[str, tuple[str, float]]:
+        """device -> (its last status, since when)."""
+        return {d: (st, at) for d, st, at in self.conn.execute("SELECT device, status, at FROM device_status")}
+
+    def status_history(self, device: str, since: float) -> list[tuple[float, str]]:
+        """A device's status changes from since on, led by the last one before since (the
+        status it was in at since), oldest first."""
+        before = self.conn.execute("SELECT at, status FROM status_log WHERE device = ? AND at < ?"
+                                   " ORDER BY at DESC, rowid DESC LIMIT 1", (device, since)).fetchall()
+        return before + self.conn.execute("SELECT at, status FROM status_log WHERE device = ? AND at >= ?"
+                                          " ORDER BY at, rowid", (device, since)).fetchall()
+
+    def last_received(self, device: str) -> float | None:
+        """When the device's latest stored event (highest boot, seq) arrived."""
+        row = self.conn.execute("SELECT received_at FROM events WHERE device = ?"
+                                " ORDER BY boot DESC, seq DESC LIMIT 1", (device,)).fetchone()
+        return row[0] if row else None
+
+    def notable(self, since: float = 0.0, limit: int = -1, kind: str | None = None) -> list[tuple[float, EventRow]]:
+        """Alarms and reports (no telemetry; kind: only those) received since, newest first,
+        with when each arrived."""
+        rows = self.conn.execute("SELECT received_at, " + ROW_COLUMNS + " FROM events WHERE " + NOTABLE
+                                 + " AND received_at >= ? AND (? IS NULL OR kind = ?)"
+                                 " ORDER BY received_at DESC LIMIT ?", (since, kind, kind, limit))
+        return [(r[0], _event_row(r[1:])) for r in rows]
+
+    def latest_of_type(self, type_: str) -> dict[str, tuple[float, dict[str, Any]]]:
+        """device -> (when it arrived, values) of its latest stored event of an alarm or
+        report type, e.g. device.boot (the firmware version)."""
+        rows = self.conn.execute("SELECT device, max(received_at), values_json FROM events WHERE " + NOTABLE
+                                 + " AND type = ? GROUP BY device", (type_,))
+        return {d: (at, _decode_json(v)) for d, at, v in rows}
+
+    def latest_telemetry(self, device: str, limit: int) -> list[tuple[float, EventRow]]:
+        """A device's newest telemetry (by boot, seq), newest first, with when each arrived."""
+        rows = self.conn.execute("SELECT received_at, " + ROW_COLUMNS + " FROM events WHERE device = ?"
+                                 " AND kind = ? ORDER BY boot DESC, seq DESC LIMIT ?", (device, TELEMETRY, limit))
+        return [(r[0], _event_row(r[1:])) for r in rows]
 
     # ---- what the quota and the retention period take away (gateway/quota.py) ----------
 

@@ -318,6 +318,13 @@ class Uplink:
             return None, "%s: %s" % (type(e).__name__, e)
         return status, answer.decode("utf-8", "replace")
 
+    def state(self) -> dict[str, object]:
+        """The platform link for the status page: its URL, whether the last attempt
+        worked, and since when and how often it has failed."""
+        failing = self._failing_since
+        return {"platform": self.url, "ok": failing is None, "failures": self._failures,
+                "failing_for_s": None if failing is None else round(time.monotonic() - failing, 1)}
+
     def _unreachable(self, why: str) -> None:
         self.metrics.inc("uplink.failures")
         self._failures += 1

@@ -8,7 +8,7 @@ from typing import Awaitable, Callable
 
 import pytest
 
-from gateway.http import (HttpClient, HttpError, HttpServer, body_framing, keeps_alive, parse_head,
+from gateway.http import (HttpClient, HttpError, HttpServer, Request, body_framing, keeps_alive, parse_head,
                           parse_status, parse_url)
 
 WAIT_S = 5.0
@@ -153,10 +153,10 @@ def test_a_server_that_breaks_the_protocol_is_an_error() -> None:
 # ---- the server side -------------------------------------------------------------------
 
 def test_the_server_answers_its_routes_and_keeps_the_connection() -> None:
-    async def counts() -> tuple[str, bytes]:
+    async def counts(req: Request) -> tuple[str, bytes]:
         return "application/json", b'{"stored":1}'
 
-    async def broken() -> tuple[str, bytes]:
+    async def broken(req: Request) -> tuple[str, bytes]:
         raise RuntimeError("boom")
 
     async def main() -> list[bytes]:

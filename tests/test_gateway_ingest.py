@@ -229,7 +229,7 @@ def test_status_page_shows_the_counters(tmp_path: Path, mosquitto: Any) -> None:
         await gw.metrics.wait_until(lambda: bool(gw.metrics.rejected()), WAIT_S)
         assert gw.status_url is not None
         async with aiohttp.ClientSession() as http:
-            async with http.get(gw.status_url + "/") as r:
+            async with http.get(gw.status_url + "/api/status") as r:
                 status = await r.json()
             async with http.get(gw.status_url + "/metrics") as r:
                 text = await r.text()
@@ -238,8 +238,8 @@ def test_status_page_shows_the_counters(tmp_path: Path, mosquitto: Any) -> None:
         assert status["store"] == {"stored": 0, "uploaded": 0, "rejected": 0, "pending": 0, "dropped": 0}
         assert status["streams"] == {"alarms": {"pending": 0, "dropped": 0},
                                      "telemetry": {"pending": 0, "dropped": 0}}
-        assert "edge_gateway_ingest_rejected_malformed 1\n" in text
-        assert 'edge_gateway_stream_dropped{stream="telemetry"} 0\n' in text
+        assert 'edge_gateway_ingest_rejected_total{reason="malformed"} 1\n' in text
+        assert 'edge_gateway_stream_dropped_events{stream="telemetry"} 0\n' in text
     run_with_gateway(tmp_path, mosquitto.url, body, status_listen="127.0.0.1:0")
 
 

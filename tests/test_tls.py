@@ -193,7 +193,8 @@ def test_end_to_end_over_tls(tmp_path):
     assert [e for e in events if e["type"] == "telemetry.elevator"]
 
 
-@pytest.mark.parametrize("unit", ["citynet-edge-agent.service", "citynet-edge-gateway.service"])
+@pytest.mark.parametrize("unit", ["citynet-edge-agent.service", "citynet-edge-gateway.service",
+                                  "citynet-platform.service"])
 def test_the_systemd_units_run_unprivileged_and_confined(unit):
     import re
     import shutil

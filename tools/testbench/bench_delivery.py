@@ -317,7 +317,7 @@ def bench_latency(work: Path, broker: Mosquitto, n_devices: int, rate: float, se
     platform_port = free_port()
     platform = platform_at(work, platform_port)
     gateway, status_port = gateway_for(work, broker, platform_port, [])
-    status = "http://127.0.0.1:%d/" % status_port
+    status = "http://127.0.0.1:%d/api/status" % status_port
     seqs = [0] * n_devices
 
     def tele(i: int) -> tuple[str, bytes, str]:
@@ -387,7 +387,7 @@ def bench_drain(work: Path, broker: Mosquitto, n_devices: int, period: float, al
         else "none" if drain_rate == 0 else "%.0f/s" % drain_rate)
     gateway, status_port = gateway_for(work, broker, platform_port,
                                        [] if drain_rate is None else ["--stream", "telemetry:rate=%g" % drain_rate])
-    status = "http://127.0.0.1:%d/" % status_port
+    status = "http://127.0.0.1:%d/api/status" % status_port
     per_device = int(3600 / period)
     # one hour of the site: every device every `period` s, one alarm per device in the hour
     backlog = [event(site[d], k, alarm=(k == per_device // 2), t=T0 + int(k * period))

@@ -66,6 +66,7 @@ class Site:
         self.platform_print = platform_print
         self.quiet = quiet
         self.procs: dict[str, subprocess.Popen] = {}
+        self.status_urls: dict[str, str] = {}          # each gateway's status page
         self.buses: dict[str, VirtualBus] = {}
         self.mosquitto: Mosquitto | None = None
         self.broker_port = 0
@@ -172,9 +173,10 @@ class Site:
             extra += ["--broker-password-file", self.broker_password_file]
         if len(self.gateways) > 1:
             extra += ["--share-group", "site"]
-        gateway, _ = start_gateway(os.path.join(self.workdir, name), broker, platform,
-                                   os.path.join(self.workdir, name + ".log"), extra)
+        gateway, status_port = start_gateway(os.path.join(self.workdir, name), broker, platform,
+                                             os.path.join(self.workdir, name + ".log"), extra)
         self.procs[name] = gateway.proc
+        self.status_urls[name] = "http://127.0.0.1:%d" % status_port
 
     def agent_config(self, d: Device, port: str) -> dict:
         with_header = _trace_header(d.trace)
