@@ -40,6 +40,8 @@ PAGE = Path(__file__).with_name("status.html")
 # reports the link-quality columns count over 24 h, by the column's name
 LINK_REPORTS = {"device.comm_fault": "comm_faults", "device.poll_fault": "poll_faults",
                 "device.outbox_drop": "outbox_drops"}
+# ... and the events it sent again that were already stored (Store.resends)
+LINK_COLUMNS = ("resends",) + tuple(LINK_REPORTS.values())
 
 
 def online_rate(history: list[tuple[float, str]], since: float, now: float) -> float | None:
@@ -72,8 +74,10 @@ def collect(store: Store, registry: list[Device], now: float) -> dict[str, Any]:
     for _, e in day:
         column = LINK_REPORTS.get(e.type)
         if column:
-            counts = link.setdefault(e.device, dict.fromkeys(LINK_REPORTS.values(), 0))
+            counts = link.setdefault(e.device, dict.fromkeys(LINK_COLUMNS, 0))
             counts[column] += 1
+    for device_id, n in store.resends(since).items():
+        link.setdefault(device_id, dict.fromkeys(LINK_COLUMNS, 0))["resends"] = n
     known = {d.device_id: d for d in registry}
     devices = []
     for device_id in sorted(set(known) | set(statuses)):
@@ -89,7 +93,7 @@ def collect(store: Store, registry: list[Device], now: float) -> dict[str, Any]:
             "last_seen": max((x for x in (last, status_at) if x is not None), default=None),
             "last_event": last,
             "online_24h": online_rate(store.status_history(device_id, since), since, now),
-            "link_24h": link.get(device_id, dict.fromkeys(LINK_REPORTS.values(), 0)),
+            "link_24h": link.get(device_id, dict.fromkeys(LINK_COLUMNS, 0)),
             "firmware": firmware[device_id][1].get("version") if device_id in firmware else None,
         })
     # an alarm is active while its latest event (by arrival) raised it

@@ -78,6 +78,14 @@ CREATE TABLE IF NOT EXISTS status_log (
     status TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS status_log_device ON status_log (device, at);
+-- Events a device sent again that the store already held (a lost PUBACK or gateway ack,
+-- a reboot before it): the status page's resends per device. Written only by commits
+-- that met one; kept STATUS_LOG_S.
+CREATE TABLE IF NOT EXISTS resends (
+    device TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS resends_at ON resends (at);
 -- The status page's alarms, reports and recent events: all but telemetry, which is most
 -- rows. A partial index, so a telemetry insert costs nothing more; a query uses it when
 -- its WHERE says NOTABLE.
@@ -267,6 +275,8 @@ class Store:
                 # one prepared statement for the whole batch, in arrival order
                 c.executemany(INSERT_EVENT, rows)
             inserted = c.total_changes - before
+            if inserted < len(rows) - len(unstorable):
+                self._note_resends(c, kept, now)
             if statuses:
                 c.executemany("INSERT INTO device_status (device, status, at) VALUES (?,?,?)"
                               " ON CONFLICT (device) DO UPDATE SET status = excluded.status,"
@@ -275,6 +285,22 @@ class Store:
                               [(d, now, st) for d, st in statuses])
                 c.execute("DELETE FROM status_log WHERE at < ?", (now - STATUS_LOG_S,))
         return inserted, unstorable
+
+    @staticmethod
+    def _note_resends(c: sqlite3.Connection, kept: Sequence[EventRow], now: float) -> None:
+        """The devices of a batch's events the table held before it (received earlier):
+        one row each in resends. Only for a batch that met a duplicate: a row each."""
+        resent = []
+        for e in kept:
+            if c.execute("SELECT received_at < ? FROM events WHERE device = ? AND boot = ? AND seq = ?",
+                         (now, e.device, e.boot, e.seq)).fetchone() == (1,):
+                resent.append((e.device, now))
+        c.executemany("INSERT INTO resends (device, at) VALUES (?,?)", resent)
+        c.execute("DELETE FROM resends WHERE at < ?", (now - STATUS_LOG_S,))
+
+    def resends(self, since: float) -> dict[str, int]:
+        """device -> the events it sent again that were already stored, received since."""
+        return dict(self.conn.execute("SELECT device, count(*) FROM resends WHERE at >= ? GROUP BY device", (since,)))
 
     def _replays(self, events: Sequence[EventRow]) -> list[EventRow]:
         """The events at or below their log's gone mark that the table does not hold."""

@@ -13,6 +13,7 @@ import pytest
 from gateway.registry import Registry
 from tools.common import credentials as acl, runtime
 from tools.common import boards
+from tools.common.devconfig import config_version
 from tools.testbench import vboard
 from tools.testbench.site import Site
 
@@ -96,6 +97,8 @@ def test_provision_a_virtual_board_end_to_end(tmp_path, site, virtual_board):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
     board_cfg = json.load(open(os.path.join(virtual_board["flash"], "config.json")))
     assert board_cfg["bus"]["slave"] == 2 and board_cfg["site"]["floors"] == [-1, 12]
+    # the gateway's registry (and its status page) knows which config the board was given
+    assert Registry.in_dir(gw_data).get("elev-prov").extra["config"] == config_version(board_cfg)
 
 
 

@@ -21,8 +21,8 @@ from tools.common import boards
 from tools.testbench import vboard
 from tools.common.checks import OnlineWatch, judge
 from tools.common.deploy import LocalTarget, MpremoteTarget, Target, build_agent, files_for
-from tools.common.devconfig import (ProvisionError, build_config, explain_config_error, name_value, validate,
-                                    wifi_settings)
+from tools.common.devconfig import (ProvisionError, build_config, config_version, explain_config_error, name_value,
+                                    validate, wifi_settings)
 from tools.common.report import Reporter, StepFailed
 
 STEPS = 8
@@ -205,7 +205,7 @@ def provision(args: argparse.Namespace, rep: Reporter) -> int:
         try:
             known = registry.get(device_id)
             registry.add(device_id, cfg["profile"], secret, replace=True, board=args.board,
-                         grace_s=0 if args.no_grace else GRACE_S)
+                         config=config_version(cfg), grace_s=0 if args.no_grace else GRACE_S)
             registry.save()
         except RegistryError as e:
             raise StepFailed(str(e)) from None

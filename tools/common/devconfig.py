@@ -115,6 +115,16 @@ def board_map(m: dict) -> dict:
     return dict(out, slaves=m["slaves"], fields=fields, writable=m["writable"])
 
 
+def config_version(cfg: dict) -> str:
+    """The version of a device's config, as the gateway's registry records it and its
+    status page shows it: 12 hex digits of the SHA-256 of its canonical JSON, the secret
+    left out (a new key is no new config). A device does not report its config, so the
+    page says what the installer last gave it."""
+    import hashlib
+    body = json.dumps({k: v for k, v in cfg.items() if k != "secret"}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()[:12]
+
+
 def validate(cfg: dict) -> dict:
     # what the profile cannot run without, all at once rather than one per attempt
     missing = [p for p in schema.PROFILE_REQUIRES.get(cfg.get("profile"), ())
