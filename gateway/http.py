@@ -178,10 +178,14 @@ class HttpClient:
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         """(status, response body). Raises HttpError or OSError, or asyncio.TimeoutError
         when the answer is not complete within `timeout` seconds."""
-        return await asyncio.wait_for(self._post(path, body, headers), self.timeout)
+        return await asyncio.wait_for(self._request("POST", path, body, headers), self.timeout)
 
-    async def _post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        head = ["POST %s%s HTTP/1.1" % (self.prefix, path), "Host: " + self.host_header,
+    async def get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        """As post(), for a GET (path with its query)."""
+        return await asyncio.wait_for(self._request("GET", path, b"", headers), self.timeout)
+
+    async def _request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        head = ["%s %s%s HTTP/1.1" % (method, self.prefix, path), "Host: " + self.host_header,
                 "Content-Length: %d" % len(body)]
         head += ["%s: %s" % kv for kv in self.headers.items()]
         head += ["%s: %s" % kv for kv in headers.items()]

@@ -155,7 +155,8 @@ class Gateway:
         logins, tls = exposure(host, cfg.status_logins, cfg.status_cert, cfg.status_key, cfg.insecure_plain_status)
         source = StatusSource(cfg.gateway_id, self.metrics, self.db, lambda: self.store,
                               lambda: self.registry.devices() if self.registry is not None else [],
-                              lambda: self.uplink.state() if self.uplink is not None else {})
+                              lambda: self.uplink.state() if self.uplink is not None else {},
+                              self.uplink.review if self.uplink is not None else None)
         self._status_server = HttpServer(status_routes(source),
                                          authorize=(lambda req: logins.check(req.headers.get("authorization")))
                                          if logins is not None else None)

@@ -19,7 +19,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from edge.codec import BY_NAME
 from edge.codes import CODES
@@ -31,11 +31,13 @@ from gateway.metrics import PREFIX, Metrics, family
 from gateway.registry import Device
 from gateway.sqlite import DbThread
 from gateway.store import Store
+from gateway.uplink import ReviewError
 
 DAY_S = 86400.0
 RECENT_EVENTS = 25
 READINGS_MAX = 500
 CACHE_S = 1.0                     # every viewer polling at once costs one read of the store
+REVIEW_CACHE_S = 60.0             # the review is asked of the platform at most once a minute
 PAGE = Path(__file__).with_name("status.html")
 # reports the link-quality columns count over 24 h, by the column's name
 LINK_REPORTS = {"device.comm_fault": "comm_faults", "device.poll_fault": "poll_faults",
@@ -158,6 +160,8 @@ class StatusSource:
     store: Callable[[], Store | None]           # None while the gateway stops
     registry: Callable[[], list[Device]]
     uplink_state: Callable[[], dict[str, Any]]  # the platform link, from gateway/uplink.py's counters
+    # the platform's review of the devices (Uplink.review: raises ReviewError); None: no uplink
+    review: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
 
 def status_routes(src: StatusSource) -> dict[str, Handler]:
@@ -223,7 +227,28 @@ def status_routes(src: StatusSource) -> dict[str, Handler]:
                            [("", rss)])
         return "text/plain; version=0.0.4; charset=utf-8", text.encode()
 
-    return {"/": page, "/api/status": status, "/api/readings": chart, "/metrics": prometheus}
+    reviewed: dict[str, Any] = {"at": -REVIEW_CACHE_S, "body": None}
+
+    async def review(req: Request) -> tuple[str, bytes]:
+        """The platform's devices worst first (dispatch's outcomes: false-alarm rate, then
+        alarms, then silence, over the platform's window), each with what this gateway's
+        registry holds of it: the config and parameters the installer gave it."""
+        if time.monotonic() - reviewed["at"] >= REVIEW_CACHE_S:
+            body: dict[str, Any] = {"days": None, "devices": [], "error": None}
+            try:
+                if src.review is None:
+                    raise ReviewError("this gateway has no uplink")
+                body.update(await src.review())
+            except ReviewError as e:
+                body["error"] = "the platform's review: %s" % e
+            known = {d.device_id: d for d in src.registry()}
+            for d in body["devices"]:
+                entry = known.get(d.get("device"))
+                d["config"] = dict(entry.extra) if entry else None       # None: not this gateway's
+            reviewed.update(at=time.monotonic(), body=body)
+        return "application/json", json.dumps(reviewed["body"]).encode()
+
+    return {"/": page, "/api/status": status, "/api/readings": chart, "/api/review": review, "/metrics": prometheus}
 
 
 def _rss_bytes() -> int | None:

@@ -28,6 +28,7 @@ import random
 import time
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from gateway.auth import Credentials, idempotency_key, sign
 from gateway.http import HttpClient, HttpError, check_transport
@@ -39,6 +40,7 @@ from gateway.streams import DEFAULT_STREAMS, Stream
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/v1/events"
+REVIEW_PATH = "/v1/review"       # the platform's devices worst first, by dispatch's outcomes
 USER_AGENT = "citynet-edge-gateway/0.1"
 # 408 and 429 say "later", not "never".
 RETRY_STATUSES = {408, 429}
@@ -46,6 +48,10 @@ RETRY_STATUSES = {408, 429}
 # are bad: rejecting would throw away every event in turn, so retry and log it loudly.
 # So does any 3xx: redirects are not followed (a POST must not turn into a GET).
 CONFIG_STATUSES = {401, 403, 404, 405} | set(range(300, 400))
+
+
+class ReviewError(Exception):
+    """The platform's review could not be had; the message says why."""
 
 
 @dataclass
@@ -317,6 +323,28 @@ class Uplink:
         except (HttpError, OSError) as e:
             return None, "%s: %s" % (type(e).__name__, e)
         return status, answer.decode("utf-8", "replace")
+
+    async def review(self) -> dict[str, Any]:
+        """The platform's review of the devices, worst first, over its window: {"days",
+        "devices"} (GET /v1/review, signed like an upload). Raises ReviewError saying why
+        it could not be had."""
+        if self.cfg.credentials is None:
+            raise ReviewError("no platform credentials (edge-gateway run --platform-credentials FILE)")
+        path = REVIEW_PATH
+        headers = sign(self.cfg.credentials, "GET", self.http.prefix + path)
+        try:
+            status, answer = await self.http.get(path, headers)
+        except asyncio.TimeoutError:
+            raise ReviewError("no answer within %.0f s" % self.cfg.timeout) from None
+        except (HttpError, OSError) as e:
+            raise ReviewError("%s: %s" % (type(e).__name__, e)) from None
+        if status != 200:
+            raise ReviewError("HTTP %d %s" % (status, answer.decode("utf-8", "replace")[:200]))
+        try:
+            got = json.loads(answer)
+            return {"days": int(got["days"]), "devices": list(got["devices"])}
+        except (ValueError, KeyError, TypeError):
+            raise ReviewError("the platform's answer is not a review") from None
 
     def state(self) -> dict[str, object]:
         """The platform link for the status page: its URL, whether the last attempt

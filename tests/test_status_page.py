@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from gateway import auth
+from gateway.registry import Registry
 from gateway.service import Gateway
 from gateway.status import online_rate
 from rig import Publisher, signed_event
@@ -225,3 +227,30 @@ def test_beyond_loopback_the_page_is_served_over_https_with_a_login(tmp_path: Pa
             await asyncio.to_thread(urllib.request.urlopen, url.replace("https:", "http:"), None, 5)
     run_with_gateway(tmp_path, mosquitto.url, body, status_listen="0.0.0.0:0", status_logins=str(logins),
                      status_cert=pair.cert, status_key=pair.key)
+
+
+def test_the_review_ranks_devices_by_dispatchs_outcomes_with_their_config(tmp_path: Path) -> None:
+    # two cars trapping someone; dispatch finds one alarm false, the other real
+    noisy = scenarios.write(str(tmp_path / "noisy.jsonl.gz"), *scenarios.elevator(seconds=900, entrapment_at=20))
+    real = scenarios.write(str(tmp_path / "real.jsonl.gz"), *scenarios.elevator(seconds=900, entrapment_at=20))
+    devices = [Device("elev-noisy", "elevator", noisy, speed=4), Device("elev-real", "elevator", real, speed=4)]
+    with Site(str(tmp_path / "site"), devices) as site:
+        def raised(events: list[dict]) -> list[dict]:
+            return [e for e in events if e["type"] == "elevator.entrapment" and e["action"] == "raise"]
+        alarms = {e["device"]: e["id"] for e in raised(site.wait_for(lambda ev: len(raised(ev)) == 2, timeout=120))}
+        said = json.dumps({"outcomes": [{"id": alarms["elev-noisy"], "outcome": "false"},
+                                        {"id": alarms["elev-real"], "outcome": "confirmed"}]}).encode()
+        creds = auth.Credentials.load(site.credentials)
+        request = urllib.request.Request(site.platform_url + "/v1/outcomes", data=said, headers={
+            "Content-Type": "application/json", **auth.sign(creds, "POST", "/v1/outcomes", said)})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert json.load(r) == {"recorded": 2}
+
+        review = gateway_json(site, "/api/review")
+    assert review["error"] is None and review["days"] == 30
+    first, second = review["devices"][:2]
+    assert (first["device"], first["alarms"], first["false"], first["false_rate"]) == ("elev-noisy", 1, 1, 1.0)
+    assert (second["device"], second["confirmed"], second["false_rate"]) == ("elev-real", 1, 0.0)
+    # what this gateway's registry holds of each: the installer's record
+    registry = Registry.in_dir(os.path.join(site.workdir, "gateway"))
+    assert first["config"] == registry.get("elev-noisy").extra

@@ -205,7 +205,8 @@ def provision(args: argparse.Namespace, rep: Reporter) -> int:
         try:
             known = registry.get(device_id)
             registry.add(device_id, cfg["profile"], secret, replace=True, board=args.board,
-                         config=config_version(cfg), grace_s=0 if args.no_grace else GRACE_S)
+                         config=config_version(cfg), params=cfg.get("params") or {},
+                         grace_s=0 if args.no_grace else GRACE_S)
             registry.save()
         except RegistryError as e:
             raise StepFailed(str(e)) from None
