@@ -85,19 +85,20 @@ def parse_broker_url(url: str, password: str | None = None, ca: str | None = Non
                          password, tls, ca)
 
 
-def read_password_file(path: str) -> str:
-    """The first line of a file only its owner may read (like ssh with its keys)."""
+def read_password_file(path: str, flag: str = "--broker-password-file") -> str:
+    """The first line of a file only its owner may read (like ssh with its keys); flag:
+    the option that named it, for the messages."""
     try:
         with open(path, encoding="utf-8") as fh:
             mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
             text = fh.readline().strip()
     except (OSError, UnicodeDecodeError) as e:
-        raise BrokerError("--broker-password-file %s: cannot read it (%s)" % (path, e)) from None
+        raise BrokerError("%s %s: cannot read it (%s)" % (flag, path, e)) from None
     if mode & 0o077:
-        raise BrokerError("--broker-password-file %s: mode %04o lets other users read the password;"
-                          " chmod 600 %s" % (path, mode, path))
+        raise BrokerError("%s %s: mode %04o lets other users read the password;"
+                          " chmod 600 %s" % (flag, path, mode, path))
     if not text:
-        raise BrokerError("--broker-password-file %s: the file is empty" % path)
+        raise BrokerError("%s %s: the file is empty" % (flag, path))
     return text
 
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from edge import ids
 from gateway.broker import (INSECURE_FLAG, PASSWORD_ENV, BrokerError, broker_password, describe_os_error,
-                            parse_broker_url, parse_listen)
+                            is_loopback, parse_broker_url, parse_listen, read_password_file)
 from gateway import auth, jsonlog, login
+from gateway.hj212 import OVERTIME_S, RECOUNT, VERSIONS as VERSIONS_212
+from gateway.hj212_uplink import Hj212Config, parse_mn
 from gateway.http import check_transport, client_tls
 from gateway.registry import FILENAME, GRACE_S, PROFILES, Registry, RegistryError, check_profile
 from gateway.mqtt import VERSIONS
@@ -64,6 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif args.status_logins or args.status_cert:
         raise CliError("--status-logins and --status-cert are for the status page: give --status-listen HOST:PORT")
     streams = apply_options(DEFAULT_STREAMS, args.stream)
+    hj212 = hj212_config(args)
     # last: a missing credentials file is the error to fix after the options are right
     credentials = Path(args.platform_credentials or Path(args.data) / auth.FILENAME)
     creds = auth.Credentials.load(credentials)         # CredentialsError: one line
@@ -79,8 +82,42 @@ def cmd_run(args: argparse.Namespace) -> int:
                         upload_timeout=args.upload_timeout, max_db_mb=args.max_db_mb,
                         retention_days=args.retention_days, status_listen=args.status_listen,
                         status_logins=args.status_logins, status_cert=args.status_cert,
-                        status_key=args.status_key, insecure_plain_status=args.insecure_plain_status)
+                        status_key=args.status_key, insecure_plain_status=args.insecure_plain_status,
+                        hj212=hj212)
     return asyncio.run(run_gateway(cfg))
+
+
+def hj212_config(args: argparse.Namespace) -> Hj212Config | None:
+    """The HJ 212 uplink's settings, checked; None when --hj212 is not given."""
+    if not args.hj212:
+        if args.hj212_mn:
+            raise CliError("--hj212-mn is for the HJ 212 uplink: give --hj212 HOST:PORT")
+        return None
+    host, port = parse_listen(args.hj212, 0)
+    if not port:
+        raise CliError("--hj212 %s: give HOST:PORT" % args.hj212)
+    try:
+        mn = parse_mn(args.hj212_mn)
+    except ValueError as e:
+        raise CliError("--hj212-mn %s" % e) from None
+    if not 0 < args.hj212_overtime <= 99 or not 0 <= args.hj212_recount <= 99:
+        raise CliError("--hj212-overtime must be 1..99 s and --hj212-recount 0..99 (HJ 212-2017 Table 4)")
+    if not (args.insecure_plain_hj212 or is_loopback(host)):
+        raise CliError("--hj212 %s: HJ 212-2017 has no encryption: the access password and every reading would"
+                       " cross the network in clear; send it over a VPN or a private APN and give"
+                       " --insecure-plain-hj212 to say so" % args.hj212)
+    if not args.hj212_password_file:
+        raise CliError("--hj212 needs --hj212-password-file FILE: the access password (PW, 6 characters) the"
+                       " environmental platform gave this site, in a file only this user can read")
+    try:
+        password = read_password_file(args.hj212_password_file, "--hj212-password-file")
+    except BrokerError as e:
+        raise CliError(str(e)) from None
+    if len(password) != 6:
+        raise CliError("--hj212-password-file %s: the password must be 6 characters (HJ 212-2017 Table 3)"
+                       % args.hj212_password_file)
+    return Hj212Config("%s:%d" % (host, port), password, mn, args.hj212_version,
+                       args.hj212_overtime, args.hj212_recount)
 
 
 def cmd_platform(args: argparse.Namespace) -> int:
@@ -104,9 +141,16 @@ def cmd_platform(args: argparse.Namespace) -> int:
         except OSError as e:
             raise CliError("cannot listen on %s:%d: %s; pick another --listen HOST:PORT"
                            % (host, port, describe_os_error(e))) from e
+        hj = None
+        if args.hj212_listen:
+            from gateway.hj212_platform import Hj212Server
+            hj = Hj212Server(args.db, *parse_listen(args.hj212_listen, 0))
+            await hj.start()
         try:
             await stop.wait()
         finally:
+            if hj is not None:
+                await hj.stop()
             await server.stop()
         return 0
     return asyncio.run(serve())
@@ -315,6 +359,25 @@ def build_parser() -> argparse.ArgumentParser:
                           " then the oldest pending telemetry; alarms never (default: no quota)")
     run.add_argument("--retention-days", type=float, default=7.0, metavar="DAYS",
                      help="delete uploaded events older than this (default: 7; 0 keeps them)")
+    run.add_argument("--hj212", default=None, metavar="HOST:PORT",
+                     help="also send water-quality and noise readings as HJ 212-2017 packets over TCP to this"
+                          " environmental platform (default: off); see docs/hj212.md")
+    run.add_argument("--hj212-mn", action="append", default=[], metavar="DEVICE=MN",
+                     help="the HJ 212 MN (site id, up to 24 characters) of a device; repeat per device"
+                          " (default: the device id)")
+    run.add_argument("--hj212-password-file", default=None, metavar="FILE",
+                     help="with --hj212: a file (mode 600) holding the access password (PW, 6 characters) the"
+                          " environmental platform gave this site")
+    run.add_argument("--insecure-plain-hj212", action="store_true",
+                     help="allow --hj212 to a host off loopback: HJ 212 has no encryption, so anyone in the path"
+                          " reads the password and the readings (use a VPN or a private APN)")
+    run.add_argument("--hj212-version", choices=sorted(VERSIONS_212), default="2017",
+                     help="the HJ 212 edition in the packets' Flag (default: 2017)")
+    run.add_argument("--hj212-overtime", type=int, default=OVERTIME_S, metavar="SECONDS",
+                     help="seconds to wait for the platform's 9014 before sending again (default: %d, the"
+                          " standard's for mobile links; the platform may change it with CN=1000)" % OVERTIME_S)
+    run.add_argument("--hj212-recount", type=int, default=RECOUNT, metavar="N",
+                     help="times to send again without a 9014 before backing off (default: %d)" % RECOUNT)
     run.add_argument("--status-listen", default=None, metavar="HOST:PORT",
                      help="serve the status page on / (its JSON on /api/status) and Prometheus text on"
                           " /metrics; beyond loopback it needs --status-logins and --status-cert"
@@ -336,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="address to listen on (default: 127.0.0.1:8080)")
     plat.add_argument("--db", default="platform.sqlite", metavar="FILE",
                       help="SQLite file (default: platform.sqlite)")
+    plat.add_argument("--hj212-listen", default=None, metavar="HOST:PORT",
+                      help="also accept HJ 212-2017 packets over TCP here, stored in --db (default: off)")
     plat.add_argument("--print", action="store_true",
                       help="print each new event as one line on stdout")
     plat.add_argument("--cert", default=None, metavar="FILE",

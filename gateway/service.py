@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from edge import ids
 from gateway import auth
 from gateway.broker import BrokerAddress, parse_broker_url, parse_listen
+from gateway.hj212_uplink import Hj212Config, Hj212Uplink
 from gateway.http import HttpServer
 from gateway.ingest import Ingest
 from gateway.metrics import Metrics
@@ -64,6 +65,7 @@ class GatewayConfig:
     platform_credentials: Path | None = None   # gateway id + secret; None: <data_dir>/platform-credentials.json
     platform_ca: str | None = None     # https://: the CA file the platform's certificate must chain to
     insecure_plain_http: bool = False  # allow http:// to a platform off loopback
+    hj212: Hj212Config | None = None   # the HJ 212 uplink (gateway/hj212_uplink.py); None: off
 
 
 class Gateway:
@@ -77,6 +79,7 @@ class Gateway:
         self.broker_address: BrokerAddress | None = None
         self.ingest: Ingest | None = None
         self.uplink: Uplink | None = None
+        self.hj212: Hj212Uplink | None = None
         self.housekeeper: Housekeeper | None = None
         self.status_url: str | None = None
         self._status_server: HttpServer | None = None
@@ -131,6 +134,9 @@ class Gateway:
         self._watch(await self.ingest.start())
         self._watch(asyncio.create_task(self.uplink.run(), name="uplink"))
         self._watch(asyncio.create_task(self.housekeeper.run(), name="housekeeping"))
+        if cfg.hj212 is not None:
+            self.hj212 = Hj212Uplink(cfg.hj212, self.store, self.db, self.metrics)
+            self._watch(asyncio.create_task(self.hj212.run(), name="hj212"))
         if cfg.status_listen:
             await self._start_status(cfg.status_listen)
         log.info("gateway %s running: data %s, broker %s, platform %s", cfg.gateway_id,
@@ -181,6 +187,8 @@ class Gateway:
     def _committed(self, result: CommitResult) -> None:
         if result.inserted and self.uplink is not None:
             self.uplink.notify(result)
+        if result.inserted and self.hj212 is not None:
+            self.hj212.notify()
         if result.inserted and self.housekeeper is not None:
             self.housekeeper.note_inserted(result.inserted)
 

@@ -341,6 +341,43 @@ def _registry_allowed() -> tuple[type[BaseException], ...]:
     return (RegistryError,)
 
 
+def _hj212_seeds() -> list[tuple[Any, bytes]]:
+    from gateway import hj212
+    segments = [
+        "QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;CP=&&RtdInterval=30&&",
+        "QN=20160801085857223;ST=91;CN=9014;PW=123456;MN=010000A8900016F000169DC0;Flag=4;CP=&&&&",
+        "QN=20160801085857223;ST=21;CN=2011;PW=123456;MN=wq-001;Flag=5;CP=&&DataTime=20160801085857;"
+        "w01001-Rtd=7.12,w01001-Flag=N;w21003-Rtd=1.215,w21003-Flag=C&&",
+    ]
+    out = []
+    for seg in segments:
+        data = seg.encode()
+        out.append((None, b"##%04d%s%04X\r\n" % (len(data), data, hj212.crc(data))))
+    out.append((None, out[0][1] + out[2][1]))      # two in one read
+    return out
+
+
+def _hj212_check(_: Any, data: bytes) -> None:
+    from gateway import hj212
+    events, rest = hj212.parse_all(data)
+    assert len(rest) <= len(data)
+    for ev in events:
+        assert isinstance(ev, (hj212.Packet, hj212.Refused)), ev
+        if isinstance(ev, hj212.Refused):
+            assert ev.reason in hj212.REFUSALS, ev
+    if not any(isinstance(ev, hj212.Packet) for ev in events):
+        raise Refused()         # (counted: an input that gave no packet)
+
+
+def _hj212_fix(data: bytes) -> bytes:
+    # the length and CRC of the first packet made right again, so mutations reach the fields
+    from gateway import hj212
+    if not data.startswith(b"##") or len(data) < 12:
+        return data
+    body = data[6:-6] if data.endswith(b"\r\n") else data[6:-4]
+    return b"##%04d%s%04X\r\n" % (len(body), body, hj212.crc(body))
+
+
 # name: the parser, its share of --count (fast parsers get more), what it may raise
 TARGETS: dict[str, Callable[[], Target]] = {
     "modbus": lambda: Target("edge/modbus.py", 30, _modbus_seeds, _modbus_check, (modbus.ModbusError,), _reseal),
@@ -355,6 +392,8 @@ TARGETS: dict[str, Callable[[], Target]] = {
                                doc=lambda: DEVICES),
     "platform": lambda: Target("gateway/platform.py", 5, _upload_seeds, _platform_check, _platform_allowed(),
                                doc=lambda: UPLOAD),
+    # its refusals are values (hj212.Refused), never exceptions
+    "hj212": lambda: Target("gateway/hj212.py", 10, _hj212_seeds, _hj212_check, (Refused,), _hj212_fix),
 }
 
 
