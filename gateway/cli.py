@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import getpass
 import logging
 import json
@@ -19,11 +20,13 @@ from gateway import auth, jsonlog, login
 from gateway.hj212 import OVERTIME_S, RECOUNT, VERSIONS as VERSIONS_212
 from gateway.hj212_uplink import Hj212Config, parse_mn
 from gateway.http import check_transport, client_tls
+from gateway.maintenance import KINDS
 from gateway.registry import FILENAME, GRACE_S, PROFILES, Registry, RegistryError, check_profile
 from gateway.mqtt import VERSIONS
 from gateway.service import EMBEDDED, GatewayConfig, run_gateway
 from gateway.status import StatusError, exposure
 from gateway.streams import DEFAULT_STREAMS, StreamError, apply_options
+from gateway.supervision import INTERVAL_DAYS
 
 log = logging.getLogger("gateway")
 
@@ -47,8 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_db_mb is not None and args.max_db_mb <= 0:
         raise CliError("--max-db-mb %s: give a size in MB above 0, or leave it out for no quota"
                        % args.max_db_mb)
-    if args.upload_timeout <= 0 or args.retention_days < 0:
-        raise CliError("--upload-timeout must be above 0 and --retention-days at least 0")
+    if args.upload_timeout <= 0 or args.retention_days < 0 or args.maintenance_interval_days <= 0:
+        raise CliError("--upload-timeout and --maintenance-interval-days must be above 0 and --retention-days"
+                       " at least 0")
     try:
         check_transport(args.platform, args.insecure_plain_http)
     except ValueError as e:
@@ -83,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         retention_days=args.retention_days, status_listen=args.status_listen,
                         status_logins=args.status_logins, status_cert=args.status_cert,
                         status_key=args.status_key, insecure_plain_status=args.insecure_plain_status,
-                        hj212=hj212)
+                        hj212=hj212, maintenance_interval_days=args.maintenance_interval_days)
     return asyncio.run(run_gateway(cfg))
 
 
@@ -254,6 +258,41 @@ def cmd_platform_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(text: str, flag: str) -> int:
+    """Unix seconds from unix seconds or an ISO 8601 time (local time unless it says)."""
+    try:
+        return int(text) if text.isdigit() else int(datetime.datetime.fromisoformat(text).timestamp())
+    except ValueError:
+        raise CliError("%s %s: give unix seconds or a time like 2026-11-20T09:00" % (flag, text)) from None
+
+
+def cmd_platform_check_maintenance(args: argparse.Namespace) -> int:
+    """Exit 0 when the claim is confirmed, 1 when it is not (no session, too short)."""
+    from gateway.platform import PlatformDB
+    if not Path(args.db).is_file():
+        raise CliError("--db %s: no such file" % args.db)
+    start, end = _when(args.start, "--start"), _when(args.end, "--end")
+    if end < start:
+        raise CliError("--end is before --start")
+    db = PlatformDB(args.db)
+    try:
+        answer = db.check_maintenance(args.device, args.kind, start, end)
+    finally:
+        db.close()
+    print("%s %s maintenance from %s to %s: %s (a session of at least %s)"
+          % (args.device, args.kind, _stamp(start), _stamp(end), answer["result"],
+             _duration(answer["min_duration_s"])))
+    for sess in answer["sessions"]:
+        print("  session %s: %s to %s, %s, %s door cycles, %s floors, %s" % (
+            sess["id"], _stamp(sess["start"]), _stamp(sess["end"]), _duration(sess["duration_s"]),
+            sess["door_cycles"], sess["floors_served"], sess["verified"]))
+    return 0 if answer["result"] == "confirmed" else 1
+
+
+def _stamp(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")
+
+
 def _duration(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
@@ -378,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
                           " standard's for mobile links; the platform may change it with CN=1000)" % OVERTIME_S)
     run.add_argument("--hj212-recount", type=int, default=RECOUNT, metavar="N",
                      help="times to send again without a 9014 before backing off (default: %d)" % RECOUNT)
+    run.add_argument("--maintenance-interval-days", type=float, default=INTERVAL_DAYS, metavar="DAYS",
+                     help="raise elevator.maintenance_overdue after this long without a genuine maintenance"
+                          " session (default: %g, the Special Equipment Safety Supervision Regulation art. 31)"
+                          % INTERVAL_DAYS)
     run.add_argument("--status-listen", default=None, metavar="HOST:PORT",
                      help="serve the status page on / (its JSON on /api/status) and Prometheus text on"
                           " /metrics; beyond loopback it needs --status-logins and --status-cert"
@@ -425,8 +468,20 @@ def build_parser() -> argparse.ArgumentParser:
                            description="The devices to adjust or visit: by false-alarm rate (dispatch's"
                                        " outcomes, POST /v1/outcomes), then alarm count, then silence.")
     prev.add_argument("--days", type=int, default=30, metavar="DAYS", help="the period (default: 30)")
+    pchk = psub.add_parser("check-maintenance", help="check a maintenance company's claimed record against"
+                                                     " the sessions the elevator reported",
+                           description="Confirmed (a session overlapping the time, long enough for the kind),"
+                                       " no_session or too_short (docs/elevator-supervision.md). Exit 0 when"
+                                       " confirmed, 1 when not.")
+    pchk.add_argument("--device", required=True, metavar="DEVICE_ID", help="the elevator's device id")
+    pchk.add_argument("--kind", required=True, choices=[k.name for k in KINDS],
+                      help="the kind of work claimed (TSG T5002-2017)")
+    pchk.add_argument("--start", required=True, metavar="TIME", help="start of the claimed work: unix seconds"
+                                                                     " or ISO 8601 (local time)")
+    pchk.add_argument("--end", required=True, metavar="TIME", help="end of the claimed work, likewise")
     for sp, fn in ((padd, cmd_platform_add_gateway), (pkeys, cmd_platform_import_keys),
-                   (pver, cmd_platform_verify), (prev, cmd_platform_review)):
+                   (pver, cmd_platform_verify), (prev, cmd_platform_review),
+                   (pchk, cmd_platform_check_maintenance)):
         sp.add_argument("--db", default="platform.sqlite", metavar="FILE",
                         help="the platform's SQLite file (default: platform.sqlite)")
         sp.set_defaults(func=fn)

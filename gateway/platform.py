@@ -8,12 +8,15 @@
 #   GET  /v1/counts?device=
 #   POST /v1/outcomes {"outcomes": [{"id": alarm event id, "outcome": confirmed|false|duplicate}]}
 #   GET  /v1/review?days=30    devices worst first: false-alarm rate, alarm count, silence
+#   GET  /v1/maintenance/check?device=&kind=&start=&end=   a claimed maintenance record against
+#                              the device's sessions: confirmed | no_session | too_short
 #   GET  /healthz                               (the only route without a signature)
 #
 # Every /v1/ request is signed by a gateway the platform knows (gateway/auth.py): the
 # signature is checked before the body is decompressed or parsed. Each event carries the
 # device's signed bytes; with the device keys imported, the platform checks each MAC
-# itself and says per event what it could check (`verified`).
+# itself and says per event what it could check (`verified`). Events the gateway makes
+# itself (gateway/own_events.py) carry no device bytes and are marked as such.
 from __future__ import annotations
 
 import base64
@@ -34,7 +37,7 @@ from aiohttp import web
 from edge import ids
 from edge.codec import BY_NAME, CodecError, Signer, decode
 from edge.codes import ACTIONS, CODES
-from gateway import auth
+from gateway import auth, maintenance, own_events
 from gateway.http import server_tls
 from gateway.metrics import Metrics
 from gateway.sqlite import DbThread, connect, transaction
@@ -52,6 +55,7 @@ LOG_EVERY_S = 60.0                   # a refusal of one kind from one peer is lo
 
 # What the platform could check of an event's device MAC, stored with each record.
 MAC_OK, NO_KEY = "mac_ok", "no_key"  # (a bad MAC is refused, never stored)
+# and own_events.VERIFIED ("gateway"): an event the gateway made, with no device MAC
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -66,7 +70,7 @@ CREATE TABLE IF NOT EXISTS events (
     values_json TEXT NOT NULL,
     gateway TEXT NOT NULL,
     received_at REAL NOT NULL,
-    verified TEXT NOT NULL,          -- mac_ok | no_key
+    verified TEXT NOT NULL,          -- mac_ok | no_key | gateway (made by it: gateway/own_events.py)
     payload BLOB NOT NULL,           -- the device's signed bytes
     prev_hash TEXT NOT NULL,         -- the hash of the device's previous record (GENESIS for its first)
     hash TEXT NOT NULL,              -- sha256(prev_hash, the canonical record): see record_hash()
@@ -203,7 +207,16 @@ def validate_event(e: Any, where: str) -> dict[str, Any]:
                                   " or null" % (where, k))
     event = {"id": eid, "device": device, "boot": boot, "seq": seq, "type": type_,
              "action": action, "t": t, "clock_set": clock_set, "values": values}
-    event["payload"] = _payload(e.get("payload"), event, where)
+    if boot == own_events.GATEWAY_BOOT:
+        # made by the gateway that signed the request (gateway/own_events.py): no device bytes
+        if type_ not in own_events.BY_NAME:
+            raise ValidationError("%s.boot: %d marks an event the gateway makes, and %r is not one (%s)"
+                                  % (where, boot, type_[:40], ", ".join(own_events.BY_NAME)))
+        if e.get("payload") not in (None, ""):
+            raise ValidationError("%s.payload: an event the gateway makes carries no device payload" % where)
+        event["payload"] = b""
+    else:
+        event["payload"] = _payload(e.get("payload"), event, where)
     return event
 
 
@@ -364,7 +377,9 @@ class PlatformDB:
             for i, e in enumerate(events):
                 device = e["device"]
                 verified = NO_KEY
-                if device in keys:
+                if e["boot"] == own_events.GATEWAY_BOOT:
+                    verified = own_events.VERIFIED        # the request's signature is all there is to check
+                elif device in keys:
                     if not self._mac_ok(e, *keys[device], now):
                         raise ForgedEvent(
                             "%s: the MAC does not match the key the platform holds for device %s: a forged"
@@ -462,6 +477,19 @@ class PlatformDB:
             d["false_rate"] = round(d["false"] / reviewed, 3) if reviewed else None
         return sorted(out.values(), key=lambda d: (-(d["false_rate"] or 0.0), -d["alarms"], -d["silent_s"]))
 
+    # ---- maintenance as evidence (gateway/maintenance.py)
+
+    def check_maintenance(self, device: str, kind: str, start: int, end: int) -> dict[str, Any]:
+        """A maintenance company's claimed record against the sessions the device reported.
+        A session's report arrives when it ends (its t), so those ending from start on."""
+        rows = self.conn.execute("SELECT " + RECORD + " FROM events WHERE superseded = 0 AND device = ?"
+                                 " AND type = ? AND action = 'clear' AND t >= ? ORDER BY t",
+                                 (device, maintenance.SESSION_TYPE, start)).fetchall()
+        sessions = [maintenance.session_of({"id": r[0], "action": r[5], "clock_set": bool(r[7]),
+                                            "values": json.loads(r[8]), "verified": r[11]}) for r in rows]
+        return dict(maintenance.check_claim(kind, start, end, [s for s in sessions if s is not None]),
+                    device=device)
+
     def counts(self, device: str | None = None) -> dict[str, Any]:
         """Stored events per device and type: what a gateway's delivery is checked against."""
         devices: dict[str, dict[str, int]] = {}
@@ -518,7 +546,9 @@ def event_line(e: dict[str, Any]) -> str:
     """'12:03:04 ALARM raise elevator.entrapment elev-001 floor=7 duration_s=61'."""
     when = time.strftime("%H:%M:%S", time.localtime(e["t"])) if e["clock_set"] else "boot+%ds" % e["t"]
     code = BY_NAME.get(e["type"])
-    kind = CODES[code][1].upper() if code is not None else "EVENT"
+    own = own_events.BY_NAME.get(e["type"])
+    kind = (CODES[code][1] if code is not None else own_events.CODES[own][1] if own is not None
+            else "event").upper()
     values = " ".join("%s=%s" % (k, v) for k, v in e["values"].items() if v is not None)
     return " ".join(p for p in (when, kind, e["action"], e["type"], e["device"], values) if p)
 
@@ -646,6 +676,23 @@ class Platform:
         devices = await self.thread.call(self.db.review, days)
         return web.json_response({"days": days, "devices": devices})
 
+    async def get_maintenance_check(self, request: web.Request) -> web.Response:
+        """?device=&kind=&start=&end= (unix s): confirmed, no_session or too_short, with the
+        sessions it rests on."""
+        q = request.query
+        try:
+            device = _str(dict(q), "device", "query")
+            kind = q.get("kind")
+            if kind not in maintenance.BY_KIND:
+                raise ValidationError("query kind: must be one of %s" % ", ".join(maintenance.BY_KIND))
+            start = _query_int(q, "start", None, 0, 0xFFFFFFFF)
+            end = _query_int(q, "end", None, 0, 0xFFFFFFFF)
+            if start is None or end is None or end < start:
+                raise ValidationError("query start, end: both required, unix seconds, end not before start")
+        except ValidationError as e:
+            return self.refuse(request, 400, "invalid", str(e))
+        return web.json_response(await self.thread.call(self.db.check_maintenance, device, kind, start, end))
+
     async def get_counts(self, request: web.Request) -> web.Response:
         return web.json_response(await self.thread.call(self.db.counts, request.query.get("device") or None))
 
@@ -677,6 +724,7 @@ def create_app(db_path: str | Path, echo: TextIO | None = None,
     app.router.add_get("/v1/counts", platform.get_counts)
     app.router.add_post("/v1/outcomes", platform.post_outcomes)
     app.router.add_get("/v1/review", platform.get_review)
+    app.router.add_get("/v1/maintenance/check", platform.get_maintenance_check)
     app.router.add_get("/healthz", platform.healthz)
 
     async def close(app: web.Application) -> None:

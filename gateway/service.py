@@ -1,6 +1,7 @@
-# The gateway service: wires registry, store, broker, ingest, uplink and the status
-# page together, starts and stops them in order, and stops as a whole when one part
-# dies (so a supervisor restarts it) instead of limping on without it.
+# The gateway service: wires registry, store, broker, ingest, uplink, the overdue watch
+# (supervision) and the status page together, starts and stops them in order, and stops
+# as a whole when one part dies (so a supervisor restarts it) instead of limping on
+# without it.
 #
 #   async with Gateway(GatewayConfig(data_dir=..., platform_url=...)) as gw:
 #       await gw.metrics.wait_until(lambda: gw.metrics.get("ingest.stored") >= 3, 5)
@@ -28,6 +29,7 @@ from gateway.sqlite import DbThread
 from gateway.status import StatusSource, exposure, status_routes
 from gateway.store import CommitResult, Store
 from gateway.streams import DEFAULT_STREAMS, Stream
+from gateway.supervision import INTERVAL_DAYS, Supervisor
 from gateway.uplink import Uplink, UplinkConfig
 
 if TYPE_CHECKING:
@@ -66,6 +68,7 @@ class GatewayConfig:
     platform_ca: str | None = None     # https://: the CA file the platform's certificate must chain to
     insecure_plain_http: bool = False  # allow http:// to a platform off loopback
     hj212: Hj212Config | None = None   # the HJ 212 uplink (gateway/hj212_uplink.py); None: off
+    maintenance_interval_days: float = INTERVAL_DAYS   # elevator.maintenance_overdue after this long without a session
 
 
 class Gateway:
@@ -81,6 +84,7 @@ class Gateway:
         self.uplink: Uplink | None = None
         self.hj212: Hj212Uplink | None = None
         self.housekeeper: Housekeeper | None = None
+        self.supervisor: Supervisor | None = None
         self.status_url: str | None = None
         self._status_server: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -137,6 +141,11 @@ class Gateway:
         if cfg.hj212 is not None:
             self.hj212 = Hj212Uplink(cfg.hj212, self.store, self.db, self.metrics)
             self._watch(asyncio.create_task(self.hj212.run(), name="hj212"))
+        # the registry's devices as ingest last reloaded them
+        self.supervisor = Supervisor(self.store, self.db, self.metrics, self.registry.devices,
+                                     cfg.maintenance_interval_days, on_commit=self._committed)
+        await self.db.call(self.supervisor.create_tables)
+        self._watch(asyncio.create_task(self.supervisor.run(), name="supervision"))
         if cfg.status_listen:
             await self._start_status(cfg.status_listen)
         log.info("gateway %s running: data %s, broker %s, platform %s", cfg.gateway_id,

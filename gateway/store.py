@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
+from edge.codec import MAX_ID           # device boots are below it; the gateway's own events use it
 from gateway.sqlite import connect, transaction
 from gateway.streams import DEFAULT_STREAMS, Stream, rank_of_kind
 
@@ -323,6 +324,8 @@ class Store:
         for device, log, boot, seq in c.execute(
                 "SELECT device, kind = ?, boot, max(seq) FROM events WHERE " + rows + " GROUP BY 1, 2, 3",
                 (TELEMETRY,) + args):
+            if boot >= MAX_ID:          # made by the gateway (gateway/own_events.py), in no device's log
+                continue
             if (boot, seq) > gone.get((device, log), (-1, -1)):
                 gone[(device, log)] = (boot, seq)
         c.executemany(RAISE_GONE, [k + v + v for k, v in gone.items()])
@@ -436,8 +439,8 @@ class Store:
 
     def last_received(self, device: str) -> float | None:
         """When the device's latest stored event (highest boot, seq) arrived."""
-        row = self.conn.execute("SELECT received_at FROM events WHERE device = ?"
-                                " ORDER BY boot DESC, seq DESC LIMIT 1", (device,)).fetchone()
+        row = self.conn.execute("SELECT received_at FROM events WHERE device = ? AND boot < ?"
+                                " ORDER BY boot DESC, seq DESC LIMIT 1", (device, MAX_ID)).fetchone()
         return row[0] if row else None
 
     def notable(self, since: float = 0.0, limit: int = -1, kind: str | None = None) -> list[tuple[float, EventRow]]:
@@ -507,7 +510,7 @@ def last_boot(data_dir: str | Path, device: str) -> int:
     conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
     try:
         return int(conn.execute("SELECT max(b) FROM (SELECT max(gone_boot) AS b FROM marks WHERE device = ?"
-                                " UNION ALL SELECT max(boot) FROM events WHERE device = ?)",
-                                (device, device)).fetchone()[0] or 0)
+                                " UNION ALL SELECT max(boot) FROM events WHERE device = ? AND boot < ?)",
+                                (device, device, MAX_ID)).fetchone()[0] or 0)
     finally:
         conn.close()
