@@ -39,11 +39,12 @@ import logging
 import random
 import sqlite3
 from collections import deque
+from itertools import repeat
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from edge import ack
-from edge.codec import CodecError, Signer, decode
+from edge.codec import CodecError, Signer, decode, decode_row
 from edge.codes import CODES
 from gateway.broker import BrokerAddress, BrokerError
 from gateway.metrics import Metrics
@@ -73,6 +74,7 @@ TELEMETRY_CODES = bytes(code for code, entry in CODES.items() if entry[1] == "te
 RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 30.0
 TOLD_MAX = 1000     # (device, reason) pairs logged; beyond, rejections are only counted
+ROUTES_MAX = 20000  # topics kept parsed (one or two a device); beyond, parsed for every message
 
 
 @dataclass
@@ -137,6 +139,7 @@ class Ingest:
         self._connected = False
         self._stopping = False
         self._told: set[tuple[str, str]] = set()   # (device, reason) already logged
+        self._routes: dict[str, tuple[str, str] | None] = {}   # topic -> parse_topic's, for the topics seen
         self._registry_error = ""
 
     # ---- lifecycle -------------------------------------------------------------
@@ -254,7 +257,7 @@ class Ingest:
 
     def _on_messages(self, conn: MqttConnection, messages: list[Message]) -> None:
         """From the connection's data_received: every message one read completed."""
-        self._inbox.extend((conn, m) for m in messages)
+        self._inbox.extend(zip(repeat(conn), messages))
         self._drained.clear()
         self._arrived.set()
         if not self._urgent.is_set():
@@ -345,7 +348,11 @@ class Ingest:
         return out
 
     def _sort_one(self, m: Message, out: Sorted) -> None:
-        parsed = parse_topic(m.topic)
+        parsed = self._routes.get(m.topic, False)
+        if parsed is False:
+            parsed = parse_topic(m.topic)
+            if len(self._routes) < ROUTES_MAX:
+                self._routes[m.topic] = parsed
         if m.oversized:
             self._reject(parsed[0] if parsed else "?", m.topic, "oversized",
                          "%d bytes, more than %d; skipped unread" % (m.oversized, MAX_PACKET))
@@ -374,30 +381,30 @@ class Ingest:
             else:
                 self._reject(device, m.topic, "bad_mac", str(got))
             return
-        ev, signer = got
-        out.events.append(EventRow.from_decoded(device, ev, bytes(m.payload)))
+        row, signer = got
+        out.events.append(EventRow(device, *row, m.payload))
         out.signers.append(signer)
 
-    def _verify(self, device: str, payload: bytes) -> tuple[dict, Signer] | CodecError:
-        """The event and the key it verified with: the device's, or during a rotation's
+    def _verify(self, device: str, payload: bytes) -> tuple[tuple[Any, ...], Signer] | CodecError:
+        """The event (decode_row's) and the key it verified with: the device's, or during a rotation's
         grace period the one before (counted: ingest.old_key); else the CodecError."""
         signer = self.registry.signer(device)
         if signer is None:
             return CodecError("%r is not in the registry" % device)
         try:
-            return decode(payload, signer), signer
+            return decode_row(payload, signer), signer
         except CodecError as e:
             old = self.registry.previous_signer(device)
             if old is None:
                 return e
             try:
-                ev = decode(payload, old)
+                row = decode_row(payload, old)
             except CodecError:
                 return e
         self.metrics.inc("ingest.old_key")
         self._tell(device, "old_key", "an event signed with the key before the last rotation"
                    " (accepted during its grace period)")
-        return ev, old
+        return row, old
 
     def _refresh_registry(self) -> None:
         """Pick up devices added with `edge-gateway devices add` while we run."""

@@ -35,6 +35,9 @@ VERSIONS = {"3.1.1": MQTT311, "5": MQTT5}
 MAX_PACKET = 256 * 1024
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 RECEIVE_MAXIMUM = 65535          # MQTT 5: let the broker keep this many unacked messages in flight
+# topics kept decoded, one or two a device: past this many, further ones are decoded for
+# every message (a slower path, never a refusal)
+TOPICS_MAX = 20000
 
 CONNACK_311 = {1: "unacceptable protocol version", 2: "client id rejected",
                3: "server unavailable", 4: "bad user name or password", 5: "not authorized"}
@@ -70,6 +73,8 @@ class MqttConnection(asyncio.Protocol):
         self._next_mid = 1
         self._buf = bytearray()
         self._drop = 0               # bytes of an oversized PUBLISH still to come and be dropped
+        self._topics: dict[bytes, str] = {}   # for read_publishes: a topic's bytes -> its str
+        self._heads: dict[str, bytes] = {}    # for _qos0: a topic -> its PUBLISH's variable header
         self._last_heard = loop.time()
         self._pinger: asyncio.Task[None] | None = None
 
@@ -90,18 +95,30 @@ class MqttConnection(asyncio.Protocol):
             self._drop -= k
             data = data[k:]
         buf = self._buf
-        buf += data
-        n = len(buf)
+        if buf:
+            # what a packet cut by the last read needs: nothing read until it is whole
+            buf += data
+            try:
+                if mqtt.parse(buf, 0, len(buf), MAX_PACKET) is None:
+                    return
+            except ValueError:
+                pass                         # the loop below says what is wrong
+            data = bytes(buf)
+            buf.clear()
+        # Read from data as it came: a bytes object, so a payload is one slice of it.
+        n = len(data)
         i = 0
         messages: list[Message] = []
-        parse, split = mqtt.parse, mqtt_receiver.split_publish
+        parse, split, fast = mqtt.parse, mqtt_receiver.split_publish, mqtt_receiver.read_publishes
         v5 = self.version == MQTT5
+        topics = self._topics
         try:
             while True:
+                i = fast(data, i, n, v5, topics, Message, messages)
                 try:
-                    got = parse(buf, i, n, MAX_PACKET)
+                    got = parse(data, i, n, MAX_PACKET)
                 except ValueError as e:
-                    big = self._oversized(buf, i, n, e)
+                    big = self._oversized(data, i, n, e)
                     if big is None:                    # its header has not all arrived
                         break
                     messages.append(big[0])
@@ -115,18 +132,22 @@ class MqttConnection(asyncio.Protocol):
                     qos = (first >> 1) & 3
                     if qos == 2:
                         raise MqttError("QoS 2 PUBLISH on a QoS 1 subscription")
-                    topic, mid, j = split(buf, first, j, end, v5)
-                    messages.append(Message(topic.decode(), bytes(buf[j:end]), mid, qos))
+                    topic, mid, j = split(data, first, j, end, v5)
+                    name = topic.decode()
+                    if len(topics) < TOPICS_MAX:
+                        topics[topic] = name
+                    messages.append(Message(name, data[j:end], mid, qos))
                 else:
-                    self._control(first >> 4, bytes(buf[j:end]))
+                    self._control(first >> 4, data[j:end])
                 i = end
         except (MqttError, ValueError, IndexError) as e:   # ValueError: a bad length, topic or UTF-8
-            del buf[:i]
+            buf += data[i:]
             if messages:
                 self.on_messages(self, messages)
             self.abort("protocol error from the broker: %s" % e)
             return
-        del buf[:i]
+        if i < n:
+            buf += data[i:]
         if messages:
             self.on_messages(self, messages)
 
@@ -200,16 +221,27 @@ class MqttConnection(asyncio.Protocol):
         gone, nothing: the broker sends them again on the next one (they are stored, so
         the store ignores the repeats) and a commit must never fail for a lost ack."""
         if mids and not self.closed.done() and self.transport is not None and not self.transport.is_closing():
-            puback = mqtt_receiver.puback
-            self._write(b"".join([puback(mid) for mid in mids]))
+            self._write(mqtt_receiver.pubacks(mids))
 
     def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
         """PUBLISH each (topic, payload) at QoS 0, in one write. On a connection that is
         gone, nothing: these are the gateway's acknowledgements to devices, and a device
         that misses one sends its events again."""
         if messages and not self.closed.done() and self.transport is not None and not self.transport.is_closing():
-            props = b"" if self.version == MQTT5 else None
-            self._write(b"".join([mqtt.publish(t, p, 0, 0, False, False, props) for t, p in messages]))
+            self._write(b"".join([self._qos0(t, p) for t, p in messages]))
+
+    def _qos0(self, topic: str, payload: bytes) -> bytes:
+        """mqtt.publish(topic, payload) at QoS 0, the topic's part made once: the same
+        few topics (a device's ack) go out many times a second."""
+        head = self._heads.get(topic)
+        if head is None:
+            # the topic; at QoS 0 no packet id; MQTT 5: no properties (their length, 0)
+            head = mqtt.string(topic) + (b"\0" if self.version == MQTT5 else b"")
+            if len(self._heads) < TOPICS_MAX:
+                self._heads[topic] = head
+        n = len(head) + len(payload)
+        # first byte 0x30: PUBLISH, QoS 0; a remaining length below 128 is one byte
+        return bytes((0x30, n)) + head + payload if n < 0x80 else mqtt.packet(0x30, head + payload)
 
     def disconnect(self) -> None:
         """A clean DISCONNECT: the session stays (clean_start was False)."""

@@ -109,7 +109,7 @@ class EventRow(NamedTuple):
     action: str
     t: int
     clock_set: bool
-    values: dict[str, Any]
+    values: dict[str, Any] | str     # by field name; or already as the JSON text the store keeps (ingest's)
     payload: bytes = b""             # the signed bytes as the device sent them
 
     @classmethod
@@ -135,6 +135,10 @@ ROW_COLUMNS = "device, boot, seq, code, type, kind, action, t, clock_set, values
 # made once: json.dumps(v, separators=...) builds a new encoder on every call
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 _decode_json = json.JSONDecoder().decode
+
+
+def _json_of(values: dict[str, Any] | str) -> str:
+    return values if isinstance(values, str) else _encode_json(values)
 
 
 def _event_row(r: Sequence[Any]) -> EventRow:
@@ -241,7 +245,7 @@ class Store:
             per_rank[rank] += 1
             kept.append(e)
             rows.append((e.device, e.boot, e.seq, e.code, e.type, e.kind, rank, e.action, e.t,
-                         int(e.clock_set), _encode_json(e.values), now, e.payload))
+                         int(e.clock_set), _json_of(e.values), now, e.payload))
         try:
             inserted, unstorable = self._insert(kept, rows, statuses, now, one_by_one=False)
         except DATA_ERRORS:

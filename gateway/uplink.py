@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
+import binascii
 import gzip
 import json
 import logging
@@ -75,21 +75,31 @@ class Outcome(Enum):
 
 # a JSON string literal, escaped as json.dumps does
 _string = json.encoder.encode_basestring_ascii
+# One event as the platform API carries it: the values go in as the store holds them
+# (JSON already), never decoded and encoded again. The id is <device>:<boot>:<seq>, so
+# its literal is the device's without the closing quote, then ":%d:%d".
+EVENT_JSON = ('{"id":%s:%d:%d","device":%s,"boot":%d,"seq":%d,"type":%s,"action":%s,"t":%d,"clock_set":%s,'
+              '"values":%s,"payload":"%s"}')
 
 
-def upload_json(p: PendingEvent) -> str:
-    """One event as the platform API carries it, as JSON text: the values go in as the
-    store holds them (JSON already), never decoded and encoded again."""
-    return ('{"id":%s,"device":%s,"boot":%d,"seq":%d,"type":%s,"action":%s,"t":%d,"clock_set":%s,'
-            '"values":%s,"payload":"%s"}'
-            % (_string(p.id), _string(p.device), p.boot, p.seq, _string(p.type), _string(p.action), p.t,
-               "true" if p.clock_set else "false", p.values_json, base64.b64encode(p.payload or b"").decode()))
+class _Literals(dict[str, str]):
+    """str -> its JSON literal, each worked out once: a batch names few devices, types
+    and actions, many times each."""
+
+    def __missing__(self, s: str) -> str:
+        lit = self[s] = _string(s)
+        return lit
 
 
 def upload_body(gateway_id: str, batch: list[PendingEvent]) -> bytes:
     """POST /v1/events: {"gateway": id, "events": [...]}."""
-    return ('{"gateway":%s,"events":[%s]}'
-            % (_string(gateway_id), ",".join([upload_json(p) for p in batch]))).encode()
+    lit = _Literals()
+    b64 = binascii.b2a_base64
+    events = ",".join([EVENT_JSON % (
+        lit[p.device][:-1], p.boot, p.seq, lit[p.device], p.boot, p.seq, lit[p.type], lit[p.action], p.t,
+        "true" if p.clock_set else "false", p.values_json, b64(p.payload or b"", newline=False).decode())
+        for p in batch])
+    return ('{"gateway":%s,"events":[%s]}' % (_string(gateway_id), events)).encode()
 
 
 class Lane:

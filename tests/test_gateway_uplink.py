@@ -402,3 +402,12 @@ def test_the_upload_body_is_the_api_s_json(tmp_path: Path) -> None:
          "t": 120, "clock_set": False, "values": {"duration_s": 3600, "flow": 0.125}, "payload": "/w=="},
         {"id": "elev-001:1:3", "device": "elev-001", "boot": 1, "seq": 3, "type": "telemetry.elevator",
          "action": "report", "t": 1_700_000_003, "clock_set": True, "values": {"floor": 3}, "payload": "AQI="}]}
+
+
+def test_an_event_id_is_escaped_as_its_device_is(tmp_path: Path) -> None:
+    # the id's literal is built from the device's (upload_body): a quote or a non-ASCII
+    # character in a stored device name comes out escaped in both
+    store = Store.in_dir(tmp_path)
+    store.commit([tele_row(3)._replace(device='wm-"7"\u00e9\\')])
+    sent = json.loads(upload_body("gw", store.next_batch(1, 10)))["events"][0]
+    assert (sent["id"], sent["device"]) == ('wm-"7"\u00e9\\:1:3', 'wm-"7"\u00e9\\')

@@ -240,3 +240,31 @@ def test_connect_fields_land_where_the_spec_puts_them(client_id, keepalive, clea
         if f is not None:
             payload += u16_string(f)
     assert p[j:] == payload
+
+
+@given(st.lists(publishes, min_size=1, max_size=6), st.booleans(), st.data())
+def test_read_publishes_reads_what_parse_and_split_publish_read(sent, v5, data):
+    # the gateway's one-pass reading of QoS 1 PUBLISHes: wherever it stops, what it read
+    # before is what parse and split_publish read, packet by packet
+    stream = b"".join(mqtt.publish(t, pl, q, pid, d, r, b"" if v5 else None) for t, pl, q, pid, d, r in sent)
+    if data.draw(st.booleans()):
+        i = data.draw(st.integers(0, len(stream) - 1))
+        stream = stream[:i] + bytes((data.draw(st.integers(0, 255)),)) + stream[i + 1:]
+    stream = stream[:data.draw(st.integers(0, len(stream)))]
+    topics = {t.encode(): t for t, *_ in sent if data.draw(st.booleans())}
+    got: list = []
+    end = mqtt_receiver.read_publishes(stream, 0, len(stream), v5, topics, lambda *m: m, got)
+    want, i = [], 0
+    while i < end:
+        first, j, stop = mqtt.parse(stream, i, len(stream), 1 << 20)
+        topic, pid, at = mqtt_receiver.split_publish(stream, first, j, stop, v5)
+        want.append((topic.decode(), stream[at:stop], pid, first >> 1 & 3))
+        i = stop
+    assert i == end and got == want
+    assert all(type(m[1]) is bytes for m in got)
+
+
+def test_pubacks_are_the_pubacks_of_each_id_in_order():
+    ids = [1, 2, 255, 256, 4660, 65535]
+    assert mqtt_receiver.pubacks(ids) == b"".join(mqtt_receiver.puback(i) for i in ids)
+    assert mqtt_receiver.pubacks([]) == b""
