@@ -37,6 +37,14 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     # another process (the CLI, a backup) may hold a lock briefly: wait rather than fail
     conn.execute("PRAGMA busy_timeout=5000")
+    # A commit of events from 100 devices touches a page of the key index for each; the
+    # same pages, commit after commit. Checkpointing the WAL into the database every 10,000
+    # pages rather than SQLite's 1,000 writes each of them once per checkpoint, not ten
+    # times (the WAL may reach ~40 MB on disk); and an 8 MB page cache (2 MB by default)
+    # keeps them in memory. Measured at 1,000 events/s: 0.056 -> 0.053 core-ms/event
+    # (median of 3 paired runs), RSS +3.5 MB.
+    conn.execute("PRAGMA wal_autocheckpoint=10000")
+    conn.execute("PRAGMA cache_size=-8000")
     return conn
 
 
