@@ -34,6 +34,10 @@ _TABLE = (
     "22 elevator.overspeed alarm speed:2 rated:2",
     "23 elevator.stop_outside_zone alarm floor:0 duration_s:0",
     "24 elevator.maintenance report start:0 end:0 duration_s:0 door_cycles:0 floors_served:0",
+    # an e-bike in the car (the camera module's detection): one report a stop, when the car
+    # leaves or the camera has seen none for a while; held_s from the first to the last
+    # poll it was seen at that stop
+    "25 elevator.ebike report floor:0 held_s:0",
     # water meter
     "30 water.inactivity alarm idle_s:0 usual_s:0",
     "31 water.continuous_flow alarm duration_s:0 flow:3",

@@ -49,7 +49,8 @@ def slave_ids(m, bus):
 
 def reads(cfg):
     """What the agent polls: (blocks() of the map's fields its profile has, the probes'
-    slave ids, the profile's reading fields). A config without a map (tests): the
+    slave ids, the profile's reading fields: its telemetry's, then its OPTIONAL ones
+    telemetry does not carry). A config without a map (tests): the
     profile's own, from edge/mapcheck.py (not on a board)."""
     m = cfg.get("map")
     if m is None:
@@ -60,6 +61,9 @@ def reads(cfg):
     fields = []
     for f in CODES[prof.TELEMETRY][2]:
         fields.append(f[0])
+    for f in prof.OPTIONAL:     # an optional field telemetry does not carry: for the detector alone
+        if f not in fields:
+            fields.append(f)
     bus = cfg["bus"]
     # each name, type and word order the one string the agent holds anyway (the codes'
     # field names, regmap's constants), not a copy from the JSON config

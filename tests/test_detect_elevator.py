@@ -376,6 +376,89 @@ def test_params_are_overridable_and_checked():
         merge_params([PARAMS], {"stop_outside": 1})
 
 
+# ------------------------------------------------------------------ e-bikes in the car
+
+FLICKER = (1, 1, 0, 1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 1, 1, 0, 1)   # a camera's detections, one a poll
+
+
+def ebike_stop(car, pattern=FLICKER, after=4):
+    """The doors open at the car's floor, someone pushes an e-bike in: the camera's
+    detections flicker while the doors stay open; they take it out, the doors shut.
+    Returns the polls that read 1 at this stop."""
+    car.poll(3, door=1, ebike=0)
+    seen = [car.at() + i for i, b in enumerate(pattern) if b]
+    for b in pattern:
+        car.poll(1, door=1, ebike=b)
+    car.poll(after, door=1, ebike=0).poll(3, door=0)
+    return seen
+
+
+def ebikes(events):
+    return [(t, values) for t, typ, action, values in events if typ == "elevator.ebike"]
+
+
+def test_ebike_flickering_at_one_stop_is_one_report_with_floor_and_time_held():
+    car = Car(floor=3)
+    car.idle(20, occupied=0)
+    car.s["ebike"] = 0
+    seen = ebike_stop(car)
+    car.idle(5)
+    leave = car.at()
+    car.trip(8, occupied=0)
+    car.idle(60)
+    ev = car.events()
+    # from the vote's second detection to the last, reported when the car is seen moving
+    assert ebikes(ev) == [(leave + 1, (3, seen[-1] - seen[1]))], ev
+    assert [e for e in ev if e[1] != "elevator.ebike"] == []
+
+
+def test_a_new_stop_reports_again_and_a_parked_car_reports_once_the_bike_is_gone():
+    car = Car(floor=2)
+    car.idle(10).poll(1, ebike=0)
+    one = ebike_stop(car)
+    car.trip(5, occupied=0)
+    two = ebike_stop(car, pattern=(1, 0, 1) * 4)       # the same rider, the next landing
+    car.idle(120, occupied=0)                           # parked: the vote ends it
+    ev = ebikes(car.events())
+    # the vote still on from the last stop: the first detection here starts this one
+    assert [v for _, v in ev] == [(2, one[-1] - one[1]), (5, two[-1] - two[0])]
+    assert ev[1][0] < car.at() - 60                     # not kept until the car leaves
+
+
+def test_more_detections_at_the_same_stop_after_the_report_are_not_a_second_report():
+    car = Car(floor=4)
+    car.idle(10).poll(1, ebike=0)
+    ebike_stop(car)
+    car.idle(60, occupied=0)                   # reported as gone, the car still here
+    ebike_stop(car)                            # back again, same stop
+    car.idle(60, occupied=0)
+    assert [v[0] for _, v in ebikes(car.events())] == [4]
+
+
+def test_one_false_frame_no_camera_or_a_failing_camera_reports_nothing():
+    day = normal_day()
+    assert day.events() == []                                       # no camera in the map
+    rows = [(t, dict(r, ebike=0)) for t, r in day.rows]
+    rows[100][1]["ebike"] = 1                                       # one false frame
+    assert ebikes(day.events(rows=rows)) == []
+    car = Car(floor=3)
+    car.idle(10)
+    car.s["ebike"] = None                                           # the camera does not answer
+    car.poll(30, door=1).poll(3, door=0).trip(6, occupied=0)
+    car.s["ebike"] = 65535                                          # ... or answers nonsense
+    car.poll(30, door=1).poll(3, door=0).trip(2, occupied=0).idle(60)
+    assert car.events() == []
+
+
+def test_a_technicians_stop_starts_no_ebike_report():
+    car = Car(floor=3)
+    car.idle(10).poll(20, mode=1, ebike=0)
+    ebike_stop(car)
+    car.trip(5, occupied=0)
+    car.poll(60, mode=0)
+    assert ebikes(car.events()) == []
+
+
 # ------------------------------------------------------------------ properties
 
 NORMAL = normal_day().rows

@@ -96,3 +96,22 @@ def test_a_misbehaving_slave_gives_fault_reports_and_polling_goes_on(tmp_path):
         "the agent stopped polling after the faults"
     assert not [e for e in events if e["action"] == "raise"], "bus faults raised an alarm"
     assert "bus fault" in log
+
+
+def test_ebike_episodes_with_flicker_reach_the_platform_once_per_stop(tmp_path):
+    # the controller and the AI camera module, two slaves on one bus (map elevator-ebike),
+    # each served per its map; the agent as shipped (.mpy, 96k) reads both and writes neither
+    header, rows, stops = scenarios.elevator_ebikes(floors=(3, 7))
+    trace = scenarios.write(str(tmp_path / "ebikes.jsonl.gz"), header, rows)
+    device = Device("elev-bike", "elevator", trace, speed=4, heap="96k", map="elevator-ebike")
+    with Site(str(tmp_path / "site"), [device]) as site:
+        events = site.wait_for(lambda ev: len([e for e in ev if e["type"] == "elevator.ebike"]) >= 2,
+                               timeout=len(rows) / 4 + 60)
+    bikes = sorted((e for e in events if e["type"] == "elevator.ebike"), key=lambda e: e["seq"])
+    assert [e["values"]["floor"] for e in bikes] == [3, 7], bikes       # one report a stop, flicker and all
+    for e, (floor, first, last) in zip(bikes, stops):
+        assert e["action"] == "report"
+        # from the vote's first or second detection to the last one at that stop
+        assert last - first - 1 <= e["values"]["held_s"] <= last - first, (e, first, last)
+    assert not [e for e in events if e["action"] == "raise"], "an e-bike stop raised an alarm"
+    assert "ebike" not in [e for e in events if e["type"] == "telemetry.elevator"][0]["values"]

@@ -17,6 +17,7 @@ import pytest
 from edge import config, mapcheck, reads, regmap
 from edge.agent import Agent
 from edge.bus import Master
+from edge.codes import CODES, code_of
 from edge.config import ConfigError, validate
 from edge.mapcheck import check_map, profile_map, read_map
 from edge.modbus_write import write_multiple_request, write_single_request
@@ -229,6 +230,27 @@ def test_a_station_of_probes_each_its_own_slave_reads_by_its_map(tmp_path):
                           (3, 3): {}, (4, 3): {}})
     a = Agent(cfg, master, SimpleNamespace(), MemoryStore(), Outbox(str(tmp_path / "outbox")), lambda: 1_780_000_000)
     assert a.read() == {"ph": 7.12, "temp": 25.3, "do": 7.56, "nh3n": 0.5, "tp": 0.0, "turb": 0.0}
+
+
+def test_an_elevator_with_an_ebike_camera_reads_its_detection_for_the_detector_alone(tmp_path):
+    # the camera is a second slave on the controller's bus, read only; its field is not
+    # telemetry (telemetry.elevator's fields are the wire format), and a map without it
+    # is a car without a camera
+    elevator = dict(copy.deepcopy(GOOD), device_id="elev-0001", profile="elevator",
+                    site={"rated_speed": 1.6, "floors": [-1, 12]})
+    cfg = validate(dict(elevator, map="elevator-ebike"))
+    assert cfg["map"]["slaves"] == [1, 2] and cfg["map"]["writable"] == []
+    assert read_map("placeholder-ebike-camera")["confidence"] == "placeholder"
+    blocks, slaves, fields = reads.reads(cfg)
+    assert [(b[0], b[2], b[3]) for b in blocks] == [(0, 0, 8), (1, 0, 1)] and slaves == [1, 2]
+    assert fields[-1] == "ebike" and "ebike" not in [f[0] for f in CODES[code_of("telemetry.elevator")][2]]
+    master = WordsMaster({(1, 3): {3: 4, 4: 1, 5: 1}, (2, 3): {0: 1}})
+    a = Agent(cfg, master, SimpleNamespace(), MemoryStore(), Outbox(str(tmp_path / "a")), lambda: 1_780_000_000)
+    assert a.read() == {"mode": 0, "dir": 0, "speed": 0.0, "floor": 4, "door": 1, "zone": 1, "occupied": 0,
+                        "fault": 0, "ebike": 1}
+    plain = Agent(validate(elevator), WordsMaster({(1, 3): {3: 4}}), SimpleNamespace(), MemoryStore(),
+                  Outbox(str(tmp_path / "b")), lambda: 1_780_000_000)
+    assert plain.read()["ebike"] is None
 
 
 # ---------------------------------------------------------------- writes

@@ -1,5 +1,6 @@
 # Elevator detector: entrapment, door open while moving, overspeed, stop outside the
-# door zone, and maintenance sessions, from one 1 Hz poll of the controller interface;
+# door zone, maintenance sessions, and e-bikes in the car (when an AI camera module is on
+# the bus), from one 1 Hz poll of the controller interface;
 # a presence sensor stuck on and a frozen controller are device-health reports.
 # Rules and the reason for every number: docs/filters.md. Field filters are tables
 # (edge/filters.py); this module only says how the cleaned fields make an incident.
@@ -34,6 +35,8 @@ PARAMS = {
     "maint_on_s": 10,  # inspection mode must hold this long to be a session, so a mis-turned key or a glitch is not reported
     "maint_off_s": 30,  # a session ends after this long out of inspection, so a short switch back to normal stays one session
     "hold_fast_s": 10,  # overspeed and door-moving alarms clear after this long without the condition: one clear per incident
+    "ebike_vote_n": 2,  # an e-bike is seen while the camera detects one in 2 of its last ebike_vote_m polls: one frame's false detection is no e-bike
+    "ebike_vote_m": 30,  # ... and is gone after about 30 s without two: a bike half out of view at the door flickers for seconds, and a stop's one report waits for the end (at most 30 polls)
     "hold_slow_s": 60,  # entrapment and stop-outside-zone alarms clear after this long without the condition: a re-levelling creep or a door bounce does not clear and raise again
 }
 
@@ -58,6 +61,7 @@ CONDITIONS = {
     "overspeed": (("n_of_m", "overspeed_n", "overspeed_n"),),
     "door_moving": (("n_of_m", "door_moving_n", "door_moving_n"),),
     "session": (("delayed_on", "maint_on_s"), ("delayed_off", "maint_off_s")),
+    "ebike": (("n_of_m", "ebike_vote_n", "ebike_vote_m"),),
 }
 
 _INSPECTION = const(1)  # mode 1: a technician drives the car
@@ -119,6 +123,7 @@ class Detector:
         self.on_since = None       # reading someone since, without once an empty car
         self.blind = 0             # door cycles in a row it read someone through
         self.stuck_told = False    # this stuck-on episode is reported
+        self.bike = None           # an e-bike at this stop: [first seen, last seen, floor, reported]
         self._new_episode()
         self._new_session()
 
@@ -273,6 +278,26 @@ class Detector:
 
         # maintenance session: inspection mode, debounced both ways
         session = c["session"].step(t, None if mode is None else mode == _INSPECTION)
+
+        # an e-bike in the car, from the camera's field (unknown when the map has none or
+        # the camera does not answer; any value but 1 is none): one report a stop, once
+        # the car leaves (or a silence hid a trip) or the vote says the bike is gone, with
+        # the floor and how long it was seen there. The camera holds the doors; the agent
+        # only watches. A technician's stop starts none.
+        b = r.get("ebike")
+        ebike = c["ebike"].step(t, None if b is None else b == 1)
+        e = self.bike
+        left = e is not None and (moving or self.floor != e[2])
+        if e is not None and not e[3] and (left or ebike is False):
+            e[3] = True
+            out.append((t, 0x25, REPORT, (e[2], e[1] - e[0])))   # elevator.ebike
+        if left:
+            e = None
+        if ebike and b == 1 and not moving and not (session or self.insp):
+            if e is None:
+                e = [t, t, self.floor, False]
+            e[1] = t
+        self.bike = e
         if self.insp:
             if self.sess_start is None:
                 self.sess_start = t

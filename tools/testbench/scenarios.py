@@ -270,6 +270,54 @@ def elevator(seconds: int = 3600, entrapment_at: int | None = 40, seed: int = 1)
     return header, _elevator_rows(seconds, entrapment_at, seed)
 
 
+def elevator_ebikes(floors: tuple = (3, 7), seed: int = 5) -> tuple[dict, list, list]:
+    """A car that stops at each of floors where someone pushes an e-bike in: the camera's
+    detection (field ebike, map elevator-ebike) flickers while the doors are held open,
+    drops out for a few polls, comes back, and the bike is taken out before the doors
+    shut; then the car leaves. Header, rows [(t, reading)], and per stop (floor, first
+    poll seen, last poll seen)."""
+    rnd = random.Random(seed)
+    rated = 1.6
+    s = {"mode": 0, "dir": 0, "speed": 0.0, "floor": 1, "door": 0, "zone": 1, "occupied": 0, "fault": 0, "ebike": 0}
+    rows: list = []
+    stops = []
+
+    def poll(n: int = 1, **kw) -> None:
+        s.update(kw)
+        for _ in range(n):
+            rows.append((len(rows), dict(s)))
+
+    def trip(to: int) -> None:
+        d = 1 if to > s["floor"] else -1
+        poll(1, dir=d, speed=0.8, zone=0, door=0)
+        f = s["floor"]
+        while f != to:
+            f += d
+            poll(2, speed=rated, floor=f, zone=0)
+        poll(1, speed=0.3)
+        poll(1, dir=0, speed=0.0, zone=1)
+
+    poll(20)
+    for f in floors:
+        trip(f)
+        poll(3, door=1, occupied=1)
+        seen = []
+        flicker = [1, 1] + [1 if rnd.random() < 0.6 else 0 for _ in range(12)] + [0] * 6 + [1, 0, 1, 1]
+        for b in flicker:                            # the camera holds the doors open
+            if b:
+                seen.append(len(rows))
+            poll(1, ebike=b)
+        poll(5, ebike=0)                             # the bike is out
+        poll(3, door=0, occupied=0)
+        stops.append((f, seen[0], seen[-1]))
+        poll(5)
+    trip(1)
+    poll(40)
+    header = {"trace": "demo-elevator-ebikes", "profile": "elevator", "period_s": 1, "start": START,
+              "config": {"rated_speed": rated, "floors": [-1, 11]}}
+    return header, rows, stops
+
+
 def water_meter(seconds: int = 6 * 3600, flow_from: int | None = 600, seed: int = 2):
     header = {"trace": "demo-water", "profile": "water_meter", "period_s": 60, "start": START,
               "config": {"resolution": 0.001, "occupants": 1}}

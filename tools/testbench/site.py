@@ -43,6 +43,7 @@ class Device:
     heap: str | None = None          # MicroPython only: run the agent as .mpy with this heap cap, e.g. "96k"
     log_telemetry: bool = False      # a log line per telemetry event too (the chaos test counts them)
     config: dict = field(default_factory=dict)   # more agent config, e.g. {"watchdog_ms": 5000}
+    map: str | None = None           # a shipped map the slave(s) serve and the agent reads by (default: the profile's)
 
 
 class Site:
@@ -196,7 +197,7 @@ class Site:
         if d.log_telemetry:
             cfg["log_telemetry"] = True
         # the map inlined, as edgectl provision does: a board has no map files
-        cfg["map"] = board_map(profile_map(d.profile, None))
+        cfg["map"] = board_map(profile_map(d.profile, d.map))
         cfg.update(d.config)
         return cfg
 
@@ -205,7 +206,8 @@ class Site:
         self.buses[d.device_id] = bus
         self._spawn("sim-" + d.device_id, self._cli("tools.testbench.simulate") + [
             "--profile", d.profile, "--trace", os.path.abspath(d.trace), "--port", bus.b,
-            "--speed", str(d.speed), "--anchor", repr(self.anchor), "--faults", d.faults])
+            "--speed", str(d.speed), "--anchor", repr(self.anchor), "--faults", d.faults]
+            + (["--map", d.map] if d.map else []))
         self.start_agent(d)
 
     def start_agent(self, d: Device) -> None:
