@@ -233,3 +233,37 @@ def test_gateway_made_events_stay_out_of_the_devices_logs(tmp_path: Path) -> Non
     assert (result.inserted, result.replays) == (1, ())
     store.close()
     assert last_boot(tmp_path, DEVICE) == 3
+
+
+def test_a_session_on_the_virtual_board_confirms_a_claim_and_refuses_others(tmp_path: Path) -> None:
+    """The agent as shipped (.mpy, 96k heap) on the virtual board reports a technician's
+    inspection session; through mosquitto and the gateway it reaches the platform, where
+    a maintenance company's claims are checked against it."""
+    from tools.testbench import scenarios
+    from tools.testbench.services import platform_get
+    from tools.testbench.site import Device, Site
+    idle = {"mode": 0, "dir": 0, "speed": 0.0, "floor": 1, "door": 0, "zone": 1, "occupied": 0, "fault": 0}
+    # in service for a minute, then 22 minutes in inspection (the doors cycled now and
+    # then), then in service again
+    rows = [(t, idle) for t in range(0, 60)]
+    rows += [(t, dict(idle, mode=1, door=1 if t % 120 < 20 else 0)) for t in range(60, 60 + 1320)]
+    rows += [(t, idle) for t in range(1380, 1500)]
+    header = {"trace": "maintained", "profile": "elevator", "period_s": 1, "start": scenarios.START,
+              "config": {"rated_speed": 1.75, "floors": [-1, 11]}}
+    trace = scenarios.write(str(tmp_path / "maintained.jsonl.gz"), header, rows)
+    with Site(str(tmp_path / "site"), [Device("elev-kept", "elevator", trace, speed=60, heap="96k")]) as site:
+        def sessions(events: list[dict]) -> list[dict]:
+            return [e for e in events if e["type"] == "elevator.maintenance" and e["action"] == "clear"]
+        [session] = sessions(site.wait_for(lambda ev: sessions(ev), timeout=90))
+        start, end = session["values"]["start"], session["values"]["end"]
+        assert 1200 <= end - start <= 1320 + 60, session       # the technician's 22 minutes, as the device saw them
+
+        def check(kind: str, since: int, until: int) -> dict:
+            return platform_get(site.platform_url, "/v1/maintenance/check?device=elev-kept&kind=%s&start=%d&end=%d"
+                                % (kind, since, until), site.credentials)
+        # the half-monthly visit the company claims for that morning happened
+        genuine = check("half_monthly", start - 600, end + 600)
+        assert genuine["result"] == "confirmed" and [s["id"] for s in genuine["sessions"]] == [session["id"]]
+        # a yearly overhaul in 22 minutes is not plausible; a visit the next day never happened
+        assert check("yearly", start - 600, end + 600)["result"] == "too_short"
+        assert check("half_monthly", end + 86400, end + 90000)["result"] == "no_session"
