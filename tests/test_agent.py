@@ -306,7 +306,7 @@ def test_a_meter_sending_nan_infinity_or_1e30_under_micropython(tmp_path):
         env["MICROPYPATH"] = ".frozen:" + mpy
         state = tmp_path / "state"
         proc = subprocess.Popen(runtime.command("micropython", "edge.agent", str(tmp_path / "config.json"),
-                                                str(state), heap="96k"),
+                                                str(state), heap=runtime.AGENT_HEAP),
                                 env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(1.0 + 600 * len(flows) / SPEED)
         assert proc.poll() is None, "the agent stopped:\n" + proc.communicate()[0]

@@ -24,6 +24,7 @@ import time
 from collections import Counter
 
 from tools.testbench import scenarios
+from tools.common import runtime
 from tools.testbench.site import Device, Site
 
 BOOT = re.compile(r"^agent (\S+): profile \S+, boot (\d+)")
@@ -51,11 +52,12 @@ def fleet(tmp_path) -> list[Device]:
     for i in range(6):
         trace = scenarios.write(str(tmp_path / ("elev%d.jsonl.gz" % i)),
                                 *scenarios.elevator(seconds=7200, entrapment_at=None, seed=i))
-        devices.append(Device("elev-%02d" % i, "elevator", trace, speed=4, heap="96k", log_telemetry=True))
+        devices.append(Device("elev-%02d" % i, "elevator", trace, speed=4, heap=runtime.AGENT_HEAP, log_telemetry=True))
     for i in range(4):
         trace = scenarios.write(str(tmp_path / ("wm%d.jsonl.gz" % i)),
                                 *scenarios.water_meter(seconds=30 * 86400, flow_from=None, seed=i))
-        devices.append(Device("wm-%02d" % i, "water_meter", trace, speed=300, heap="96k", log_telemetry=True))
+        devices.append(Device("wm-%02d" % i, "water_meter", trace, speed=300, heap=runtime.AGENT_HEAP,
+                              log_telemetry=True))
     return devices
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from tools.testbench.mp_replay import parse_iso
 from tools.testbench import scenarios
+from tools.common import runtime
 from tools.testbench.site import Device, Site
 
 
@@ -23,8 +24,8 @@ def test_scripted_entrapment_and_continuous_flow_reach_the_platform(tmp_path):
     elev = scenarios.write(str(tmp_path / "elev.jsonl.gz"), *scenarios.elevator(seconds=900, entrapment_at=60))
     water = scenarios.write(str(tmp_path / "water.jsonl.gz"), *scenarios.water_meter(seconds=86400, flow_from=1800))
     # both agents run as shipped to a board: .mpy bytecode, heap capped (see edgectl bench)
-    devices = [Device("elev-e2e", "elevator", elev, speed=4, heap="96k"),
-               Device("wm-e2e", "water_meter", water, speed=400, heap="96k")]
+    devices = [Device("elev-e2e", "elevator", elev, speed=4, heap=runtime.AGENT_HEAP),
+               Device("wm-e2e", "water_meter", water, speed=400, heap=runtime.AGENT_HEAP)]
     with Site(str(tmp_path / "site"), devices) as site:
         events = site.wait_for(lambda ev: _alarms(ev, "elev-e2e", "elevator.entrapment")
                                and _alarms(ev, "wm-e2e", "water.continuous_flow"), timeout=120)
@@ -103,7 +104,7 @@ def test_ebike_episodes_with_flicker_reach_the_platform_once_per_stop(tmp_path):
     # each served per its map; the agent as shipped (.mpy, 96k) reads both and writes neither
     header, rows, stops = scenarios.elevator_ebikes(floors=(3, 7))
     trace = scenarios.write(str(tmp_path / "ebikes.jsonl.gz"), header, rows)
-    device = Device("elev-bike", "elevator", trace, speed=4, heap="96k", map="elevator-ebike")
+    device = Device("elev-bike", "elevator", trace, speed=4, heap=runtime.AGENT_HEAP, map="elevator-ebike")
     with Site(str(tmp_path / "site"), [device]) as site:
         events = site.wait_for(lambda ev: len([e for e in ev if e["type"] == "elevator.ebike"]) >= 2,
                                timeout=len(rows) / 4 + 60)

@@ -241,6 +241,7 @@ def test_a_session_on_the_virtual_board_confirms_a_claim_and_refuses_others(tmp_
     a maintenance company's claims are checked against it."""
     from tools.testbench import scenarios
     from tools.testbench.services import platform_get
+    from tools.common import runtime
     from tools.testbench.site import Device, Site
     idle = {"mode": 0, "dir": 0, "speed": 0.0, "floor": 1, "door": 0, "zone": 1, "occupied": 0, "fault": 0}
     # in service for a minute, then 22 minutes in inspection (the doors cycled now and
@@ -251,7 +252,8 @@ def test_a_session_on_the_virtual_board_confirms_a_claim_and_refuses_others(tmp_
     header = {"trace": "maintained", "profile": "elevator", "period_s": 1, "start": scenarios.START,
               "config": {"rated_speed": 1.75, "floors": [-1, 11]}}
     trace = scenarios.write(str(tmp_path / "maintained.jsonl.gz"), header, rows)
-    with Site(str(tmp_path / "site"), [Device("elev-kept", "elevator", trace, speed=60, heap="96k")]) as site:
+    device = Device("elev-kept", "elevator", trace, speed=60, heap=runtime.AGENT_HEAP)
+    with Site(str(tmp_path / "site"), [device]) as site:
         def sessions(events: list[dict]) -> list[dict]:
             return [e for e in events if e["type"] == "elevator.maintenance" and e["action"] == "clear"]
         [session] = sessions(site.wait_for(lambda ev: sessions(ev), timeout=90))

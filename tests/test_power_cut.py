@@ -9,6 +9,7 @@ import re
 import time
 
 from tools.testbench import scenarios
+from tools.common import runtime
 from tools.testbench.site import Device, Site
 
 DEVICE = "elev-cut"
@@ -20,7 +21,7 @@ def mine(events: list[dict], boot: int | None = None) -> list[dict]:
 
 def test_events_stored_before_a_power_cut_are_delivered_once_after_it(tmp_path):
     trace = scenarios.write(str(tmp_path / "elev.jsonl.gz"), *scenarios.elevator(seconds=3600, entrapment_at=None))
-    device = Device(DEVICE, "elevator", trace, speed=4, heap="96k")
+    device = Device(DEVICE, "elevator", trace, speed=4, heap=runtime.AGENT_HEAP)
     with Site(str(tmp_path / "site"), [device]) as site:
         site.wait_for(lambda ev: len(mine(ev, 1)) >= 3, timeout=60)
         assert site.mosquitto is not None

@@ -96,7 +96,8 @@ def run_link(tmp_path: Path, runtime_name: str, broker: dict) -> str:
     script = tmp_path / "probe.py"
     script.write_text("import json\n" + PROBE)
     if runtime_name == "micropython":
-        argv, env = [runtime.micropython(), "-X", "heapsize=96k", str(script)], runtime.micropython_env()
+        argv = [runtime.micropython(), "-X", "heapsize=" + runtime.AGENT_HEAP, str(script)]
+        env = runtime.micropython_env()
     else:
         argv, env = [sys.executable, str(script)], dict(os.environ, PYTHONPATH=runtime.ROOT)
     proc = subprocess.run(argv + [json.dumps(broker)], capture_output=True, text=True, env=env, timeout=60)

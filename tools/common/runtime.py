@@ -48,6 +48,12 @@ def command(runtime: str, module: str, *args: str, heap: str | None = None) -> l
     raise ValueError("runtime must be micropython or cpython, not %r" % runtime)
 
 
+# The agent's heap: the smallest board's (esp32-devkitc, 110k) less its TLS link
+# (docs/heap.md). Every test that runs the agent as shipped caps it at this.
+AGENT_HEAP_KB = 96
+AGENT_HEAP = "%dk" % AGENT_HEAP_KB
+
+
 # modules under edge/ that a board never runs: pure protocol code that the gateway and the
 # tools share with the agent (the event decoder, register maps' schema, Modbus writes, the
 # receiving end of MQTT).

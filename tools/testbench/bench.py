@@ -54,7 +54,6 @@ def _corpus_rows(path: str):
         yield t - trace.start, r
 
 
-BUDGET_KB = 96   # the agent's heap: the smallest board's (110k) less its TLS link (docs/heap.md)
 # what mp_bench needs beside the agent's own modules
 BENCH_MODULES = ("tools/__init__.py", "tools/testbench/__init__.py", "tools/testbench/mp_bench.py")
 
@@ -167,8 +166,8 @@ def bench_publish(mpy_dir: str, work: str, count: int, runs: int) -> dict:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--heap", default="%dk" % BUDGET_KB,
-                    help="MicroPython heap cap for the pipeline runs (default: the budget, %dk)" % BUDGET_KB)
+    ap.add_argument("--heap", default=runtime.AGENT_HEAP,
+                    help="MicroPython heap cap for the pipeline runs (default: the budget, %s)" % runtime.AGENT_HEAP)
     ap.add_argument("--runs", type=int, default=3, help="repetitions; medians are printed (default 3)")
     ap.add_argument("--publish-count", type=int, default=2000, help="QoS 1 publishes per run (default 2000)")
     ap.add_argument("--corpus", metavar="DIR", help="bench on the first trace of each profile in a corpus instead")
