@@ -28,6 +28,8 @@ COMMANDS = {
     "bench": ("tools.testbench.bench", "measure the agent's cost per sample, its heap, bytes per event, publish rate"),
     "bench-delivery": ("tools.testbench.bench_delivery",
                        "measure the gateway: durable ingest rate, alarm latency, backlog drain"),
+    "bench-scale": ("tools.testbench.bench_scale",
+                    "measure one and two gateway instances sharing thousands of devices' connections"),
     "fuzz": ("tools.testbench.fuzz",
              "feed every parser of outside bytes mutated and random inputs; print the counts and any crash"),
 }

@@ -115,25 +115,37 @@ class BrokerAuth:
 
     def set_user(self, user: str, password: str, acl: list[str]) -> bool:
         """Add or update a user; returns True when a file changed (the broker must reload)."""
+        return self.set_users({user: (password, acl)})
+
+    def set_users(self, users_in: dict[str, tuple[str, list[str]]]) -> bool:
+        """Add or update users, user -> (password, ACL lines), each file written once
+        (a fleet of thousands in one go); returns True when a file changed."""
         os.makedirs(self.dir, exist_ok=True)
         users = self._users()
-        changed = False
-        if user not in users or not check_password(password, users[user]):
-            users[user] = hash_password(password)
-            write_private(self.passwd, "".join("%s:%s\n" % kv for kv in users.items()))
-            changed = True
         blocks = self._blocks()
-        if blocks.get(user) != acl:
-            blocks[user] = acl
+        new_users = new_acl = False
+        for user, (password, acl) in users_in.items():
+            if user not in users or not check_password(password, users[user]):
+                users[user] = hash_password(password)
+                new_users = True
+            if blocks.get(user) != acl:
+                blocks[user] = acl
+                new_acl = True
+        if new_users:
+            write_private(self.passwd, "".join("%s:%s\n" % kv for kv in users.items()))
+        if new_acl:
             text = "# managed by edgectl provision: one block per broker user\n"
             text += "".join("\n".join(lines) + "\n\n" for u, lines in blocks.items()
                             if lines and not (u == "" and lines[0].startswith("# managed")))
             write_private(self.acl, text)
-            changed = True
-        return changed
+        return new_users or new_acl
 
     def add_device(self, device_id: str, secret_hex: str) -> bool:
-        return self.set_user(device_id, device_password(secret_hex), device_acl(device_id))
+        return self.add_devices([(device_id, secret_hex)])
+
+    def add_devices(self, devices: list[tuple[str, str]]) -> bool:
+        """(device id, secret hex) each: its password and ACL block."""
+        return self.set_users({d: (device_password(s), device_acl(d)) for d, s in devices})
 
     def gateway_password(self) -> str:
         """The gateway user's password, created on first use."""
