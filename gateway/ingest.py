@@ -29,9 +29,10 @@
 # The session is persistent (clean start off, a stable client id; MQTT 5 with a session
 # that never expires), so QoS 1 messages published while the gateway is away or
 # restarting wait for it in the broker, and a message that was delivered but not acked
-# before a crash is delivered again. With MQTT 5 the gateway also sets Receive Maximum
-# to 65535: the broker may keep that many messages in flight to it, whatever its
-# max_inflight_messages, which is what lets a batch grow past 20.
+# before a crash is delivered again (in a share group: not, see _connect). With MQTT 5
+# the gateway also sets Receive Maximum to 65535: the broker may keep that many messages
+# in flight to it, whatever its max_inflight_messages, which is what lets a batch grow
+# past 20.
 from __future__ import annotations
 
 import asyncio
@@ -171,8 +172,14 @@ class Ingest:
         conn = self._conn = await connect(self.broker.host, self.broker.port, self.mqtt_version,
                                           self._on_messages, self.broker.ssl_context())
         # A user name: brokers keep offline messages only for identified sessions (amqtt).
+        # In a share group, a session that ends with the connection: a broker hands a
+        # member's share to its session even while it is away (mosquitto round-robins to
+        # offline members and never gives a dead member's share to another, its issue
+        # 2662), so a persistent session would hold half the site's events for a dead
+        # instance; without one, the others take all new traffic at once, and what was in
+        # flight to the dead one the devices send again (no end-to-end ack came).
         present = await conn.handshake(self.client_id, self.broker.username or self.client_id,
-                                       self.broker.password, KEEPALIVE_S, clean_start=False)
+                                       self.broker.password, KEEPALIVE_S, clean_start=self.share_group is not None)
         # Subscribing again after every reconnect costs little and covers a broker
         # that lost the session (restart without persistence).
         filters = topic_filters(self.share_group)

@@ -192,14 +192,15 @@ class MqttConnection(asyncio.Protocol):
 
     async def handshake(self, client_id: str, username: str | None, password: str | None,
                         keepalive: int, clean_start: bool = False) -> bool:
-        """CONNECT and wait for CONNACK; returns session_present. Raises MqttError."""
+        """CONNECT and wait for CONNACK; returns session_present. Raises MqttError.
+        clean_start: a session that ends with the connection (MQTT 5: expiry 0)."""
         props = None
         if self.version == MQTT5:
             # Session Expiry Interval: keep the session (and its queued messages) while the
             # gateway is away; Receive Maximum: how many unacked messages may be in flight.
             # Maximum Packet Size: what the broker may send us (larger PUBLISHes it drops).
-            props = (b"\x11" + struct.pack(">I", SESSION_NEVER_EXPIRES) + b"\x21" + struct.pack(">H", RECEIVE_MAXIMUM)
-                     + b"\x27" + struct.pack(">I", MAX_PACKET))
+            expiry = b"" if clean_start else b"\x11" + struct.pack(">I", SESSION_NEVER_EXPIRES)
+            props = expiry + b"\x21" + struct.pack(">H", RECEIVE_MAXIMUM) + b"\x27" + struct.pack(">I", MAX_PACKET)
         self._write(mqtt.connect(client_id, keepalive, clean_start, username or None, password or None, None, props))
         code = await self._await(self._connack)
         if code:
