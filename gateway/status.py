@@ -98,13 +98,15 @@ def collect(store: Store, registry: list[Device], now: float) -> dict[str, Any]:
             "link_24h": link.get(device_id, dict.fromkeys(LINK_COLUMNS, 0)),
             "firmware": firmware[device_id][1].get("version") if device_id in firmware else None,
         })
-    # an alarm is active while its latest event (by arrival) raised it
-    active, seen = [], set()
+    # an alarm is active while its latest event raised it: latest in the device's order,
+    # (boot, seq), not by arrival, which a resend or another instance of a share group
+    # can turn round
+    latest: dict[tuple[str, str], tuple[float, Any]] = {}
     for received_at, e in store.notable(kind="alarm"):
-        if (e.device, e.type) not in seen:
-            seen.add((e.device, e.type))
-            if e.action == "raise":
-                active.append(_event_json(received_at, e))
+        last = latest.get((e.device, e.type))
+        if last is None or (e.boot, e.seq) > (last[1].boot, last[1].seq):
+            latest[(e.device, e.type)] = (received_at, e)
+    active = [_event_json(at, e) for at, e in sorted(latest.values(), key=lambda x: -x[0]) if e.action == "raise"]
     return {"devices": devices, "alarms": active,
             "events": [_event_json(at, e) for at, e in store.notable(limit=RECENT_EVENTS)],
             "store": store.counts(), "streams": store.stream_counts()}

@@ -20,7 +20,8 @@ import pytest
 from gateway import auth
 from gateway.registry import Registry
 from gateway.service import Gateway
-from gateway.status import online_rate
+from gateway.status import collect, online_rate
+from gateway.store import EventRow, Store
 from rig import Publisher, signed_event
 from test_gateway_ingest import DEVICE, SECRET, WAIT_S, run_with_gateway
 from tools.testbench import scenarios
@@ -56,6 +57,22 @@ def test_the_online_rate_is_the_share_of_the_day_online() -> None:
     # first heard of half-way through: only the time since counts
     assert online_rate([(day / 2, "online")], 0.0, day) == 1.0
     assert online_rate([], 0.0, day) is None
+
+
+def test_an_alarm_is_active_by_the_device_order_not_by_arrival(tmp_path: Path) -> None:
+    # a share group's instances, or a resend, can deliver a clear before its raise
+    store = Store(tmp_path / "events.sqlite")
+    try:
+        def alarm(seq: int, action: str, type_: str = "elevator.overspeed", code: int = 0x22) -> EventRow:
+            return EventRow(DEVICE, 1, seq, code, type_, "alarm", action, 1_700_000_000 + seq, True, {"speed": 2.1})
+        store.commit([alarm(12, "clear")], now=100.0)
+        store.commit([alarm(11, "raise")], now=101.0)            # arrives last, happened first
+        store.commit([alarm(13, "raise", "elevator.entrapment", 0x20)], now=102.0)
+        assert [a["type"] for a in collect(store, [], 200.0)["alarms"]] == ["elevator.entrapment"]
+        store.commit([alarm(14, "raise")], now=103.0)            # raised again
+        assert [a["id"] for a in collect(store, [], 200.0)["alarms"]] == [DEVICE + ":1:14", DEVICE + ":1:13"]
+    finally:
+        store.close()
 
 
 def test_the_page_shows_devices_alarms_events_and_readings(tmp_path: Path, mosquitto: Any) -> None:
