@@ -11,12 +11,15 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 setup: debs $(VENV)/.installed
 
-# Debian packages: mosquitto (production broker, used by the tests) and socat (virtual serial buses).
+# Debian packages: mosquitto (production broker, used by the tests), nats-server (the
+# clustered broker: tests/test_broker_cluster.py, docs/broker-cluster.md) and socat
+# (virtual serial buses).
 debs:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] || ! command -v socat >/dev/null 2>&1; then \
-		echo "installing mosquitto and socat with apt-get"; \
-		$(SUDO) apt-get install -y mosquitto socat >/dev/null 2>&1 || \
-		{ $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y mosquitto socat; }; \
+	@if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || ! command -v socat >/dev/null 2>&1 \
+			|| { ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; }; then \
+		echo "installing mosquitto, nats-server and socat with apt-get"; \
+		$(SUDO) apt-get install -y mosquitto nats-server socat >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y mosquitto nats-server socat; }; \
 	fi
 
 # Debian's chromium, for the status page's browser tests (tests/test_status_page.py); the

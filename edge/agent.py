@@ -10,10 +10,10 @@ import gc
 import sys
 import time
 
-from edge import ack, event, regmap
+from edge import ack, event
+from edge.bus import BusError
 from edge.clock import const, ticks_ms, ticks_diff, ticks_add, sleep_ms
 from edge.codes import ACTIONS, CODES, FIELD_MAX, REPORT   # own reports by code number, as the profiles give theirs
-from edge.modbus import ModbusError
 from edge.pipeline import Pipeline, load_module
 
 VERSION = 1
@@ -100,12 +100,13 @@ class Agent:
         field the meter gave no number for (NaN, infinity) is None, and counted."""
         r = None
         for probe, fc, first, count, table in self.blocks:
+            # the master decodes its protocol's reply (edge/bus.py, edge/cjt188_bus.py); a
+            # CJ/T 188 meter's is one block, and its master reads the agent's clock
             try:
-                words = self.master.read_registers(self.slaves[probe], fc, first, count)
-            except ModbusError as e:
+                got = self.master.read(self.slaves[probe], fc, first, count, table, self)
+            except BusError as e:
                 self._fault(e)
                 continue
-            got = regmap.decode(table, words, "ABCD", first)
             for f in got:
                 if got[f] is None:
                     self.poll_faults[0] += 1
@@ -259,8 +260,9 @@ class Agent:
 
     def run(self, wdt=None):
         bus = self.bus
-        log("agent %s: profile %s, boot %d, bus %s at %d baud, slave %d, outbox %d unsent" % (
-            self.device_id, self.profile, self.boot, bus["port"], bus["baud"], bus["slave"], self.outbox.count))
+        log("agent %s: profile %s, boot %d, bus %s at %d baud, slave %s, outbox %d unsent" % (
+            self.device_id, self.profile, self.boot, bus["port"], bus["baud"], bus.get("address") or bus["slave"],
+            self.outbox.count))    # a CJ/T 188 meter's address, else the Modbus slave id
         self.emit(self.now(), 0x12, REPORT, (VERSION,))   # device.boot
         due = ticks_ms()
         fed = True

@@ -19,6 +19,7 @@ _TABLE = (
     # device health, every profile
     "10 device.comm_loss alarm silent_s:0",
     # kind: 1 timeout, 2 bad CRC, 3 Modbus exception, 4 malformed frame; detail: exception code
+    # (CJ/T 188, docs/cjt188.md: 2 a bad checksum, 3 an error reply, detail its ST1 + 256 * ST2)
     "11 device.comm_fault report kind:0 detail:0 count:0",
     "12 device.boot report version:0",
     "13 device.outbox_drop report telemetry:0 alarms:0",
@@ -26,7 +27,8 @@ _TABLE = (
     # values too large for their field (both sent as unknown), polls that raised an error
     "14 device.poll_fault report not_a_number:0 out_of_range:0 errors:0",
     # one maintenance report per episode, never an alarm. kind: 1 frozen register,
-    # 2 stuck sensor, 3 calibration, 4 out of water, 5 knocked or moved
+    # 2 stuck sensor, 3 calibration, 4 out of water, 5 knocked or moved; a CJ/T 188 water
+    # meter's status bits (docs/cjt188.md): 6 battery low, 7 valve closed, 8 valve abnormal
     "15 device.sensor_health report kind:0 field:0 duration_s:0",
     # elevator
     "20 elevator.entrapment alarm floor:0 duration_s:0",

@@ -61,7 +61,11 @@ SCHEMA = {
     "boot_floor": ("int", 0, lambda v: 0 <= v < 0xFFFFFFFF, "0..4294967294"),
     "profile": ("str", REQUIRED, PROFILES, None),
     "bus.port": ("str", REQUIRED, None, None),
-    "bus.baud": ("int", line.BAUD, line.BAUDS, None),
+    # default modbus; cjt188: a CJ/T 188 water meter (docs/cjt188.md), whose address,
+    # type and DI order are checked by _check_cjt188
+    "bus.protocol": ("str", None, line.PROTOCOLS, None),
+    # default: the protocol's (edge.line.baud), filled in by validate()
+    "bus.baud": ("int", None, line.BAUDS, None),
     "bus.parity": ("str", line.PARITY, line.PARITIES, None),
     # default: the parity's (edge.line.stop_bits), filled in by validate()
     "bus.stop": ("int", None, (1, 2), None),
@@ -72,6 +76,14 @@ SCHEMA = {
     "bus.word_order": ("str", None, regmap.ORDERS, None),
     "bus.timeout_ms": ("int", 300, lambda v: 20 <= v <= 5000, "milliseconds, 20..5000"),
     "bus.retries": ("int", 2, lambda v: 0 <= v <= 5, "resends of a poll, 0..5"),
+    # a CJ/T 188 meter's (docs/cjt188.md), also checked by edge.cjt188.check: its 14
+    # digits, type (default 0x10, cold water), DI byte order (2004 or 2018, default
+    # 2004), and whether edgectl may build valve commands for it (edge/cjt188_tools.py;
+    # a board never sends one)
+    "bus.address": ("str", None, None, None),
+    "bus.meter_type": ("int", None, lambda v: 0x10 <= v <= 0x49, "a meter type, 16..73 (16: cold water)"),
+    "bus.di_order": ("int", None, None, None),
+    "bus.valve_control": ("bool", None, None, None),
     # ESP32 wiring (boards/esp32-*.json): the UART, its pins and the RS-485 DE/RE pin
     "bus.uart_id": ("int", None, (1, 2), None),
     "bus.tx": ("int", None, lambda v: 0 <= v <= 48, "a GPIO number, 0..48"),
@@ -180,8 +192,19 @@ def validate(cfg):
         _check_value("config." + path, value, kind, check, allowed)
     bus = cfg["bus"]
     bus["stop"] = line.stop_bits(bus["parity"], bus.get("stop"))
+    bus["baud"] = bus.get("baud") or line.baud(bus.get("protocol"))
     _check_tls(cfg["broker"])
-    _check_map(cfg, profile, bus)
+    if bus.get("protocol") == line.PROTOCOLS[1]:
+        # its framing loaded, and its fields checked, only for a CJ/T 188 meter
+        from edge import cjt188
+        try:
+            cjt188.check(bus, profile)
+        except ValueError as e:
+            raise ConfigError("config." + str(e))
+    elif "address" in bus:
+        raise ConfigError("config.bus.address: a CJ/T 188 meter's, only with bus.protocol cjt188")
+    else:
+        _check_map(cfg, profile, bus)
     return cfg
 
 

@@ -8,6 +8,7 @@
 # the spec's default.
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 BAUD = 9600             # what the profiles' sensors ship with (the spec's own default is 19200)
+PROTOCOLS = ("modbus", "cjt188")    # the device config's bus.protocol; the first is the default
 PARITIES = ("E", "O", "N")
 PARITY = "E"
 DATA_BITS = 8
@@ -23,7 +24,14 @@ def char_bits(parity, stop=None):
     return 1 + DATA_BITS + (parity != "N") + stop_bits(parity, stop)
 
 
+def baud(protocol=None):
+    """The default baud rate of a bus protocol (PROTOCOLS; None: the default). CJ/T 188
+    household meters: 2400 baud 8E1 (1200 the alternative), per the vendor manuals
+    (docs/cjt188.md); the parity and stop bits are the Modbus defaults above."""
+    return 2400 if protocol == PROTOCOLS[1] else BAUD
+
+
 def settings(bus):
     """(baud, parity, stop) of a bus config, or part of one, with the defaults filled in."""
     parity = bus.get("parity") or PARITY
-    return bus.get("baud") or BAUD, parity, stop_bits(parity, bus.get("stop"))
+    return bus.get("baud") or baud(bus.get("protocol")), parity, stop_bits(parity, bus.get("stop"))

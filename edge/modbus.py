@@ -3,6 +3,10 @@
 # The write requests, which a board never sends, are edge/modbus_write.py.
 from array import array
 
+# the failures' kinds, their classes and the inter-frame silence are every protocol's on
+# the bus (edge/bus.py): here under this module's names
+from edge.bus import KINDS, BusError, CrcError, FrameError, Timeout, silence_s  # noqa: F401  (re-exported)
+
 # Function codes this stack speaks (Application Protocol V1.1b).
 READ_HOLDING = 0x03
 READ_INPUT = 0x04
@@ -28,21 +32,11 @@ EXCEPTION_NAMES = {
 }
 
 
-# kind -> the name counted by edge.bus.Master and shown to technicians
-KINDS = {1: "timeout", 2: "crc", 3: "exception", 4: "frame"}
-
-
-class ModbusError(Exception):
-    """Any failed exchange; .kind is the number written into device.comm_fault."""
-    kind = 0
-
-
-class ModbusTimeout(ModbusError):
-    kind = 1
-
-
-class CrcError(ModbusError):
-    kind = 2
+# Any failed exchange; .kind is the number written into device.comm_fault (edge.bus.KINDS).
+# The one base of every protocol's errors, not a class of its own: on a board a class is
+# a couple of hundred bytes of heap for good
+ModbusError = BusError
+ModbusTimeout = Timeout
 
 
 class ModbusException(ModbusError):
@@ -56,10 +50,6 @@ class ModbusException(ModbusError):
         self.function = function
         self.name = name
 
-
-class FrameError(ModbusError):
-    """Malformed, short, or from the wrong slave or function."""
-    kind = 4
 
 
 def _nibble_table():
@@ -141,13 +131,6 @@ def expected_length(request_or_fc, count=1):
     if fc in (WRITE_SINGLE, WRITE_MULTIPLE):
         return 8
     raise ValueError("unsupported function %d" % fc)
-
-
-def silence_s(baud, bits=11):
-    """t3.5, the inter-frame silence; fixed at 1.75 ms above 19200 baud (spec §2.5.1.1)."""
-    if baud > 19200:
-        return 0.00175
-    return 3.5 * bits / baud
 
 
 def parse_response(request, frame):

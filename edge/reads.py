@@ -50,12 +50,8 @@ def slave_ids(m, bus):
 def reads(cfg):
     """What the agent polls: (blocks() of the map's fields its profile has, the probes'
     slave ids, the profile's reading fields: its telemetry's, then its OPTIONAL ones
-    telemetry does not carry). A config without a map (tests): the
-    profile's own, from edge/mapcheck.py (not on a board)."""
-    m = cfg.get("map")
-    if m is None:
-        from edge.mapcheck import profile_map
-        m = profile_map(cfg["profile"], None)
+    telemetry does not carry); a CJ/T 188 meter's is one block and no map. A config
+    without a map (tests): the profile's own, from edge/mapcheck.py (not on a board)."""
     from edge.codes import CODES
     prof = getattr(__import__("edge.profiles." + cfg["profile"]).profiles, cfg["profile"])
     fields = []
@@ -65,6 +61,13 @@ def reads(cfg):
         if f not in fields:
             fields.append(f)
     bus = cfg["bus"]
+    if bus.get("protocol") == "cjt188":
+        # one exchange gives every field the meter has (edge/cjt188_bus.py): one block
+        return ((0, 0, 0, 0, ()),), (0,), fields
+    m = cfg.get("map")
+    if m is None:
+        from edge.mapcheck import profile_map
+        m = profile_map(cfg["profile"], None)
     # each name, type and word order the one string the agent holds anyway (the codes'
     # field names, regmap's constants), not a copy from the JSON config
     same = {}

@@ -2,7 +2,9 @@
 # (embedded_broker.py: the zero set-up default for a small site and the demo) or an
 # external one such as mosquitto, given as mqtts://[user@]host[:port] (TLS, the broker's
 # certificate checked against --broker-ca or the system's CAs) or mqtt://... (plain: only
-# to a loopback broker, or with --insecure-plain-mqtt). The password never comes in the
+# to a loopback broker, or with --insecure-plain-mqtt). A cluster's nodes are listed in
+# one URL, mqtts://user@n1:8883,n2:8883,n3:8883: the gateway tries them in turn when
+# one fails (docs/broker-cluster.md). The password never comes in the
 # URL (a command line is visible to every user in /proc): --broker-password-file or
 # $EDGE_GATEWAY_BROKER_PASSWORD. This module is the address and who may log in: parsing
 # the URL and the listen address, the TLS context, the passwords, and the errors.
@@ -14,7 +16,7 @@ import hmac
 import os
 import ssl
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit
 
 from edge.config import is_loopback
@@ -37,12 +39,18 @@ class BrokerAddress:
     password: str | None = field(default=None, repr=False)
     tls: bool = False
     ca: str | None = None      # the CA file the broker's certificate must chain to; None: the system's
+    more: tuple[tuple[str, int], ...] = ()   # a cluster's other nodes (host, port), tried in turn
 
     @property
     def url(self) -> str:
         """The URL without the password, for log lines and error messages."""
         user = (self.username + "@") if self.username else ""
-        return "%s://%s%s:%d" % ("mqtts" if self.tls else "mqtt", user, self.host, self.port)
+        hosts = ",".join("%s:%d" % node for node in ((self.host, self.port),) + self.more)
+        return "%s://%s%s" % ("mqtts" if self.tls else "mqtt", user, hosts)
+
+    def nodes(self) -> list["BrokerAddress"]:
+        """One address per node, in the order given (one for a single broker)."""
+        return [replace(self, host=host, port=port, more=()) for host, port in ((self.host, self.port),) + self.more]
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """For mqtts://: a client context that checks the broker's certificate and name
@@ -59,7 +67,22 @@ class BrokerAddress:
 
 def parse_broker_url(url: str, password: str | None = None, ca: str | None = None,
                      insecure_plain: bool = False) -> BrokerAddress:
-    """mqtts://[user@]host[:port] or mqtt://...; password and ca come separately."""
+    """mqtts://[user@]host[:port] or mqtt://...; password and ca come separately. Several
+    hosts, comma-separated (mqtts://user@n1,n2:8884), are the nodes of one cluster: the
+    same user, password, CA and rules for each."""
+    scheme, sep, rest = url.partition("://")
+    user, at, hosts = rest.rpartition("@")
+    hosts_list = hosts.split(",")
+    try:
+        nodes = [_parse_one(scheme + sep + user + at + host, password, ca, insecure_plain) for host in hosts_list]
+    except BrokerError as e:
+        if len(hosts_list) == 1:
+            raise
+        raise BrokerError("%s (in a list of a cluster's nodes: host[:port],host[:port],...)" % e) from None
+    return replace(nodes[0], more=tuple((n.host, n.port) for n in nodes[1:]))
+
+
+def _parse_one(url: str, password: str | None, ca: str | None, insecure_plain: bool) -> BrokerAddress:
     parts = urlsplit(url)
     shown = url if parts.password is None else url.replace(":" + parts.password + "@", ":***@", 1)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:

@@ -356,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--broker", default=EMBEDDED, metavar="embedded|mqtts://HOST:PORT",
                      help="'embedded' starts an amqtt broker in-process (default); "
                           "mqtts://[user@]host[:port] uses an external one over TLS, e.g. mosquitto"
-                          " (mqtt://: plain, to a loopback broker only unless %s)" % INSECURE_FLAG)
+                          " (mqtt://: plain, to a loopback broker only unless %s);"
+                          " a cluster's nodes comma-separated, tried in turn: mqtts://user@n1,n2,n3"
+                          % INSECURE_FLAG)
     run.add_argument("--broker-ca", default=None, metavar="FILE",
                      help="mqtts://: the CA certificate (PEM) the broker's must chain to (default: the system's CAs)")
     run.add_argument("--broker-password-file", default=None, metavar="FILE",

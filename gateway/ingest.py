@@ -119,6 +119,10 @@ class Ingest:
                  commit_every: float = COMMIT_EVERY_S,
                  mqtt_version: int = MQTT5) -> None:
         self.broker = broker
+        # a cluster's nodes, tried in turn: the next after a lost connection or a failed
+        # attempt, so a dead node costs one attempt (a single broker: always the same)
+        self._nodes = broker.nodes()
+        self._turn = 0
         self.client_id = client_id
         self.registry = registry
         self.store = store
@@ -146,17 +150,19 @@ class Ingest:
     # ---- lifecycle -------------------------------------------------------------
 
     async def start(self) -> asyncio.Task[None]:
-        """Connect, subscribe, start the writer. Raises BrokerError with a clear reason."""
-        try:
-            await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            self._close()
-            raise BrokerError(self._unreachable("no CONNACK/SUBACK within %.0f s" % CONNECT_TIMEOUT_S)) from None
-        except OSError as e:
-            raise BrokerError(self._unreachable(str(e))) from e
-        except MqttError as e:
-            self._close()
-            raise BrokerError(self._unreachable(str(e))) from e
+        """Connect (to the first node that answers), subscribe, start the writer. Raises
+        BrokerError with a clear reason."""
+        for last in [False] * (len(self._nodes) - 1) + [True]:
+            try:
+                await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT_S)
+                break
+            except (asyncio.TimeoutError, OSError, MqttError) as e:
+                self._close()
+                self._turn += 1
+                if last:
+                    timeout = isinstance(e, asyncio.TimeoutError)
+                    why = "no CONNACK/SUBACK within %.0f s" % CONNECT_TIMEOUT_S if timeout else str(e)
+                    raise BrokerError(self._unreachable(why)) from (None if timeout else e)
         self._task = asyncio.create_task(self._run(), name="ingest")
         return self._task
 
@@ -167,10 +173,16 @@ class Ingest:
         return ("cannot connect to the MQTT broker at %s: %s. Start the broker there, pass the"
                 " right --broker URL, or use --broker embedded" % (self.broker.url, why))
 
+    @property
+    def _node(self) -> BrokerAddress:
+        """The node this attempt or connection is for."""
+        return self._nodes[self._turn % len(self._nodes)]
+
     async def _connect(self) -> None:
         """TCP, CONNECT (persistent session), SUBSCRIBE QoS 1. Raises OSError or MqttError."""
-        conn = self._conn = await connect(self.broker.host, self.broker.port, self.mqtt_version,
-                                          self._on_messages, self.broker.ssl_context())
+        node = self._node
+        conn = self._conn = await connect(node.host, node.port, self.mqtt_version,
+                                          self._on_messages, node.ssl_context())
         # A user name: brokers keep offline messages only for identified sessions (amqtt).
         # In a share group, a session that ends with the connection: a broker hands a
         # member's share to its session even while it is away (mosquitto round-robins to
@@ -178,8 +190,8 @@ class Ingest:
         # 2662), so a persistent session would hold half the site's events for a dead
         # instance; without one, the others take all new traffic at once, and what was in
         # flight to the dead one the devices send again (no end-to-end ack came).
-        present = await conn.handshake(self.client_id, self.broker.username or self.client_id,
-                                       self.broker.password, KEEPALIVE_S, clean_start=self.share_group is not None)
+        present = await conn.handshake(self.client_id, node.username or self.client_id,
+                                       node.password, KEEPALIVE_S, clean_start=self.share_group is not None)
         # Subscribing again after every reconnect costs little and covers a broker
         # that lost the session (restart without persistence).
         filters = topic_filters(self.share_group)
@@ -192,7 +204,7 @@ class Ingest:
         self.metrics.inc("ingest.subscriptions")
         self._connected = True
         self.metrics.set_state("broker_connected", 1)
-        log.info("connected to MQTT broker %s as %s (MQTT %s, session present: %s)", self.broker.url,
+        log.info("connected to MQTT broker %s as %s (MQTT %s, session present: %s)", node.url,
                  self.client_id, "5" if self.mqtt_version == MQTT5 else "3.1.1", present)
 
     async def _stay_connected(self) -> None:
@@ -205,7 +217,8 @@ class Ingest:
             self._connected = False
             self.metrics.set_state("broker_connected", 0)
             self.metrics.inc("ingest.broker_disconnects")
-            log.warning("lost the MQTT broker %s (%s); reconnecting with backoff", self.broker.url, why)
+            log.warning("lost the MQTT broker %s (%s); reconnecting with backoff", self._node.url, why)
+            self._turn += 1
             delay = RECONNECT_MIN_S
             while not self._stopping:
                 try:
@@ -215,8 +228,9 @@ class Ingest:
                     self._close()
                     if isinstance(e, MqttError) and "refused" in str(e):
                         self.metrics.inc("ingest.broker_refused")
-                        log.error("MQTT broker %s: %s; retrying", self.broker.url, e)
-                    log.debug("reconnect to %s failed: %r", self.broker.url, e)
+                        log.error("MQTT broker %s: %s; retrying", self._node.url, e)
+                    log.debug("reconnect to %s failed: %r", self._node.url, e)
+                    self._turn += 1
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, RECONNECT_MAX_S)
 

@@ -10,7 +10,7 @@ from gateway.platform import PlatformServer
 from gateway.registry import Registry
 from gateway.service import Gateway, GatewayConfig
 from gateway.store import Store
-from rig import Publisher, signed_event, start_mosquitto, stop_mosquitto
+from rig import Publisher, free_port, signed_event, start_mosquitto, stop_mosquitto
 
 SECRET = "11" * 32
 OTHER_SECRET = "22" * 32
@@ -183,6 +183,14 @@ def test_events_sent_while_gateway_is_down_arrive_after_restart(tmp_path: Path, 
     asyncio.run(main())
 
 
+async def published_and_stored(gw: Gateway, port: int) -> None:
+    """One event published on the broker at port, then stored by the gateway (its first)."""
+    pub = await asyncio.to_thread(Publisher, "127.0.0.1", port)
+    await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE, signed_event(DEVICE, SECRET, "telemetry.elevator", 1))
+    await asyncio.to_thread(pub.close)
+    await gw.metrics.wait_until(lambda: gw.metrics.get("ingest.stored") == 1, WAIT_S)
+
+
 def test_gateway_reconnects_after_a_broker_restart(tmp_path: Path) -> None:
     """A broker without persistence forgets the subscription; the gateway subscribes again."""
     make_registry(tmp_path / "gw")
@@ -199,15 +207,34 @@ def test_gateway_reconnects_after_a_broker_restart(tmp_path: Path) -> None:
             proc, _ = await asyncio.to_thread(start_mosquitto, tmp_path, port)
             await m.wait_until(lambda: m.get("ingest.subscriptions") == 2, WAIT_S)
             assert m.states["broker_connected"] == 1
-            pub = await asyncio.to_thread(Publisher, "127.0.0.1", port)
-            await asyncio.to_thread(pub.publish, "dev/%s/ev" % DEVICE,
-                                    signed_event(DEVICE, SECRET, "telemetry.elevator", 1))
-            await asyncio.to_thread(pub.close)
-            await m.wait_until(lambda: m.get("ingest.stored") == 1, WAIT_S)
+            await published_and_stored(gw, port)
     try:
         asyncio.run(main())
     finally:
         stop_mosquitto(proc)
+
+
+def test_the_nodes_of_a_cluster_are_tried_in_turn(tmp_path: Path) -> None:
+    """--broker with several nodes: a dead first node is passed over at the start, and a
+    node that goes away is left for the next (two mosquittos play the nodes)."""
+    make_registry(tmp_path / "gw")
+    dead = free_port()
+    (one, port1), (two, port2) = start_mosquitto(tmp_path / "n1"), start_mosquitto(tmp_path / "n2")
+
+    async def main() -> None:
+        cfg = GatewayConfig(data_dir=tmp_path / "gw", platform_url="http://127.0.0.1:9", gateway_id="gw-test",
+                            broker="mqtt://127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d" % (dead, port1, port2))
+        async with Gateway(cfg) as gw:
+            m = gw.metrics
+            assert m.get("ingest.subscriptions") == 1
+            await asyncio.to_thread(stop_mosquitto, one)
+            await m.wait_until(lambda: m.get("ingest.subscriptions") == 2, WAIT_S)
+            await published_and_stored(gw, port2)
+    try:
+        asyncio.run(main())
+    finally:
+        stop_mosquitto(one)
+        stop_mosquitto(two)
 
 
 def test_embedded_broker_delivers_to_the_store(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ import pytest
 from tools.common import runtime
 from tools.testbench import bench
 
-PROFILES = ("elevator", "water_meter", "noise", "structure", "water_quality")
+# and the water meter on CJ/T 188 (bench.CJT188): its own master and framing, not Modbus
+PROFILES = ("elevator", "water_meter", "noise", "structure", "water_quality", bench.CJT188)
 
 
 @pytest.fixture(scope="module")

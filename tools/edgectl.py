@@ -22,7 +22,8 @@ COMMANDS = {
     # the test bench: tools/testbench/<command>.py
     "board": ("tools.testbench.board",
               "start, reset or stop a virtual board (MicroPython behind a pty) to try things on"),
-    "simulate": ("tools.testbench.simulate", "play a trace as a Modbus RTU device on a serial port"),
+    "simulate": ("tools.testbench.simulate",
+                 "play a trace as a Modbus RTU device or a CJ/T 188 water meter on a serial port"),
     "replay": ("tools.testbench.replay", "run the on-device alarm pipeline over recorded traces"),
     "demo": ("tools.testbench.demo", "run a small simulated site end to end (what `make demo` runs)"),
     "bench": ("tools.testbench.bench", "measure the agent's cost per sample, its heap, bytes per event, publish rate"),

@@ -107,6 +107,41 @@ def read_device(bus: Bus, slave: int | None, m: dict, order: str | None = None) 
     return reading
 
 
+VALVES = {0: "open", 1: "closed", 2: "abnormal", 3: "abnormal"}   # ST1 D1 D0 (docs/cjt188.md)
+
+
+def open_meter(port: str, baud: int, parity: str, stop: int | None, timeout: float, address: str,
+               order: int, meter_type: int | None = None):
+    """(master, uart): a CJ/T 188 master on this machine's adapter, the agent's own
+    (edge/cjt188_bus.py: there is no second CJ/T 188 implementation to check it against),
+    one attempt per request. Raises BusError."""
+    from edge import cjt188
+    from edge.cjt188_bus import Master
+    from edge.hal import cpython
+    try:
+        uart = cpython.UART(port, baud, parity, stop)
+    except (OSError, ValueError) as e:
+        raise BusError("cannot open %s (%s): check that the USB RS-485 / M-Bus adapter is plugged in "
+                       "(ls /dev/ttyUSB*) and that you may use it (the dialout group)" % (port, e)) from None
+    bus = {"address": address, "meter_type": cjt188.COLD_WATER if meter_type is None else meter_type,
+           "di_order": order, "baud": baud, "timeout_ms": int(timeout * 1000), "retries": 0}
+    return Master(uart, bus, line.char_bits(parity, stop)), uart
+
+
+def meter_problem(e: Exception, what: str, port: str, baud: int, parity: str, stop: int | None) -> str:
+    """What a technician should check after a CJ/T 188 error (edge.cjt188's classes)."""
+    from edge import cjt188
+    where = "%s at %s" % (port, line_settings(baud, parity, stop))
+    if isinstance(e, cjt188.Timeout):
+        return ("no answer from %s on %s: check the wiring (M-Bus or A/B), the address (edgectl scan --protocol "
+                "cjt188), the baud rate (2400, else 1200) and the meter's power; a meter asleep may need more FE "
+                "bytes before it wakes" % (what, where))
+    if isinstance(e, cjt188.ErrorReply):
+        return "%s on %s refused the read (error reply, status %04x)" % (what, where, e.code)
+    return "%s on %s answered, but not a reading: %s (check the DI order, --di-order 2004 or 2018)" % (
+        what, where, e)
+
+
 def bus_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--port", required=True, help="the serial port of the RS-485 adapter, e.g. /dev/ttyUSB0")
     ap.add_argument("--parity", choices=line.PARITIES, default=line.PARITY, help="parity (default: %(default)s)")
@@ -114,3 +149,15 @@ def bus_arguments(ap: argparse.ArgumentParser) -> None:
                     help="stop bits (default: 1, or 2 without parity)")
     ap.add_argument("--timeout", type=float, default=0.3, help="seconds to wait for each answer (default: 0.3)")
     ap.add_argument("--json", action="store_true", help="print JSON")
+
+
+def meter_arguments(ap: argparse.ArgumentParser) -> None:
+    """The protocol, and a CJ/T 188 meter's own settings (docs/cjt188.md)."""
+    from edge import cjt188
+    ap.add_argument("--protocol", choices=line.PROTOCOLS, default=line.PROTOCOLS[0],
+                    help="modbus (default), or cjt188: household water meters (CJ/T 188, 2400 8E1)")
+    ap.add_argument("--di-order", type=int, choices=cjt188.ORDERS, default=cjt188.ORDERS[0],
+                    help="cjt188: the data identifier's byte order the meter expects: 2004 (90 1F, the default) "
+                         "or 2018 (1F 90); either is accepted in replies")
+    ap.add_argument("--meter-type", type=lambda v: int(v, 0), default=None, metavar="T",
+                    help="cjt188: the meter type, e.g. 0x10 cold water (the default)")

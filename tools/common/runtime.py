@@ -55,10 +55,11 @@ AGENT_HEAP = "%dk" % AGENT_HEAP_KB
 
 
 # modules under edge/ that a board never runs: pure protocol code that the gateway and the
-# tools share with the agent (the event decoder, register maps' schema, Modbus writes, the
-# receiving end of MQTT).
+# tools share with the agent (the event decoder, register maps' schema, Modbus writes and
+# CJ/T 188 valve commands, the receiving end of MQTT).
 # The one list of what a board is sent.
-NOT_ON_BOARDS = ("edge/codec.py", "edge/mapcheck.py", "edge/modbus_write.py", "edge/mqtt_receiver.py")
+NOT_ON_BOARDS = ("edge/cjt188_tools.py", "edge/codec.py", "edge/mapcheck.py", "edge/modbus_write.py",
+                 "edge/mqtt_receiver.py")
 
 
 def board_modules() -> list[str]:

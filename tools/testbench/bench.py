@@ -48,14 +48,39 @@ def _words_trace(path: str, header: dict, rows) -> str:
     return path
 
 
+def _frames_trace(path: str, header: dict, rows, address: str = "78330011223344") -> str:
+    """A water meter's trace as mp_bench reads it for a CJ/T 188 meter: its bus config in
+    the header, and per poll the meter's 901F reply, or "-" for silence."""
+    from edge import cjt188
+    from tools.testbench.cjt188_meter import meter_data, reply
+    start, offset = parse_iso(header["start"])
+    site = dict(header.get("config") or {}, utc_offset_s=offset)
+    bus = {"port": "trace", "protocol": "cjt188", "address": address}
+    req = cjt188.read_request(cjt188.COLD_WATER, address)
+    with open(path, "w") as fh:
+        fh.write(json.dumps({"profile": header["profile"], "site": site, "start": start, "map": None,
+                             "bus": bus}) + "\n")
+        for t, r in rows:
+            silent = r is None or r.get("total") is None
+            # the frame as its length and one number: mp_bench reads a line's words as ints,
+            # and a list of 41 of them would be the bench's own garbage on the heap it measures
+            frame = reply(req, meter_data(r["total"]), address) if not silent else b""
+            fh.write("%s %s\n" % (t, "%d %d" % (len(frame), int.from_bytes(frame, "big")) if frame else "-"))
+    return path
+
+
 def _corpus_rows(path: str):
     trace = Trace(path)
     for t, r in trace.rows():
         yield t - trace.start, r
 
 
+# the bench's row of a water meter on CJ/T 188
+CJT188 = "water_meter:cjt188"
+
 # what mp_bench needs beside the agent's own modules
-BENCH_MODULES = ("tools/__init__.py", "tools/testbench/__init__.py", "tools/testbench/mp_bench.py")
+BENCH_MODULES = ("tools/__init__.py", "tools/testbench/__init__.py", "tools/testbench/mp_bench.py",
+                 "tools/testbench/mp_meter.py")
 
 
 def profile_traces(work: str, days: float = 1.0) -> dict[str, str]:
@@ -67,6 +92,8 @@ def profile_traces(work: str, days: float = 1.0) -> dict[str, str]:
         "elevator": _words_trace(os.path.join(work, "elevator.words"), *scenarios.elevator(s(6 * 3600), s(4 * 3600))),
         "water_meter": _words_trace(os.path.join(work, "water.words"),
                                     *scenarios.water_meter(s(7 * 86400), s(5 * 86400))),
+        # the same meter read over CJ/T 188 (edge/cjt188_bus.py) instead of Modbus
+        CJT188: _frames_trace(os.path.join(work, "water.frames"), *scenarios.water_meter(s(7 * 86400), s(5 * 86400))),
         "noise": _words_trace(os.path.join(work, "noise.words"), *scenarios.noise(s(2 * 86400), s(86400 - 2 * 3600))),
         "structure": _words_trace(os.path.join(work, "structure.words"),
                                   *scenarios.structure(s(30 * 86400), s(10 * 86400 + 9 * 3600))),
@@ -90,10 +117,11 @@ def bench_pipeline(mpy_dir: str, work: str, heap: str, runs: int, corpus: str | 
     traces = profile_traces(work)
     if corpus:
         for profile in traces:
-            folder = os.path.join(corpus, profile)
+            folder = os.path.join(corpus, profile.split(":")[0])
             first = os.path.join(folder, sorted(f for f in os.listdir(folder) if f.endswith(".jsonl.gz"))[0])
             header = Trace(first).header
-            traces[profile] = _words_trace(os.path.join(work, profile + "-corpus.words"), header, _corpus_rows(first))
+            write = _frames_trace if profile == CJT188 else _words_trace
+            traces[profile] = write(os.path.join(work, profile + "-corpus.words"), header, _corpus_rows(first))
     results = []
     for profile, trace in traces.items():
         def attempt(heap_kb: int) -> subprocess.CompletedProcess:
@@ -185,11 +213,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print("the agent under MicroPython (.mpy, heap %s, flash outbox included), median of %d runs" % (
         args.heap, args.runs))
-    print("  %-12s %8s %8s %10s %12s %12s %12s %10s  %s" % (
+    print("  %-18s %8s %8s %10s %12s %12s %12s %10s  %s" % (
         "profile", "samples", "events", "us/sample", "us/event", "heap peak B", "at start B", "qstr room",
         "smallest heap"))
     for p in pipeline:
-        print("  %-12s %8d %8d %10.1f %12.1f %12d %12d %10d  %s%s" % (
+        print("  %-18s %8d %8d %10.1f %12.1f %12d %12d %10d  %s%s" % (
             p["profile"], p["samples"], p["events"], p["us_per_sample"], p["us_per_stored_event"],
             p["heap_live_peak"], p["heap_after_start"], p["qstr_room"], p["heap_cap"],
             "" if p["fits_requested"] else "  (does NOT fit in %s)" % args.heap))

@@ -2,18 +2,19 @@
 random bytes; anything but the exceptions its module documents is a crash.
 
 A target is one parser as its caller uses it, over bytes: the agent's Modbus replies
-(edge/modbus.py), MQTT packets as the agent reads them (edge/mqtt.py) and as the gateway
-does (edge/mqtt_receiver.py, MQTT 5), events (edge/codec.py), the gateway's
-acknowledgements as the agent reads them (edge/ack.py), the agent's config file
-(edge/config.py), the gateway's devices.json (gateway/registry.py), and an upload's body
-at the platform receiver (gateway/platform.py: the handler's steps once the gateway's
-signature is checked). Inputs start from valid ones (golden vectors, real frames and
-documents): bit flips, random bytes, insertions, cuts, truncations, length fields nudged
-(+-1, 0x7f, 0x80, 0xff), splices of two seeds; about half of those made to pass the
-first gate again (a Modbus CRC, a MAC) so that the checks behind it are reached; a tenth
-pure random bytes; the JSON documents also mutated as trees (a value replaced by a wrong
-type, a huge integer, NaN, a control character; a key removed or added). The seed is
-printed, so a run can be repeated; a crash prints its input, ready to become a test.
+(edge/modbus.py) and CJ/T 188 water meters' replies (edge/cjt188.py), MQTT packets as
+the agent reads them (edge/mqtt.py) and as the gateway does (edge/mqtt_receiver.py, MQTT
+5), events (edge/codec.py), the gateway's acknowledgements as the agent reads them
+(edge/ack.py), the agent's config file (edge/config.py), the gateway's devices.json
+(gateway/registry.py), and an upload's body at the platform receiver
+(gateway/platform.py: the handler's steps once the gateway's signature is checked).
+Inputs start from valid ones (golden vectors, real frames and documents): bit flips,
+random bytes, insertions, cuts, truncations, length fields nudged (+-1, 0x7f, 0x80,
+0xff), splices of two seeds; about half of those made to pass the first gate again (a
+Modbus CRC, a CJ/T 188 checksum, a MAC) so that the checks behind it are reached; a
+tenth pure random bytes; the JSON documents also mutated as trees (a value replaced by a
+wrong type, a huge integer, NaN, a control character; a key removed or added). The seed
+is printed, so a run can be repeated; a crash prints its input, ready to become a test.
 
     edgectl fuzz --count 1000000              # every target, the count shared out
     edgectl fuzz --target modbus --seed 7     # one target, a run repeated
@@ -37,7 +38,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from edge import ack, codec, config, modbus, mqtt, mqtt_receiver
+from edge import ack, cjt188, codec, config, modbus, mqtt, mqtt_receiver
 from edge.codes import CODES
 from tools.common import runtime
 from tools.testbench import slave
@@ -154,6 +155,40 @@ def _modbus_check(request: bytes, frame: bytes) -> None:
 
 def _reseal(frame: bytes) -> bytes:
     return modbus.seal(frame[:-2]) if len(frame) > 2 else frame
+
+
+def _cjt188_seeds() -> list[tuple[Any, bytes]]:
+    """The worked frames (tests/vectors/cjt188.json), and the simulated meter's replies:
+    both DI orders, every volume unit, a few preambles, an error reply."""
+    from tools.testbench.cjt188_meter import meter_data, reply
+    with open(os.path.join(VECTORS, "cjt188.json")) as fh:
+        vectors = json.load(fh)
+    out = []
+    for v in vectors["replies"] + vectors["refused"]:
+        out.append((cjt188.read_request(v["meter_type"], v["address"], v["order"]), bytes.fromhex(v["hex"])))
+    rnd = random.Random(0)
+    for order in cjt188.ORDERS:
+        req = cjt188.read_request(cjt188.COLD_WATER, "78330011223344", order, ser=rnd.randrange(256))
+        for unit in range(0x29, 0x2F):
+            m3 = rnd.randrange(10 ** 8) * 10.0 ** (unit - 0x2C - 2)       # 8 digits in that unit
+            data = meter_data(m3, None, (2026, 3, 2, 8, 0, 0), rnd.randrange(256), 0, unit)
+            out.append((req, reply(req, data, "78330011223344", preamble=rnd.randrange(5))))
+        out.append((req, reply(req, b"\x01\x00", "78330011223344", error=True)))
+    return out
+
+
+def _cjt188_check(request: bytes, frame: bytes) -> None:
+    total, settled, clock, st1, st2 = cjt188.meter_data(cjt188.parse_reply(request, frame))
+    assert 0 <= total < 10 ** 8 and 0 <= settled < 10 ** 8 and 0 <= st1 < 256 and 0 <= st2 < 256, (total, st1)
+    assert len(clock) == 6 and all(0 <= c <= 9999 for c in clock), clock
+
+
+def _rechecksum(frame: bytes) -> bytes:
+    # the sum from 68 to the last data byte, so the checks behind it are reached
+    i = cjt188.start(frame)
+    if len(frame) - i < 3:
+        return frame
+    return frame[:-2] + bytes((sum(frame[i:-2]) & 0xFF,)) + frame[-1:]
 
 
 def _mqtt_seeds() -> list[tuple[Any, bytes]]:
@@ -416,6 +451,8 @@ def _hj212_fix(data: bytes) -> bytes:
 # name: the parser, its share of --count (fast parsers get more), what it may raise
 TARGETS: dict[str, Callable[[], Target]] = {
     "modbus": lambda: Target("edge/modbus.py", 30, _modbus_seeds, _modbus_check, (modbus.ModbusError,), _reseal),
+    "cjt188": lambda: Target("edge/cjt188.py", 20, _cjt188_seeds, _cjt188_check, (cjt188.Cjt188Error,),
+                             _rechecksum),
     "mqtt": lambda: Target("edge/mqtt.py", 20, _mqtt_seeds, lambda _, d: _read_packets(d, mqtt.split_publish),
                            (ValueError,)),
     "mqtt_receiver": lambda: Target("edge/mqtt_receiver.py", 20, _mqtt_seeds, _mqtt_receiver_check, (ValueError,)),

@@ -10,6 +10,10 @@
 #   ..." per poll ("t -" for a poll that failed); map: the profile's register map as
 #   edgectl provision puts it in a board's config. Start-up (edge.boot: the config
 #   checked, the map cut into reads) runs as on a board, before the agent is built.
+#   A CJ/T 188 meter's trace (PROFILE water_meter:cjt188) has its bus config in the
+#   header ("bus") and a reply frame per poll (its length, and the frame as one number):
+#   the real CJ/T 188 master reads it
+#   (tools/testbench/mp_meter.py).
 import gc
 import json
 import sys
@@ -17,7 +21,6 @@ import sys
 # what edge.agent loads before its start-up; the hardware's modules come after it (main)
 from edge import ack, agent
 from edge.clock import ticks_diff
-from edge.modbus import ModbusTimeout
 
 try:
     from time import ticks_us
@@ -50,20 +53,26 @@ class TraceMaster:
         self.at = 0
         return True
 
-    def read_registers(self, slave, fc, addr, count):
+
+    def read(self, slave, fc, addr, count, table, agent):
+        # as edge.bus.Master reads a block: words decoded by the table
         if self.words is None:
+            from edge.modbus import ModbusTimeout
             raise ModbusTimeout("no reply")
         self.at += count
-        return self.words[self.at - count:self.at]
+        from edge import regmap
+        return regmap.decode(table, self.words[self.at - count:self.at], "ABCD", addr)
 
 
-def start(profile, site, regmap, path):
+
+
+def start(profile, site, regmap, path, bus):
     """The config, through the agent's own start-up (edge.boot, first, as on a board: the
     config checked, then unloaded). The names it interns stay on the heap for good."""
     site = dict(site)
     with open(path, "w") as f:
         json.dump({"device_id": "bench-1", "secret": "62656e6368" * 4, "profile": profile,
-                   "bus": {"port": "trace", "baud": 9600, "slave": 1}, "map": regmap,
+                   "bus": bus or {"port": "trace", "baud": 9600, "slave": 1}, "map": regmap,
                    "broker": {"host": "127.0.0.1", "keepalive": 60}, "site": site,
                    "utc_offset_s": site.pop("utc_offset_s")}, f)
     from edge import boot
@@ -75,17 +84,23 @@ def start(profile, site, regmap, path):
 
 
 def main(argv):
-    profile, path, state = argv[1], argv[2], argv[3]
+    label, path, state = argv[1], argv[2], argv[3]
     src = open(path)
     header = json.loads(src.readline())
-    cfg = start(profile, header["site"], header.pop("map"), state + ".json")
+    profile = header["profile"]
+    cfg = start(profile, header["site"], header.pop("map"), state + ".json", header.get("bus"))
     gc.collect()
     from edge import hal  # noqa: F401 (the agent's own code counts, though bus and broker are faked)
-    from edge.bus import Master  # noqa: F401
+    trace = master = TraceMaster(src, header["start"])
+    if "protocol" in cfg["bus"]:
+        # a CJ/T 188 meter: its own master, reading the trace's frames as its UART
+        from tools.testbench import mp_meter
+        master = mp_meter.master(trace, cfg["bus"])
+    else:
+        from edge import bus, modbus  # noqa: F401 (the agent's own code counts)
     from edge.link import Link
     from edge.outbox import Outbox
     from edge.state import MemoryStore
-    master = TraceMaster(src, header["start"])
     outbox = Outbox(state, 64 * 1024, 4096)
     timed = [0]
     append = outbox.append
@@ -104,14 +119,14 @@ def main(argv):
     link.publish = lambda *args: None
     link.ping_in_ms = lambda: 60000
     gc.collect()   # as edge.agent.build does before the pipeline loads
-    a = agent.Agent(cfg, master, link, MemoryStore(), outbox, lambda: master.t)
+    a = agent.Agent(cfg, master, link, MemoryStore(), outbox, lambda: trace.t)
     agent.log = lambda *args: None
     gc.collect()
     base = gc.mem_alloc()
     peak = base
     total_us = 0
     n = 0
-    while master.advance():
+    while trace.advance():
         t0 = ticks_us()
         a.poll_once()
         while outbox.count:
@@ -131,7 +146,7 @@ def main(argv):
     room, pool = qstr_room()
     print('{"profile": "%s", "samples": %d, "events": %d, "us_per_sample": %.1f, "us_per_stored_event": %.1f, '
           '"heap_live_peak": %d, "heap_after_start": %d, "heap_total": %d, "qstr_room": %d, "qstr_pool": %d}' % (
-              profile, n, a.seq, total_us / max(n, 1), timed[0] / max(a.seq, 1), peak, base, total, room, pool))
+              label, n, a.seq, total_us / max(n, 1), timed[0] / max(a.seq, 1), peak, base, total, room, pool))
 
 
 def qstr_room(limit=1500):

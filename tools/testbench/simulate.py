@@ -22,6 +22,9 @@ f(request_pdu_bytes) -> fault name or None. Every fault is real bytes on the pty
   exception   exception response 04 (device failure)     -> ModbusException(code=4)
 Reads outside the map's blocks get pymodbus' own exception 02 (illegal data address).
 Holding and input registers are one space (FC 03 and 04 read the same words).
+
+--protocol cjt188 serves a CJ/T 188 water meter at --address instead (its total from
+the trace, tools/testbench/cjt188_meter.py), with the faults that make sense there.
 """
 from __future__ import annotations
 
@@ -274,6 +277,11 @@ def serving(profile: str | None, trace_path: str, directory: str | None = None, 
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--protocol", choices=line.PROTOCOLS, default=line.PROTOCOLS[0],
+                    help="modbus (default): a slave by a register map; cjt188: a CJ/T 188 water meter at --address, "
+                         "serving the trace's total (docs/cjt188.md)")
+    ap.add_argument("--address", default=None,
+                    help="cjt188: the meter's address, 14 digits (maker, then meter number), e.g. 78330011223344")
     ap.add_argument("--profile", choices=NAMES, help="the device's profile (its map, unless --map)")
     ap.add_argument("--map", help="the register map to serve: a shipped map's name (edge/maps) or a map file")
     ap.add_argument("--trace", required=True, help="trace to play (.jsonl.gz, corpus format)")
@@ -281,7 +289,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--speed", type=float, default=1.0, help="trace seconds per real second (default 1)")
     ap.add_argument("--slave", type=int, default=None,
                     help="slave id (default: the map's; a map of several probes answers as its slaves)")
-    ap.add_argument("--baud", type=int, default=line.BAUD, help="baud rate (default %(default)s)")
+    ap.add_argument("--baud", type=int, default=None,
+                    help="baud rate (default: the protocol's, %d for modbus, %d for cjt188)" % (
+                        line.baud(), line.baud("cjt188")))
     ap.add_argument("--parity", choices=line.PARITIES, default=line.PARITY, help="parity (default %(default)s)")
     ap.add_argument("--anchor", type=float, default=None,
                     help="Unix time at which trace time 0 is due (default: the first row plays at once)")
@@ -316,6 +326,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print("edgectl simulate: %s" % e, file=sys.stderr)
         return 2
+    baud = args.baud or line.baud(args.protocol)
+    if args.protocol == "cjt188":
+        return _run_meter(args, faults, baud)
     if not (args.profile or args.map):
         print("edgectl simulate: give --profile, --map or both", file=sys.stderr)
         return 2
@@ -327,10 +340,33 @@ def run(args: argparse.Namespace) -> int:
     slaves = m["slaves"] if len(m["slaves"]) > 1 else [args.slave or m["slaves"][0]]
     print("simulate: %s trace %s on %s, slave %s, %d baud, speed %g"
           % (args.map or args.profile, os.path.basename(args.trace), args.port, ",".join(map(str, slaves)),
-             args.baud, args.speed), flush=True)
+             baud, args.speed), flush=True)
     try:
-        run_simulator(args.profile, args.trace, args.port, args.speed, args.slave, args.baud,
+        run_simulator(args.profile, args.trace, args.port, args.speed, args.slave, baud,
                       order=args.order, parity=args.parity, anchor=args.anchor, faults=faults, map=m)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _run_meter(args: argparse.Namespace, faults: dict[str, int] | None, baud: int) -> int:
+    from edge import cjt188
+    from tools.testbench.cjt188_meter import FAULTS as METER_FAULTS, run_meter
+    try:
+        cjt188.address_bytes(args.address or "")
+    except ValueError as e:
+        print("edgectl simulate: --address: %s" % e, file=sys.stderr)
+        return 2
+    if args.profile not in (None, "water_meter") or args.map:
+        print("edgectl simulate: a CJ/T 188 meter is a water_meter, with no register map", file=sys.stderr)
+        return 2
+    if faults and set(faults) - set(METER_FAULTS):
+        print("edgectl simulate: a CJ/T 188 meter's faults are %s" % ", ".join(METER_FAULTS), file=sys.stderr)
+        return 2
+    print("simulate: CJ/T 188 water meter %s, trace %s on %s, %d baud, speed %g"
+          % (args.address, os.path.basename(args.trace), args.port, baud, args.speed), flush=True)
+    try:
+        run_meter(args.trace, args.port, args.address, args.speed, baud, faults=faults, anchor=args.anchor)
     except KeyboardInterrupt:
         pass
     return 0
@@ -338,7 +374,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="edgectl simulate",
-                                 description="Play a trace as a Modbus RTU slave on a serial port or pty.")
+                                 description="Play a trace as a Modbus RTU slave, or a CJ/T 188 water meter, "
+                                             "on a serial port or pty.")
     add_arguments(ap)
     return run(ap.parse_args(argv))
 

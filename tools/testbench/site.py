@@ -22,9 +22,12 @@ from tools.testbench.mp_replay import parse_iso
 from tools.common import runtime
 from tools.testbench.faultproxy import FaultProxy
 from tools.testbench.pki import Authority, Pair, make_ca
-from tools.common.credentials import der_certificate, device_password
+from edge.ids import GATEWAY_USER
+from tools.common.credentials import der_certificate, device_password, write_private
 from tools.common.mosquitto import Mosquitto, ServerTls
 from tools.common.procs import free_port, stop
+from tools.testbench.cluster import NatsCluster
+from tools.testbench.front import Front
 from tools.testbench.services import add_gateway, platform_get, start_gateway, start_platform
 from tools.testbench.vbus import VirtualBus
 
@@ -44,6 +47,9 @@ class Device:
     log_telemetry: bool = False      # a log line per telemetry event too (the chaos test counts them)
     config: dict = field(default_factory=dict)   # more agent config, e.g. {"watchdog_ms": 5000}
     map: str | None = None           # a shipped map the slave(s) serve and the agent reads by (default: the profile's)
+    # more of the agent's bus config, e.g. a CJ/T 188 meter's {"protocol": "cjt188", "address": "..."}:
+    # the simulator then plays that meter
+    bus: dict = field(default_factory=dict)
 
 
 class Site:
@@ -62,7 +68,16 @@ class Site:
         self.ca: Authority | None = None
         self.broker_password_file: str | None = None   # the gateway's, for a broker with accounts
         self.devices = devices
+        # broker: "mosquitto", "embedded", or "nats-cluster": three nats-server nodes
+        # (self.cluster), every device and the gateway a user of their own; the devices
+        # reach them through one loopback front (self.front) as through a site's load
+        # balancer, the gateway with the list of nodes; MQTT 3.1.1 only, so one gateway
+        # (no $share)
+        if broker == "nats-cluster" and gateways > 1:
+            raise ValueError("Site: nats-server has no MQTT shared subscriptions; one gateway on the cluster")
         self.broker_kind = broker
+        self.cluster: NatsCluster | None = None
+        self.front: Front | None = None
         self.broker_persistence = broker_persistence
         self.platform_print = platform_print
         self.quiet = quiet
@@ -106,15 +121,29 @@ class Site:
         """Start the broker; after stop_broker() it comes back on the same port, with the
         sessions and queued messages it saved (unless broker_persistence is off)."""
         if self.broker_kind == "mosquitto":
-            tls = None
-            if self.tls:
-                pair = self._certificate("broker")
-                tls = ServerTls(self.ca.cert, pair.cert, pair.key)
             self.mosquitto = Mosquitto(os.path.join(self.workdir, "mosquitto"), port=self.broker_port or None,
-                                       persistence=self.broker_persistence, tls=tls).start()
+                                       persistence=self.broker_persistence, tls=self._broker_tls()).start()
             self.broker_port = self.mosquitto.port
+        elif self.broker_kind == "nats-cluster":
+            self._start_cluster()
         elif not self.broker_port:
             self.broker_port = free_port()
+
+    def _broker_tls(self) -> ServerTls | None:
+        """The broker's TLS files from the site's CA, with tls on; the embedded broker has none."""
+        if not self.tls or self.broker_kind == "embedded":
+            return None
+        pair = self._certificate("broker")
+        return ServerTls(self.ca.cert, pair.cert, pair.key)
+
+    def _start_cluster(self) -> None:
+        self.broker_password_file = os.path.join(self.workdir, "gateway.password")
+        password = secrets.token_hex(16)
+        write_private(self.broker_password_file, password + "\n")
+        self.cluster = NatsCluster(os.path.join(self.workdir, "nats"), {d.device_id: d.secret for d in self.devices},
+                                   password, self._broker_tls()).start()
+        self.front = Front(self.cluster.mqtt_ports).start()
+        self.broker_port = self.front.port
 
     def stop_broker(self, crash: bool = False) -> None:
         """Stop mosquitto (crash: SIGKILL, so it saves nothing on the way out)."""
@@ -127,8 +156,16 @@ class Site:
             self.mosquitto.stop()
 
     @property
+    def _broker_tls_on(self) -> bool:
+        return self.tls and self.broker_kind != "embedded"
+
+    @property
     def broker_url(self) -> str:
-        return "%s://127.0.0.1:%d" % ("mqtts" if self.tls else "mqtt", self.broker_port)
+        """The gateway's --broker: on the cluster, every node's address (it tries them in
+        turn); the devices go through the front."""
+        user = GATEWAY_USER + "@" if self.broker_password_file else ""
+        ports = self.cluster.mqtt_ports if self.cluster is not None else [self.broker_port]
+        return "%s://%s%s" % ("mqtts" if self.tls else "mqtt", user, ",".join("127.0.0.1:%d" % p for p in ports))
 
     def credentials_of(self, gateway: str) -> str:
         """A gateway's platform credentials, where it looks for them."""
@@ -166,7 +203,7 @@ class Site:
         broker = ("embedded" if self.broker_kind == "embedded" else self.broker_url)
         platform = self.proxy.url if self.proxy is not None else self.platform_url
         extra = ["--listen", "127.0.0.1:%d" % self.broker_port] if self.broker_kind == "embedded" else []
-        if self.tls and self.broker_kind == "mosquitto":
+        if self._broker_tls_on:
             extra += ["--broker-ca", self.ca.cert]
         if self.tls:
             extra += ["--platform-ca", self.ca.cert]
@@ -174,6 +211,8 @@ class Site:
             extra += ["--broker-password-file", self.broker_password_file]
         if len(self.gateways) > 1:
             extra += ["--share-group", "site"]
+        if self.broker_kind == "nats-cluster":
+            extra += ["--mqtt-version", "3.1.1"]
         gateway, status_port = start_gateway(os.path.join(self.workdir, name), broker, platform,
                                              os.path.join(self.workdir, name + ".log"), extra)
         self.procs[name] = gateway.proc
@@ -196,8 +235,12 @@ class Site:
             cfg["params"] = d.params
         if d.log_telemetry:
             cfg["log_telemetry"] = True
-        # the map inlined, as edgectl provision does: a board has no map files
-        cfg["map"] = board_map(profile_map(d.profile, d.map))
+        cfg["bus"].update(d.bus)
+        if "protocol" in d.bus:
+            del cfg["bus"]["slave"], cfg["bus"]["baud"]      # the protocol's own default baud
+        else:
+            # the map inlined, as edgectl provision does: a board has no map files
+            cfg["map"] = board_map(profile_map(d.profile, d.map))
         cfg.update(d.config)
         return cfg
 
@@ -207,7 +250,8 @@ class Site:
         self._spawn("sim-" + d.device_id, self._cli("tools.testbench.simulate") + [
             "--profile", d.profile, "--trace", os.path.abspath(d.trace), "--port", bus.b,
             "--speed", str(d.speed), "--anchor", repr(self.anchor), "--faults", d.faults]
-            + (["--map", d.map] if d.map else []))
+            + (["--map", d.map] if d.map else [])
+            + (["--protocol", d.bus["protocol"], "--address", d.bus["address"]] if "protocol" in d.bus else []))
         self.start_agent(d)
 
     def start_agent(self, d: Device) -> None:
@@ -215,7 +259,7 @@ class Site:
         os.makedirs(home, exist_ok=True)
         cfg_path = os.path.join(home, "config.json")
         cfg = self.agent_config(d, self.buses[d.device_id].a)
-        if self.tls and self.broker_kind == "mosquitto":
+        if self._broker_tls_on:
             # as provisioning does it: the CA in DER beside the config
             with open(os.path.join(home, "ca.der"), "wb") as fh:
                 fh.write(der_certificate(self.ca.cert))
@@ -269,6 +313,9 @@ class Site:
         self.buses.clear()
         if self.mosquitto:
             self.mosquitto.stop()
+        for part in (self.front, self.cluster):
+            if part is not None:
+                part.stop()
         if self.proxy is not None:
             self.proxy.stop()
 
