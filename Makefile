@@ -39,8 +39,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: setup
 	$(BIN)/edgectl demo
 
+# two workers, a test file each at a time (pytest-xdist): most of the suite waits on
+# real processes (agents, brokers, gateways), so two at once take about two thirds of
+# the time of one after the other
 test: setup browser lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # the linter configured in pyproject.toml ([tool.ruff])
 lint: setup

@@ -17,19 +17,18 @@ MAX_READ = 125          # 0x7D registers per read
 EXCEPTION_LEN = 5       # slave, fc|0x80, code, CRC lo, CRC hi: the shortest valid reply
 MAX_ADU = 256           # 1 address + 253 PDU + 2 CRC
 
-# Exception codes 1..11 (07 is libmodbus' legacy negative acknowledge).
-EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target failed to respond",
-}
+# Exception codes 1..11 (07 is libmodbus' legacy negative acknowledge; 09 is none): one
+# string, cut when an exception is raised, not a dict of ten strings kept for good (on a
+# board about 400 bytes of heap less)
+_EXCEPTION_NAMES = ("illegal function|illegal data address|illegal data value|server device failure|"
+                    "acknowledge|server device busy|negative acknowledge|memory parity error||"
+                    "gateway path unavailable|gateway target failed to respond")
+
+
+def exception_name(code):
+    """The Modbus name of an exception code, or "unknown"."""
+    names = _EXCEPTION_NAMES.split("|")
+    return names[code - 1] if 1 <= code <= len(names) and names[code - 1] else "unknown"
 
 
 # Any failed exchange; .kind is the number written into device.comm_fault (edge.bus.KINDS).
@@ -44,7 +43,7 @@ class ModbusException(ModbusError):
     kind = 3
 
     def __init__(self, code, function=0):
-        name = EXCEPTION_NAMES.get(code, "unknown")
+        name = exception_name(code)
         super().__init__("exception %d (%s) on function %d" % (code, name, function))
         self.code = code
         self.function = function

@@ -112,7 +112,9 @@ def test_ebike_episodes_with_flicker_reach_the_platform_once_per_stop(tmp_path):
     assert [e["values"]["floor"] for e in bikes] == [3, 7], bikes       # one report a stop, flicker and all
     for e, (floor, first, last) in zip(bikes, stops):
         assert e["action"] == "report"
-        # from the vote's first or second detection to the last one at that stop
-        assert last - first - 1 <= e["values"]["held_s"] <= last - first, (e, first, last)
+        # from the vote's first or second detection to the last one at that stop; a poll
+        # that runs late on a loaded machine is skipped (edge/agent.py), which can miss
+        # the first or the last detection: a second or two less, never more
+        assert last - first - 3 <= e["values"]["held_s"] <= last - first, (e, first, last)
     assert not [e for e in events if e["action"] == "raise"], "an e-bike stop raised an alarm"
     assert "ebike" not in [e for e in events if e["type"] == "telemetry.elevator"][0]["values"]
