@@ -104,12 +104,17 @@ def profile_traces(work: str, days: float = 1.0) -> dict[str, str]:
 def run_agent(mpy_dir: str, work: str, profile: str, trace: str, heap_kb: int) -> subprocess.CompletedProcess:
     """mp_bench: the agent of one profile over a words trace, under a heap cap; its
     figures are the last line of stdout (JSON). A MemoryError is an exit status of 1."""
-    state = os.path.join(work, "state-" + profile)
-    shutil.rmtree(state, ignore_errors=True)
+    state = "state-" + profile
+    shutil.rmtree(os.path.join(work, state), ignore_errors=True)
     # cwd outside the repo: MicroPython searches '' first and would compile the .py
-    # sources in RAM instead of loading the .mpy
+    # sources in RAM instead of loading the .mpy. Paths relative to it: the agent builds
+    # its outbox's file names from the state directory's, and every import a module
+    # path from MICROPYPATH's; a board's are a few characters ("/state", "/lib"), not a
+    # temporary directory's forty or more (which cost heap, and made the result depend
+    # on where pytest put it)
     return subprocess.run([runtime.micropython(), "-X", "heapsize=%dk" % heap_kb, "-m", "tools.testbench.mp_bench",
-                           profile, trace, state], env=dict(os.environ, MICROPYPATH=".frozen:" + mpy_dir),
+                           profile, os.path.relpath(trace, work), state],
+                          env=dict(os.environ, MICROPYPATH=".frozen:" + os.path.relpath(mpy_dir, work)),
                           capture_output=True, text=True, cwd=work)
 
 

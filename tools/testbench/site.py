@@ -266,14 +266,18 @@ class Site:
             cfg["broker"].update(tls=True, ca="ca.der")
         with open(cfg_path, "w") as fh:
             json.dump(cfg, fh)
-        argv = runtime.command(d.runtime, "edge.agent", cfg_path, os.path.join(home, "state"), heap=d.heap)
+        # paths relative to the agent's working directory (the site's): a board's are a
+        # few characters, and under a heap cap every character of them costs (the state
+        # directory's in each outbox file name, MICROPYPATH's in each import)
+        rel = os.path.relpath(home, self.workdir)
+        argv = runtime.command(d.runtime, "edge.agent", os.path.join(rel, "config.json"), os.path.join(rel, "state"),
+                               heap=d.heap)
         env = runtime.micropython_env()
         if d.heap:
             # as on a board: compiled bytecode only, no sources to compile in RAM
-            mpy = os.path.join(self.workdir, "mpy")
-            if not os.path.isdir(mpy):
-                runtime.compile_agent(mpy)
-            env["MICROPYPATH"] = ".frozen:" + mpy
+            if not os.path.isdir(os.path.join(self.workdir, "mpy")):
+                runtime.compile_agent(os.path.join(self.workdir, "mpy"))
+            env["MICROPYPATH"] = ".frozen:mpy"
         self._spawn("agent-" + d.device_id, argv, env=env)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
