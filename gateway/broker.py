@@ -4,7 +4,10 @@
 # certificate checked against --broker-ca or the system's CAs) or mqtt://... (plain: only
 # to a loopback broker, or with --insecure-plain-mqtt). A cluster's nodes are listed in
 # one URL, mqtts://user@n1:8883,n2:8883,n3:8883: the gateway tries them in turn when
-# one fails (docs/broker-cluster.md). The password never comes in the
+# one fails (docs/broker-cluster.md). On a nats-server cluster the gateway may speak
+# NATS instead, to the nodes' client ports: tls://user@n1:4222,... (TLS) or nats://...
+# (plain, with the same rule as mqtt://), so that several gateways share the devices
+# through a queue group (gateway/nats.py). The password never comes in the
 # URL (a command line is visible to every user in /proc): --broker-password-file or
 # $EDGE_GATEWAY_BROKER_PASSWORD. This module is the address and who may log in: parsing
 # the URL and the listen address, the TLS context, the passwords, and the errors.
@@ -23,6 +26,9 @@ from edge.config import is_loopback
 
 DEFAULT_PORT = 1883
 TLS_PORT = 8883
+NATS_PORT = 4222           # NATS: the same port with or without TLS
+# scheme -> (TLS, NATS): which transport ingest uses, and whether it is encrypted
+SCHEMES = {"mqtt": (False, False), "mqtts": (True, False), "nats": (False, True), "tls": (True, True)}
 PASSWORD_ENV = "EDGE_GATEWAY_BROKER_PASSWORD"
 INSECURE_FLAG = "--insecure-plain-mqtt"
 
@@ -40,20 +46,25 @@ class BrokerAddress:
     tls: bool = False
     ca: str | None = None      # the CA file the broker's certificate must chain to; None: the system's
     more: tuple[tuple[str, int], ...] = ()   # a cluster's other nodes (host, port), tried in turn
+    nats: bool = False         # NATS core protocol (nats://, tls://) rather than MQTT
+
+    @property
+    def scheme(self) -> str:
+        return next(name for name, kind in SCHEMES.items() if kind == (self.tls, self.nats))
 
     @property
     def url(self) -> str:
         """The URL without the password, for log lines and error messages."""
         user = (self.username + "@") if self.username else ""
         hosts = ",".join("%s:%d" % node for node in ((self.host, self.port),) + self.more)
-        return "%s://%s%s" % ("mqtts" if self.tls else "mqtt", user, hosts)
+        return "%s://%s%s" % (self.scheme, user, hosts)
 
     def nodes(self) -> list["BrokerAddress"]:
         """One address per node, in the order given (one for a single broker)."""
         return [replace(self, host=host, port=port, more=()) for host, port in ((self.host, self.port),) + self.more]
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """For mqtts://: a client context that checks the broker's certificate and name
+        """For mqtts:// and tls://: a client context that checks the broker's certificate and name
         (made once; the service asks for it at start, so a bad CA file stops the start)."""
         return self._context if self.tls else None
 
@@ -67,7 +78,8 @@ class BrokerAddress:
 
 def parse_broker_url(url: str, password: str | None = None, ca: str | None = None,
                      insecure_plain: bool = False) -> BrokerAddress:
-    """mqtts://[user@]host[:port] or mqtt://...; password and ca come separately. Several
+    """mqtts://[user@]host[:port] or mqtt://... (MQTT), tls://... or nats://... (NATS,
+    gateway/nats.py); password and ca come separately. Several
     hosts, comma-separated (mqtts://user@n1,n2:8884), are the nodes of one cluster: the
     same user, password, CA and rules for each."""
     scheme, sep, rest = url.partition("://")
@@ -85,27 +97,30 @@ def parse_broker_url(url: str, password: str | None = None, ca: str | None = Non
 def _parse_one(url: str, password: str | None, ca: str | None, insecure_plain: bool) -> BrokerAddress:
     parts = urlsplit(url)
     shown = url if parts.password is None else url.replace(":" + parts.password + "@", ":***@", 1)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise BrokerError("broker %r: expected 'embedded', mqtts://host[:port] or mqtt://host[:port]" % shown)
+    if parts.scheme not in SCHEMES or not parts.hostname:
+        raise BrokerError("broker %r: expected 'embedded', mqtts://host[:port], mqtt://host[:port],"
+                          " tls://host[:port] or nats://host[:port] (NATS)" % shown)
     if parts.password is not None:
         raise BrokerError("broker %s: no password in the URL (every user can read a command line in /proc);"
                           " put it in a file only the gateway's user can read (chmod 600) and pass"
                           " --broker-password-file FILE, or set $%s" % (shown, PASSWORD_ENV))
-    tls = parts.scheme == "mqtts"
+    tls, nats = SCHEMES[parts.scheme]
+    secure, secure_port = ("tls", NATS_PORT) if nats else ("mqtts", TLS_PORT)
     try:
-        port = parts.port or (TLS_PORT if tls else DEFAULT_PORT)
+        port = parts.port or (NATS_PORT if nats else TLS_PORT if tls else DEFAULT_PORT)
     except ValueError:
         raise BrokerError("broker %r: the port is not a number" % shown) from None
     if not tls:
         if ca is not None:
-            raise BrokerError("--broker-ca is for a TLS broker: use mqtts://%s:%d" % (parts.hostname, TLS_PORT))
+            raise BrokerError("--broker-ca is for a TLS broker: use %s://%s:%d" % (secure, parts.hostname, secure_port))
         if not (insecure_plain or is_loopback(parts.hostname)):
-            raise BrokerError("broker %s: plain MQTT would send the broker password and every event in clear"
-                              " over the network; use mqtts://%s:%d with --broker-ca FILE (the CA that signed"
+            raise BrokerError("broker %s: plain %s would send the broker password and every event in clear"
+                              " over the network; use %s://%s:%d with --broker-ca FILE (the CA that signed"
                               " the broker's certificate, docs/tls.md), or %s on a network you trust"
-                              % (shown, parts.hostname, TLS_PORT, INSECURE_FLAG))
+                              % (shown, "NATS" if nats else "MQTT", secure, parts.hostname, secure_port,
+                                 INSECURE_FLAG))
     return BrokerAddress(parts.hostname, port, unquote(parts.username) if parts.username else None,
-                         password, tls, ca)
+                         password, tls, ca, nats=nats)
 
 
 def read_password_file(path: str, flag: str = "--broker-password-file") -> str:

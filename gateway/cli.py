@@ -353,14 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Receive events over MQTT, store them, upload them.")
     run.add_argument("--data", default=DEFAULT_DATA, metavar="DIR",
                      help="data directory: %s and the event store (default: %s)" % (FILENAME, DEFAULT_DATA))
-    run.add_argument("--broker", default=EMBEDDED, metavar="embedded|mqtts://HOST:PORT",
+    run.add_argument("--broker", default=EMBEDDED, metavar="embedded|mqtts://HOST:PORT|tls://HOST:PORT",
                      help="'embedded' starts an amqtt broker in-process (default); "
                           "mqtts://[user@]host[:port] uses an external one over TLS, e.g. mosquitto"
                           " (mqtt://: plain, to a loopback broker only unless %s);"
+                          " tls://[user@]host[:port] (nats://: plain) speaks NATS to a nats-server's"
+                          " client port (default 4222), where --share-group is a queue group;"
                           " a cluster's nodes comma-separated, tried in turn: mqtts://user@n1,n2,n3"
                           % INSECURE_FLAG)
     run.add_argument("--broker-ca", default=None, metavar="FILE",
-                     help="mqtts://: the CA certificate (PEM) the broker's must chain to (default: the system's CAs)")
+                     help="mqtts:// or tls://: the CA certificate (PEM) the broker's must chain to"
+                          " (default: the system's CAs)")
     run.add_argument("--broker-password-file", default=None, metavar="FILE",
                      help="the broker password, first line of a file only its owner can read (chmod 600);"
                           " default: $%s. Never in the URL" % PASSWORD_ENV)
@@ -385,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MQTT client id of the persistent session (default: %s<gateway id>)"
                           % ids.GATEWAY_CLIENT_PREFIX)
     run.add_argument("--share-group", default=None, metavar="GROUP",
-                     help="subscribe as $share/GROUP/... so several gateways split the devices")
+                     help="subscribe as $share/GROUP/... so several gateways split the devices"
+                          " (NATS, --broker tls:// or nats://: as the queue group GROUP)")
     run.add_argument("--mqtt-version", choices=sorted(VERSIONS), default=None,
                      help="MQTT protocol to the broker (default: 5, or 3.1.1 for the embedded broker)")
     run.add_argument("--stream", action="append", default=[], metavar="NAME:KEY=VALUE,...",

@@ -33,6 +33,11 @@
 # the gateway also sets Receive Maximum to 65535: the broker may keep that many messages
 # in flight to it, whatever its max_inflight_messages, which is what lets a batch grow
 # past 20.
+#
+# On a nats-server cluster the gateway may speak NATS instead (--broker tls:// or
+# nats://, gateway/nats.py): the same subscriptions as subjects, --share-group as a
+# NATS queue group, the acknowledgements to devices as NATS messages. That path is at
+# most once to the gateway (no session, no PUBACK): see _connect.
 from __future__ import annotations
 
 import asyncio
@@ -49,7 +54,8 @@ from edge.codec import CodecError, Signer, decode, decode_row
 from edge.codes import CODES
 from gateway.broker import BrokerAddress, BrokerError
 from gateway.metrics import Metrics
-from gateway.mqtt import MAX_PACKET, MQTT5, Message, MqttConnection, MqttError, connect
+from gateway import nats
+from gateway.mqtt import MAX_PACKET, MQTT5, BrokerConnection, Message, MqttError, connect
 from gateway.registry import Registry, RegistryError
 from gateway.sqlite import DbThread
 from gateway.store import CommitResult, EventRow, Store
@@ -134,12 +140,12 @@ class Ingest:
         self.commit_every = commit_every
         self.mqtt_version = mqtt_version
         # (connection it came on, message): acks go back on that connection only
-        self._inbox: deque[tuple[MqttConnection, Message]] = deque()
+        self._inbox: deque[tuple[BrokerConnection, Message]] = deque()
         self._arrived = asyncio.Event()
         self._urgent = asyncio.Event()    # something other than telemetry is in the inbox
         self._drained = asyncio.Event()   # set while the inbox is empty and nothing is being committed
         self._drained.set()
-        self._conn: MqttConnection | None = None
+        self._conn: BrokerConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = False
         self._stopping = False
@@ -179,10 +185,22 @@ class Ingest:
         return self._nodes[self._turn % len(self._nodes)]
 
     async def _connect(self) -> None:
-        """TCP, CONNECT (persistent session), SUBSCRIBE QoS 1. Raises OSError or MqttError."""
+        """TCP, CONNECT (persistent session), SUBSCRIBE QoS 1; on NATS (gateway/nats.py)
+        INFO, TLS, CONNECT, SUB in the queue group. Raises OSError or MqttError."""
         node = self._node
-        conn = self._conn = await connect(node.host, node.port, self.mqtt_version,
-                                          self._on_messages, node.ssl_context())
+        conn: BrokerConnection
+        if node.nats:
+            # Core NATS delivers at most once: no session keeps what arrives while the
+            # gateway is away, and a message in flight when it dies is gone. Nothing is
+            # lost by that: a device keeps each event until this gateway's end-to-end
+            # acknowledgement (docs/delivery.md) and sends it again, to whichever member
+            # of the queue group then takes it. A retained status (dev/X/status) is not
+            # delivered to a core NATS subscription: only the live ones reach us.
+            conn = self._conn = await nats.connect(node.host, node.port, self._on_messages,
+                                                   node.ssl_context(), self.share_group)
+        else:
+            conn = self._conn = await connect(node.host, node.port, self.mqtt_version,
+                                              self._on_messages, node.ssl_context())
         # A user name: brokers keep offline messages only for identified sessions (amqtt).
         # In a share group, a session that ends with the connection: a broker hands a
         # member's share to its session even while it is away (mosquitto round-robins to
@@ -194,7 +212,8 @@ class Ingest:
                                        node.password, KEEPALIVE_S, clean_start=self.share_group is not None)
         # Subscribing again after every reconnect costs little and covers a broker
         # that lost the session (restart without persistence).
-        filters = topic_filters(self.share_group)
+        # on NATS the share group is the connection's queue group, not a $share/ prefix
+        filters = topic_filters(None if node.nats else self.share_group)
         granted = await conn.subscribe(filters, 1)
         failures = [f for f, g in zip(filters, granted) if g >= 0x80]
         if failures or len(granted) != len(filters):
@@ -204,8 +223,10 @@ class Ingest:
         self.metrics.inc("ingest.subscriptions")
         self._connected = True
         self.metrics.set_state("broker_connected", 1)
-        log.info("connected to MQTT broker %s as %s (MQTT %s, session present: %s)", node.url,
-                 self.client_id, "5" if self.mqtt_version == MQTT5 else "3.1.1", present)
+        protocol = (("NATS, queue group %s" % self.share_group if self.share_group else "NATS") if node.nats
+                    else "MQTT 5" if self.mqtt_version == MQTT5 else "MQTT 3.1.1")
+        log.info("connected to MQTT broker %s as %s (%s, session present: %s)", node.url,
+                 self.client_id, protocol, present)
 
     async def _stay_connected(self) -> None:
         """After a lost connection: reconnect with backoff, one log line per state change."""
@@ -276,7 +297,7 @@ class Ingest:
 
     # ---- writer: verify, commit, ack -------------------------------------------
 
-    def _on_messages(self, conn: MqttConnection, messages: list[Message]) -> None:
+    def _on_messages(self, conn: BrokerConnection, messages: list[Message]) -> None:
         """From the connection's data_received: every message one read completed."""
         self._inbox.extend(zip(repeat(conn), messages))
         self._drained.clear()

@@ -57,28 +57,23 @@ class Message(NamedTuple):
     oversized: int = 0           # a PUBLISH over MAX_PACKET: its size; its payload was dropped unread
 
 
-class MqttConnection(asyncio.Protocol):
-    """One connection to the broker. Created by connect(); messages go to on_messages,
-    called once per read with every PUBLISH that read completed, in arrival order."""
+class BrokerConnection(asyncio.Protocol):
+    """What ingest uses of a connection to the broker, whatever the protocol (this
+    module's MQTT, gateway/nats.py's NATS): messages to on_messages, once per read with
+    every message that read completed; ack, publish_many, disconnect, abort, closed (a
+    future whose result says why it closed), is_open; and the keepalive below."""
 
-    def __init__(self, version: int, on_messages: Callable[["MqttConnection", list[Message]], None]) -> None:
-        self.version = version
+    PING = b""                   # what _keepalive sends; the broker's answer refreshes _last_heard
+    Error = MqttError            # what a refusal or a lost connection raises (a subclass per protocol)
+
+    def __init__(self, on_messages: Callable[[BrokerConnection, list[Message]], None]) -> None:
         self.on_messages = on_messages
         self.transport: asyncio.Transport | None = None
-        self.session_present = False
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[str] = loop.create_future()   # result: why it closed
-        self._connack: asyncio.Future[int] = loop.create_future()
-        self._subacks: dict[int, asyncio.Future[bytes]] = {}
-        self._next_mid = 1
-        self._buf = bytearray()
-        self._drop = 0               # bytes of an oversized PUBLISH still to come and be dropped
-        self._topics: dict[bytes, str] = {}   # for read_publishes: a topic's bytes -> its str
-        self._heads: dict[str, bytes] = {}    # for _qos0: a topic -> its PUBLISH's variable header
         self._last_heard = loop.time()
         self._pinger: asyncio.Task[None] | None = None
-
-    # ---- asyncio.Protocol ----------------------------------------------------------
+        self._drop = 0               # bytes of an oversized message still to come and be dropped
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -88,12 +83,100 @@ class MqttConnection(asyncio.Protocol):
         why = "connection closed by the broker" if exc is None else "connection lost: %s" % exc
         self._fail(why)
 
-    def data_received(self, data: bytes) -> None:
+    def _heard(self, data: bytes) -> bytes:
+        """For data_received: the broker is alive; what is left of data once the rest of
+        an oversized message (skipped unread) is dropped."""
         self._last_heard = asyncio.get_running_loop().time()
         if self._drop:
             k = min(self._drop, len(data))
             self._drop -= k
             data = data[k:]
+        return data
+
+    def ack(self, mids: list[int]) -> None:
+        """Acknowledge these messages to the broker; nothing where it has no such thing."""
+
+    def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        raise NotImplementedError
+
+    def disconnect(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self._fail("disconnected")
+
+    def abort(self, why: str) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self._fail(why)
+
+    @property
+    def is_open(self) -> bool:
+        return not self.closed.done()
+
+    def _writable(self) -> bool:
+        return not self.closed.done() and self.transport is not None and not self.transport.is_closing()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise self.Error("not connected")
+        self.transport.write(data)
+
+    async def _await(self, fut: "asyncio.Future[T]") -> T:
+        """The answer, or self.Error if the connection closes first."""
+        done, _ = await asyncio.wait([fut, self.closed], return_when=asyncio.FIRST_COMPLETED)
+        if fut in done:
+            return fut.result()
+        raise self.Error(self.closed.result())
+
+    def _fail(self, why: str) -> None:
+        if not self.closed.done():
+            self.closed.set_result(why)
+        if self._pinger is not None:
+            self._pinger.cancel()
+
+    def _start_keepalive(self, keepalive: int) -> None:
+        self._pinger = asyncio.create_task(self._keepalive(keepalive), name="broker-keepalive")
+
+    def _ping(self) -> None:
+        self._write(self.PING)
+
+    async def _keepalive(self, keepalive: int) -> None:
+        """A ping every half keep-alive; a broker silent for 1.5 keep-alives is gone
+        (a half-open TCP connection would otherwise never tell us)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(keepalive / 2)
+            if loop.time() - self._last_heard > keepalive * 1.5:
+                self.abort("no answer from the broker for %.0f s" % (loop.time() - self._last_heard))
+                return
+            try:
+                self._ping()
+            except MqttError:
+                return
+
+
+class MqttConnection(BrokerConnection):
+    """One connection to the broker. Created by connect(); messages go to on_messages,
+    called once per read with every PUBLISH that read completed, in arrival order."""
+
+    PING = mqtt.packet(PINGREQ << 4, b"")
+
+    def __init__(self, version: int, on_messages: Callable[[BrokerConnection, list[Message]], None]) -> None:
+        super().__init__(on_messages)
+        self.version = version
+        self.session_present = False
+        loop = asyncio.get_running_loop()
+        self._connack: asyncio.Future[int] = loop.create_future()
+        self._subacks: dict[int, asyncio.Future[bytes]] = {}
+        self._next_mid = 1
+        self._buf = bytearray()
+        self._topics: dict[bytes, str] = {}   # for read_publishes: a topic's bytes -> its str
+        self._heads: dict[str, bytes] = {}    # for _qos0: a topic -> its PUBLISH's variable header
+
+    # ---- asyncio.Protocol ----------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        data = self._heard(data)
         buf = self._buf
         if buf:
             # what a packet cut by the last read needs: nothing read until it is whole
@@ -206,7 +289,7 @@ class MqttConnection(asyncio.Protocol):
         if code:
             why = CONNACK_311.get(code, "reason 0x%02x" % code) if self.version == MQTT311 else "reason 0x%02x" % code
             raise MqttError("the broker refused the connection: %s" % why)
-        self._pinger = asyncio.create_task(self._keepalive(keepalive), name="mqtt-keepalive")
+        self._start_keepalive(keepalive)
         return self.session_present
 
     async def subscribe(self, filters: list[str], qos: int = 1) -> list[int]:
@@ -221,14 +304,14 @@ class MqttConnection(asyncio.Protocol):
         """PUBACK these packet ids, in this order, in one write. On a connection that is
         gone, nothing: the broker sends them again on the next one (they are stored, so
         the store ignores the repeats) and a commit must never fail for a lost ack."""
-        if mids and not self.closed.done() and self.transport is not None and not self.transport.is_closing():
+        if mids and self._writable():
             self._write(mqtt_receiver.pubacks(mids))
 
     def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
         """PUBLISH each (topic, payload) at QoS 0, in one write. On a connection that is
         gone, nothing: these are the gateway's acknowledgements to devices, and a device
         that misses one sends its events again."""
-        if messages and not self.closed.done() and self.transport is not None and not self.transport.is_closing():
+        if messages and self._writable():
             self._write(b"".join([self._qos0(t, p) for t, p in messages]))
 
     def _qos0(self, topic: str, payload: bytes) -> bytes:
@@ -246,62 +329,20 @@ class MqttConnection(asyncio.Protocol):
 
     def disconnect(self) -> None:
         """A clean DISCONNECT: the session stays (clean_start was False)."""
-        if self.transport is not None and not self.closed.done():
+        if self._writable():
             self._write(mqtt.packet(DISCONNECT << 4, b""))
-            self.transport.close()
-        self._fail("disconnected")
-
-    def abort(self, why: str) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-        self._fail(why)
-
-    @property
-    def is_open(self) -> bool:
-        return not self.closed.done()
+        super().disconnect()
 
     # ---- internals ----------------------------------------------------------------------
-
-    def _write(self, data: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
-            raise MqttError("not connected")
-        self.transport.write(data)
 
     def _mid(self) -> int:
         mid = self._next_mid
         self._next_mid = mid % 65535 + 1
         return mid
 
-    async def _await(self, fut: "asyncio.Future[T]") -> T:
-        """The answer, or MqttError if the connection closes first."""
-        done, _ = await asyncio.wait([fut, self.closed], return_when=asyncio.FIRST_COMPLETED)
-        if fut in done:
-            return fut.result()
-        raise MqttError(self.closed.result())
-
-    def _fail(self, why: str) -> None:
-        if not self.closed.done():
-            self.closed.set_result(why)
-        if self._pinger is not None:
-            self._pinger.cancel()
-
-    async def _keepalive(self, keepalive: int) -> None:
-        """PINGREQ every half keep-alive; a broker silent for 1.5 keep-alives is gone
-        (a half-open TCP connection would otherwise never tell us)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(keepalive / 2)
-            if loop.time() - self._last_heard > keepalive * 1.5:
-                self.abort("no answer from the broker for %.0f s" % (loop.time() - self._last_heard))
-                return
-            try:
-                self._write(mqtt.packet(PINGREQ << 4, b""))
-            except MqttError:
-                return
-
 
 async def connect(host: str, port: int, version: int,
-                  on_messages: Callable[[MqttConnection, list[Message]], None],
+                  on_messages: Callable[[BrokerConnection, list[Message]], None],
                   tls: ssl.SSLContext | None = None) -> MqttConnection:
     """Open the TCP connection, with TLS if tls is given (the broker's certificate must
     name host); no MQTT handshake yet. Raises OSError (ssl.SSLError is one)."""

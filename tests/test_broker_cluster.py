@@ -17,6 +17,7 @@ needs besides.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -25,22 +26,28 @@ from test_chaos import booted, fleet, judge, settle
 from gateway.broker import BrokerError, parse_broker_url
 from tools.common.boards import load_board
 from tools.common.credentials import device_acl, gateway_acl
-from tools.testbench.cluster import permissions, subject
+from gateway.nats import subject_of
+from tools.testbench.cluster import permissions
 from tools.testbench.site import Site
 
-GATEWAY_CLIENT = "edge-gateway-site-gw"     # the Site's one gateway
+GATEWAY_CLIENT = "edge-gateway-site-gw"     # the Site's first gateway
 CONNECTED = "connected to MQTT broker"       # the gateway's log line
 
 
-def reconnected(site: Site, victim: int, connects: int, timeout: float) -> int:
-    """Wait until the gateway says it is connected again (more than connects times) after
+def client_of(gateway: str) -> str:
+    """A Site gateway's client id: gateway -> edge-gateway-site-gw, gateway-2 -> ...-site-gw-2."""
+    return GATEWAY_CLIENT + gateway[len("gateway"):]
+
+
+def reconnected(site: Site, victim: int, connects: int, timeout: float, gateway: str = "gateway") -> int:
+    """Wait until a gateway says it is connected again (more than connects times) after
     the kill of node victim; the index of the node it is on now. (nats-server lists a
     connection once its CONNECT arrives, while the session may still be loading: the
     gateway's own word counts.)"""
     deadline = time.monotonic() + timeout
-    while (site.log_of("gateway").count(CONNECTED) <= connects
-           or (node := site.cluster.node_of(GATEWAY_CLIENT)) in (None, victim)):
-        assert time.monotonic() < deadline, "the gateway found no other node in %.0f s" % timeout
+    while (site.log_of(gateway).count(CONNECTED) <= connects
+           or (node := site.cluster.node_of(client_of(gateway))) in (None, victim)):
+        assert time.monotonic() < deadline, "%s found no other node in %.0f s" % (gateway, timeout)
         time.sleep(0.5)
     return node
 
@@ -88,12 +95,68 @@ def test_killing_a_broker_node_loses_nothing_and_duplicates_nothing(tmp_path, ch
     assert reconnects >= 1
 
 
+def test_two_gateways_share_the_devices_in_a_nats_queue_group(tmp_path, chaos_scale):
+    # nats-server has no MQTT shared subscriptions: the two gateways come as NATS clients
+    # (gateway/nats.py) to the nodes' client ports, TLS, in one queue group; the devices
+    # as before, MQTT through the front. One gateway dies (SIGKILL) and comes back, then
+    # the node the other is on; core NATS delivers at most once to a gateway, and the
+    # devices' resends (no end-to-end acknowledgement came) make up for what died with it
+    heap = "%dk" % load_board("esp32-devkitc")["heap_kb"]
+    devices = [replace(d, heap=heap) for d in fleet(tmp_path)[::3]]
+    started = time.monotonic()
+    with Site(str(tmp_path / "site"), devices, broker="nats-cluster", tls=True, gateways=2) as site:
+        assert site.cluster is not None and site.gateway_nats
+        assert site.broker_url.startswith("tls://gateway@")
+        chaos = booted(site, devices, chaos_scale)
+        chaos.note("site up in %.1f s" % (chaos.t0 - started))
+        chaos.sleep(3)
+        site.kill("gateway-2")
+        chaos.note("kill -9 gateway-2")
+        chaos.sleep(3)
+        site.start_gateway("gateway-2")
+        chaos.note("gateway-2 restarted")
+        chaos.sleep(3)
+        victim = site.cluster.node_of(GATEWAY_CLIENT)
+        assert victim is not None, "the first gateway is on no node"
+        connects = site.log_of("gateway").count(CONNECTED)
+        site.cluster.kill(victim)
+        chaos.note("kill -9 nats-server node %d, the first gateway's" % (victim + 1))
+        moved = reconnected(site, victim, connects, timeout=30)
+        chaos.note("the first gateway is back, on node %d" % (moved + 1))
+        site.cluster.start_node(victim)
+        chaos.note("node %d back" % (victim + 1))
+        chaos.sleep(3)
+        want, events, delivered_ids = settle(site, chaos, devices)
+        logs = [site.log_of(name) for name in site.gateways]
+    judge(want, events, delivered_ids, chaos)
+    # both stored some of the devices' events, and both spoke NATS in the queue group
+    by = Counter(e["gateway"] for e in events)
+    chaos.note("events by gateway: %s" % dict(by))
+    assert set(by) == {"site-gw", "site-gw-2"}, by
+    assert all("NATS, queue group site" in log and "Traceback" not in log for log in logs)
+
+
 def test_the_mosquitto_acl_becomes_nats_permissions():
     # one home for who may do what (tools/common/credentials.py), in NATS subjects
     assert permissions(device_acl("elev-01")) == {"publish": ["dev.elev-01.>"], "subscribe": ["dev.elev-01.cmd.>"]}
     assert permissions(gateway_acl()) == {"publish": ["dev.*.cmd.>"], "subscribe": ["dev.*.ev", "dev.*.status"]}
     # a '.' in a topic level is '//' in the subject (nats-server 2.10 on)
-    assert subject("dev/wm.7/#") == "dev.wm//7.>"
+    assert subject_of("dev/wm.7/#") == "dev.wm//7.>"
+
+
+def test_a_nats_url_names_the_nodes_client_ports():
+    # tls:// and nats:// are the gateway speaking NATS (gateway/nats.py), port 4222 by default
+    broker = parse_broker_url("tls://gateway@127.0.0.1,127.0.0.1:4223", ca=None)
+    assert broker.nats and broker.tls and [n.port for n in broker.nodes()] == [4222, 4223]
+    assert broker.url == "tls://gateway@127.0.0.1:4222,127.0.0.1:4223"
+    assert parse_broker_url("nats://127.0.0.1").url == "nats://127.0.0.1:4222"
+    assert not parse_broker_url("mqtts://h").nats
+    # plain NATS has the rule of plain MQTT: loopback only, unless the insecure flag
+    with pytest.raises(BrokerError, match="plain NATS .* use tls://10.0.0.5:4222"):
+        parse_broker_url("nats://10.0.0.5")
+    assert parse_broker_url("nats://10.0.0.5", insecure_plain=True).url == "nats://10.0.0.5:4222"
+    with pytest.raises(BrokerError, match="use tls://127.0.0.1:4222"):
+        parse_broker_url("nats://127.0.0.1", ca="ca.pem")
 
 
 def test_a_cluster_url_lists_its_nodes():

@@ -3,13 +3,16 @@ the tests that kill a broker node mid-run (docs/broker-cluster.md says why nats-
 
     with NatsCluster(workdir, {"elev-01": secret}, gateway_password) as cluster:
         cluster.mqtt_ports          # one MQTT port per node
+        cluster.client_ports        # one NATS client port per node (gateways in a queue group)
         cluster.kill(1)             # SIGKILL, as a crash or a power cut would
         cluster.start_node(1)       # back on the same ports, with its JetStream state
 
 Each device is a user (its id, the password derived from its secret, as for mosquitto)
 allowed what the mosquitto ACL of tools/common/credentials.py allows it, translated to
-NATS subjects; so is the gateway. Sessions and QoS 1 messages live in JetStream streams
-replicated to all three nodes. Every process is started here and stopped here, by its PID.
+NATS subjects; so is the gateway, which may come as an MQTT client or as a NATS client
+(gateway/nats.py: several gateways in a queue group), with the same user. Sessions and
+QoS 1 messages live in JetStream streams replicated to all three nodes. Every process
+is started here and stopped here, by its PID.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from edge.ids import GATEWAY_USER
+from gateway.nats import subject_of
 from tools.common.credentials import device_acl, device_password, gateway_acl, write_private
 from tools.common.mosquitto import ServerTls
 from tools.common.procs import free_port, stop
@@ -60,28 +64,23 @@ def _installed() -> str | None:
     return shutil.which("nats-server") or (SBIN if os.access(SBIN, os.X_OK) else None)
 
 
-def subject(topic_filter: str) -> str:
-    """An MQTT topic filter as the NATS subject its MQTT listener maps it to:
-    dev/+/cmd/# -> dev.*.cmd.>, and a '.' in a level to '//' (nats-server 2.10 on; 2.9
-    refuses a topic with a '.', so a device id with one cannot use it)."""
-    return ".".join({"+": "*", "#": ">"}.get(level, level.replace(".", "//")) for level in topic_filter.split("/"))
-
-
 def permissions(acl: list[str]) -> dict[str, list[str]]:
     """A mosquitto ACL block (credentials.device_acl, gateway_acl) as NATS permissions:
-    `topic write` is publish, `topic read` subscribe. One home for who may do what."""
+    `topic write` is publish, `topic read` subscribe. One home for who may do what. A
+    subject allowed to subscribe is allowed in any queue group too: the gateway's
+    `dev.*.ev` covers its queue subscriptions, its `dev.*.cmd.>` its acknowledgements."""
     allowed: dict[str, list[str]] = {"publish": [], "subscribe": []}
     for line in acl:
         words = line.split()
         if words[:1] == ["topic"]:
-            allowed["publish" if words[1] == "write" else "subscribe"].append(subject(words[2]))
+            allowed["publish" if words[1] == "write" else "subscribe"].append(subject_of(words[2]))
     return allowed
 
 
 @dataclass
 class Node:
     name: str
-    client_port: int        # NATS protocol: nothing of ours uses it, but a server has one
+    client_port: int        # NATS protocol: the gateways in a queue group (gateway/nats.py)
     route_port: int         # cluster routes between the nodes
     mqtt_port: int
     monitor_port: int       # HTTP monitoring: /jsz says when JetStream has a leader
@@ -102,6 +101,10 @@ class NatsCluster:
     @property
     def mqtt_ports(self) -> list[int]:
         return [n.mqtt_port for n in self.nodes]
+
+    @property
+    def client_ports(self) -> list[int]:
+        return [n.client_port for n in self.nodes]
 
     def _users(self) -> list[dict]:
         gateway = permissions(gateway_acl())
@@ -132,8 +135,11 @@ class NatsCluster:
             "system_account": "SYS",
         }
         if self.tls:
-            conf["mqtt"]["tls"] = {"cert_file": os.path.abspath(self.tls.cert),
-                                   "key_file": os.path.abspath(self.tls.key)}
+            # both listeners: the MQTT one (devices, an MQTT gateway) and the NATS clients'
+            # (gateways in a queue group), which then require TLS (INFO tls_required)
+            files = {"cert_file": os.path.abspath(self.tls.cert), "key_file": os.path.abspath(self.tls.key)}
+            conf["mqtt"]["tls"] = files
+            conf["tls"] = dict(files)
         path = os.path.join(self.workdir, node.name + ".conf")
         write_private(path, json.dumps(conf, indent=1))
         return path
@@ -185,9 +191,10 @@ class NatsCluster:
             return json.load(r)
 
     def node_of(self, client_id: str) -> int | None:
-        """The index of the running node an MQTT client is connected to, if any."""
+        """The index of the running node a client is connected to, if any: an MQTT
+        client by its client id, a NATS client by the name in its CONNECT."""
         for i, n in enumerate(self.nodes):
-            if n.proc is not None and any(c.get("mqtt_client") == client_id
+            if n.proc is not None and any(client_id in (c.get("mqtt_client"), c.get("name"))
                                           for c in self.monitor(n, "connz")["connections"]):
                 return i
         return None

@@ -58,8 +58,8 @@ class Site:
                  broker_persistence: bool = True, tls: bool = False, gateways: int = 1):
         self.workdir = os.path.abspath(workdir)
         # gateways: more than one share the devices' events through a shared subscription
-        # (MQTT 5 $share), each with its own store, platform credentials and process name
-        # ("gateway", "gateway-2", ...)
+        # (MQTT 5 $share; on the nats cluster a NATS queue group), each with its own store,
+        # platform credentials and process name ("gateway", "gateway-2", ...)
         self.gateways = ["gateway"] + ["gateway-%d" % i for i in range(2, gateways + 1)]
         # tls: mosquitto listens with TLS only and the platform serves HTTPS, with
         # certificates from a CA of the site's own (self.ca), which the gateway and the
@@ -71,11 +71,11 @@ class Site:
         # broker: "mosquitto", "embedded", or "nats-cluster": three nats-server nodes
         # (self.cluster), every device and the gateway a user of their own; the devices
         # reach them through one loopback front (self.front) as through a site's load
-        # balancer, the gateway with the list of nodes; MQTT 3.1.1 only, so one gateway
-        # (no $share)
-        if broker == "nats-cluster" and gateways > 1:
-            raise ValueError("Site: nats-server has no MQTT shared subscriptions; one gateway on the cluster")
+        # balancer, the gateway with the list of nodes. nats-server has no MQTT shared
+        # subscriptions: one gateway comes as an MQTT client (3.1.1), several as NATS
+        # clients to the nodes' client ports in a queue group (self.gateway_nats)
         self.broker_kind = broker
+        self.gateway_nats = broker == "nats-cluster" and gateways > 1
         self.cluster: NatsCluster | None = None
         self.front: Front | None = None
         self.broker_persistence = broker_persistence
@@ -162,10 +162,14 @@ class Site:
     @property
     def broker_url(self) -> str:
         """The gateway's --broker: on the cluster, every node's address (it tries them in
-        turn); the devices go through the front."""
+        turn), their NATS client ports for gateways in a queue group; the devices go
+        through the front."""
         user = GATEWAY_USER + "@" if self.broker_password_file else ""
-        ports = self.cluster.mqtt_ports if self.cluster is not None else [self.broker_port]
-        return "%s://%s%s" % ("mqtts" if self.tls else "mqtt", user, ",".join("127.0.0.1:%d" % p for p in ports))
+        ports = [self.broker_port]
+        if self.cluster is not None:
+            ports = self.cluster.client_ports if self.gateway_nats else self.cluster.mqtt_ports
+        scheme = ("tls", "nats") if self.gateway_nats else ("mqtts", "mqtt")
+        return "%s://%s%s" % (scheme[0] if self.tls else scheme[1], user, ",".join("127.0.0.1:%d" % p for p in ports))
 
     def credentials_of(self, gateway: str) -> str:
         """A gateway's platform credentials, where it looks for them."""
@@ -211,7 +215,7 @@ class Site:
             extra += ["--broker-password-file", self.broker_password_file]
         if len(self.gateways) > 1:
             extra += ["--share-group", "site"]
-        if self.broker_kind == "nats-cluster":
+        if self.broker_kind == "nats-cluster" and not self.gateway_nats:
             extra += ["--mqtt-version", "3.1.1"]
         gateway, status_port = start_gateway(os.path.join(self.workdir, name), broker, platform,
                                              os.path.join(self.workdir, name + ".log"), extra)
