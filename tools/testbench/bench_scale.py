@@ -167,11 +167,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, default=2000,
                    help="devices, each its own connection and broker account (default 2000)")
     p.add_argument("--rate", type=float, default=2000.0, help="steady phase: events/s in all (default 2000)")
-    p.add_argument("--max-rate", type=float, default=15000.0,
-                   help="saturation phase: events/s offered (default 15000)")
+    p.add_argument("--max-rate", type=float, default=30000.0,
+                   help="saturation phase: events/s offered (default 30000)")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each phase (default 10)")
-    p.add_argument("--window", type=int, default=8,
-                   help="events a device keeps unacknowledged before it holds back (default 8)")
+    p.add_argument("--window", type=int, default=16,
+                   help="events a device keeps unacknowledged before it holds back (default 16)")
     p.add_argument("--instances", type=int, nargs="+", default=[1, 2], metavar="K",
                    help="numbers of gateway instances to run, one after the other (default: 1 2)")
     p.add_argument("--workdir", default=None, help="keep logs and databases here (default: a temp dir, removed)")
