@@ -35,8 +35,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 from gateway.mqtt import MQTT5, Message, MqttConnection, connect
@@ -465,12 +466,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default=None, help="keep logs and databases here (default: a temp dir, removed)")
 
 
+@contextmanager
+def work_dir(given: str | None, name: str, what: str = "") -> Iterator[Path]:
+    """A benchmark's scratch directory: the one given (kept), or a temporary one removed
+    at the end; says where it is and on how many cores the figures were made."""
+    work = Path(given or tempfile.mkdtemp(prefix=name + "-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print("%s on %d cores, work in %s%s" % (name, os.cpu_count() or 0, work, what))
+    try:
+        yield work
+    finally:
+        if given is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def run(args: argparse.Namespace) -> int:
     parts = args.only or ["ingest", "latency", "drain"]
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-delivery-"))
-    work.mkdir(parents=True, exist_ok=True)
-    print("bench-delivery on %d cores, work in %s" % (os.cpu_count() or 0, work))
-    try:
+    with work_dir(args.workdir, "bench-delivery") as work:
         for part in parts:
             sub = work / part
             sub.mkdir(exist_ok=True)
@@ -481,9 +493,6 @@ def run(args: argparse.Namespace) -> int:
                     bench_latency(sub, broker, args.devices, args.telemetry_rate, args.seconds, args.alarm_every)
                 else:
                     bench_drain(sub, broker, args.devices, args.period, args.alarm_every, args.drain_rate)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -27,11 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +37,7 @@ from edge.ids import GATEWAY_USER
 from gateway.registry import Registry
 from tools.common.credentials import BrokerAuth, start_broker
 from tools.testbench import loadgen
-from tools.testbench.bench_delivery import ProcUsage, get_json, wait_for
+from tools.testbench.bench_delivery import ProcUsage, get_json, wait_for, work_dir
 from tools.testbench.services import Service, add_gateway, platform_get, start_gateway, start_platform
 from tools.common.procs import free_port
 
@@ -181,18 +178,12 @@ def run(args: argparse.Namespace) -> int:
     if args.devices < 1 or args.rate <= 0 or args.max_rate <= 0 or args.seconds <= 0 or args.window < 1:
         print("bench-scale: --devices, --rate, --max-rate, --seconds and --window must be above 0", file=sys.stderr)
         return 2
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-scale-"))
-    work.mkdir(parents=True, exist_ok=True)
-    print("bench-scale on %d cores, work in %s; mosquitto, the reference platform and this process (the"
-          " fleet) share them with the gateways" % (os.cpu_count() or 0, work))
-    try:
+    with work_dir(args.workdir, "bench-scale", "; mosquitto, the reference platform and this process (the"
+                  " fleet) share them with the gateways") as work:
         for k in args.instances:
             sub = work / ("k%d" % k)
             sub.mkdir(exist_ok=True)
             bench(sub, k, args.devices, args.rate, args.max_rate, args.seconds, args.window)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
