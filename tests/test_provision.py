@@ -131,6 +131,44 @@ def test_rotate_gives_a_new_secret_everywhere_and_reports_json(tmp_path, site, v
     assert len(boots(events)) >= 2, "no event from the rotated device reached the platform"
 
 
+def test_a_cjt188_meter_is_provisioned_on_a_raspberry_pi_by_its_address(tmp_path):
+    """--protocol cjt188 --meter-address: the config carries the meter's bus (2400 8E1, its
+    address, no register map), and the self-test reads the simulated meter by it."""
+    import threading
+    from tools.testbench import scenarios
+    from tools.testbench.cjt188_meter import run_meter
+    from tools.testbench.vbus import VirtualBus
+    trace = scenarios.write(str(tmp_path / "t.jsonl.gz"), *scenarios.water_meter(seconds=600, flow_from=None))
+    auth = acl.BrokerAuth(str(tmp_path / "gw" / "mosquitto"))
+    broker = acl.start_broker(auth)
+    stop, ready = threading.Event(), threading.Event()
+    root = tmp_path / "root"
+    address = "78330011223344"
+    try:
+        with VirtualBus(str(tmp_path / "bus")) as bus:
+            meter = threading.Thread(target=run_meter, args=(trace, bus.b, address), daemon=True,
+                                     kwargs=dict(stop_event=stop, ready=ready))
+            meter.start()
+            assert ready.wait(10)
+            common = ["provision", "--board", "raspberry-pi", "--root", str(root), "--device-id", "wm-188",
+                      "--profile", "water_meter", "--bus-port", bus.a, "--protocol", "cjt188",
+                      "--broker", "127.0.0.1:%d" % broker.port, "--gateway-data", str(tmp_path / "gw"),
+                      "--build-dir", str(tmp_path / "build")]
+            wrong = edgectl(*common, "--meter-address", "7833001122334")
+            res = edgectl(*common, "--meter-address", address)
+            stop.set()
+            meter.join(10)       # before its pty goes away
+    finally:
+        broker.stop()
+    assert wrong.returncode == 1 and "--meter-address: config.bus.address: a CJ/T 188 address is 14 digits" \
+        in wrong.stderr, wrong.stderr
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "meter %s answered on %s (" % (address, bus.a) in res.stdout and "total=" in res.stdout
+    cfg = json.load(open(root / "etc" / "citynet-edge" / "config.json"))
+    assert cfg["bus"]["protocol"] == "cjt188" and cfg["bus"]["address"] == address
+    assert (cfg["bus"]["baud"], cfg["bus"]["parity"]) == (2400, "E") and "map" not in cfg
+
+
 def test_bad_input_is_refused_before_anything_changes(tmp_path, virtual_board):
     gw_data = str(tmp_path / "gw")
     common = ["provision", "--board", "virtual", "--port", virtual_board["console"], "--gateway-data", gw_data,
@@ -232,7 +270,7 @@ def test_self_test_results_in_plain_words():
         "no answer from slave 3 on /dev/ttyUSB0 at 19200 8E1: check the A/B wiring, the slave id "
         "(edgectl scan) and the baud rate")
     assert "check the baud rate and parity, the 120 ohm termination" in bad({"ok": False, "error": "crc"})
-    assert "two devices may share slave id 3" in bad({"ok": False, "error": "frame"})
+    assert "two devices may answer as slave 3" in bad({"ok": False, "error": "frame"})
     assert "it is probably not a device of profile elevator" in bad(
         {"ok": False, "error": "exception", "detail": "exception 2"})
     reading = {"ok": True, "reading": {"speed": 0.0}}

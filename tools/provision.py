@@ -61,6 +61,17 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--parity", choices=line.PARITIES, help="parity (default %s)" % line.PARITY)
     g.add_argument("--stop-bits", type=int, choices=(1, 2), help="stop bits (default 1, or 2 without parity)")
     g.add_argument("--slave", type=int, help="Modbus slave id, 1..247 (default 1)")
+    g.add_argument("--protocol", choices=line.PROTOCOLS,
+                   help="the sensor's bus protocol: modbus (default), or cjt188 for a CJ/T 188 household water"
+                        " meter (2400 8E1 by default; docs/cjt188.md)")
+    g.add_argument("--meter-address", metavar="DIGITS",
+                   help="cjt188: the meter's address, 14 digits as on its label (maker, then meter number); "
+                        "edgectl scan --protocol cjt188 finds it")
+    g.add_argument("--meter-type", type=lambda v: int(v, 0), metavar="T",
+                   help="cjt188: the meter type, e.g. 0x10 cold water (the default)")
+    g.add_argument("--di-order", type=int, choices=(2004, 2018),
+                   help="cjt188: the data identifier's byte order the meter expects: 2004 (90 1F, the default) "
+                        "or 2018 (1F 90)")
     g.add_argument("--map", help="the sensor's register map: a shipped map's name (edge/maps) or a map file "
                                  "(default: the profile's); put into the board's config")
     g.add_argument("--word-order", choices=regmap.ORDERS,

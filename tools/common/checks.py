@@ -13,16 +13,16 @@ from tools.common import credentials as acl
 from tools.common.report import StepFailed
 from tools.common.rs485 import line_settings
 
-# what the self-test's Modbus error kinds mean on site
+# what the self-test's bus error kinds mean on site: {who} is the device on the bus (a
+# Modbus slave, a CJ/T 188 meter), {find} how to find its id or address
 BUS_ADVICE = {
-    "timeout": "no answer from slave {slave} on {port} at {line}: check the A/B wiring, the slave id "
-               "(edgectl scan) and the baud rate",
-    "crc": "replies from slave {slave} on {port} fail their CRC at {line}: check the baud rate and parity, "
+    "timeout": "no answer from {who} on {port} at {line}: check the A/B wiring, {find} and the baud rate",
+    "crc": "replies from {who} on {port} fail their check at {line}: check the baud rate and parity, "
            "the 120 ohm termination at both ends and the cable shield",
-    "frame": "malformed replies on {port} at {line}: two devices may share slave id {slave}, or the baud "
-             "rate is wrong; check with edgectl scan",
-    "exception": "slave {slave} on {port} refused the read ({detail}): it is probably not a device of "
-                 "profile {profile}, or its register map differs; check --profile and the slave id",
+    "frame": "malformed replies on {port} at {line}: two devices may answer as {who}, or the baud rate is "
+             "wrong; check {find}",
+    "exception": "{who} on {port} refused the read ({detail}): it is probably not a device of "
+                 "profile {profile}, or its register map differs; check --profile and {find}",
     "open": "the board cannot open its sensor port {port} ({detail}): check --bus-port",
 }
 
@@ -37,12 +37,16 @@ def judge(report: dict, cfg: dict, seen: bool | None = None, why_unseen: str = "
     b = cfg["bus"]
     line = line_settings(b["baud"], b["parity"], b["stop"])
     bus = report["bus"]
+    if b.get("protocol") == "cjt188":
+        who, find = "meter %s" % b["address"], "the meter's address (edgectl scan --protocol cjt188)"
+    else:
+        who, find = "slave %d" % b["slave"], "the slave id (edgectl scan)"
     if bus["ok"]:
         reading = ", ".join("%s=%s" % kv for kv in sorted(bus["reading"].items()))
-        good.append("slave %d answered on %s (%s)" % (b["slave"], b["port"], reading))
+        good.append("%s answered on %s (%s)" % (who, b["port"], reading))
     else:
         advice = BUS_ADVICE.get(bus["error"], "the sensor read failed on {port}: {detail}")
-        bad.append(advice.format(slave=b["slave"], port=b["port"], line=line, profile=cfg["profile"],
+        bad.append(advice.format(who=who, find=find, port=b["port"], line=line, profile=cfg["profile"],
                                  detail=bus.get("detail", "")))
     br = report["broker"]
     where = "%s:%d" % (cfg["broker"]["host"], cfg["broker"]["port"])

@@ -8,7 +8,7 @@ import argparse
 import copy
 import json
 
-from edge import config as schema
+from edge import config as schema, line
 from edge.reads import ROW
 from tools.common import credentials as acl
 from tools.common.report import StepFailed
@@ -18,6 +18,8 @@ FLAGS = {
     "device_id": "--device-id", "profile": "--profile", "bus.port": "--bus-port", "bus.baud": "--baud",
     "bus.parity": "--parity", "bus.stop": "--stop-bits", "bus.slave": "--slave",
     "bus.word_order": "--word-order", "bus.timeout_ms": "--timeout-ms", "bus.retries": "--retries",
+    "bus.protocol": "--protocol", "bus.address": "--meter-address", "bus.meter_type": "--meter-type",
+    "bus.di_order": "--di-order",
     "broker.host": "--broker", "broker.port": "--broker", "broker.ca": "--broker-ca",
 }
 CA_FILE = "ca.der"    # the site CA on the board, beside config.json (DER: what MicroPython's ssl loads)
@@ -61,10 +63,18 @@ def build_config(args, existing: dict | None, device_id: str, secret: str, spec:
     bus = cfg.setdefault("bus", {})
     if args.parity is not None and args.stop_bits is None:
         bus.pop("stop", None)    # a new parity: the stop bits follow it again (edge/line.py)
+    if getattr(args, "protocol", None) is not None and args.protocol != bus.get("protocol", line.PROTOCOLS[0]):
+        # another protocol: the other one's settings go, its default baud rate comes
+        for key in ("address", "meter_type", "di_order", "valve_control", "baud", "slave", "word_order"):
+            bus.pop(key, None)
     for key, flag in (("baud", "baud"), ("parity", "parity"), ("stop", "stop_bits"), ("slave", "slave"),
-                      ("word_order", "word_order"), ("timeout_ms", "timeout_ms"), ("retries", "retries")):
-        if getattr(args, flag) is not None:
+                      ("word_order", "word_order"), ("timeout_ms", "timeout_ms"), ("retries", "retries"),
+                      ("protocol", "protocol"), ("address", "meter_address"), ("meter_type", "meter_type"),
+                      ("di_order", "di_order")):
+        if getattr(args, flag, None) is not None:
             bus[key] = getattr(args, flag)
+    if bus.get("protocol") == line.PROTOCOLS[1]:
+        cfg.pop("map", None)     # a CJ/T 188 meter's reply is the standard's: no register map
     if bus_port:
         bus["port"] = bus_port
     # the board's wiring and flash (UART pins, DE/RE, watchdog, outbox size) go in
@@ -133,7 +143,8 @@ def validate(cfg: dict) -> dict:
         raise StepFailed("the %s profile needs %s" % (cfg["profile"], " and ".join(
             "--site %s=VALUE (%s)" % (p.partition(".")[2], schema.SCHEMA[p][3]) for p in missing)))
     checked = schema.validate(copy.deepcopy(cfg))
-    checked["map"] = board_map(checked["map"])
+    if checked.get("map") is not None:           # none for a CJ/T 188 meter
+        checked["map"] = board_map(checked["map"])
     from edge.pipeline import load_module, merge_params
     from edge.detect import common
     det = load_module("edge.detect." + checked["profile"])
