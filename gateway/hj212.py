@@ -32,6 +32,8 @@ VERSIONS = {"2017": 1, "2025": 2}   # Flag=4 / Flag=8 for a plain packet
 # Table 6 / Table 7
 EXE_OK = "1"
 QN_READY = "1"
+QN_REFUSED = "2"
+QN_BAD_PW = "3"
 # Table 1 defaults for GPRS/CDMA/LTE links: 10 s, 3 retries (ADSL: 5 s, 3)
 OVERTIME_S = 10
 RECOUNT = 3

@@ -59,6 +59,7 @@ class Hj212Server:
         self.ack = True                  # tests: False drops the 9014s (a platform that lost them)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.replies: list[tuple[str, dict[str, str]]] = []   # the sites' 9011 and 9012, in order
 
     async def start(self) -> int:
         self.conn = connect(self.db_path)
@@ -105,6 +106,7 @@ class Hj212Server:
                         self._refuse(ev.reason, peer, ev.raw)
                     elif ev.cn in (hj212.CN_QN_REPLY, hj212.CN_EXE_REPLY):
                         log.info("HJ 212 from %s: %s %s", peer, ev.cn, ev.cp)
+                        self.replies.append((ev.cn, dict(ev.cp)))
                     elif (why := check(ev)) is not None:
                         self._refuse(why, peer, repr(ev).encode())
                     else:

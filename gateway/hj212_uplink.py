@@ -66,6 +66,9 @@ CREATE INDEX IF NOT EXISTS hj212_unacked ON hj212_out (made_at) WHERE acked_at I
 -- the events rowid the next scan starts after: held back to the first row of the oldest
 -- open period, so a restart reads that period's rows again and closes it whole
 CREATE TABLE IF NOT EXISTS hj212_cursor (one INTEGER PRIMARY KEY CHECK (one = 0), after INTEGER NOT NULL);
+-- what the platform last set with CN=1000: it holds until it sets them again, restarts included
+CREATE TABLE IF NOT EXISTS hj212_timeouts (one INTEGER PRIMARY KEY CHECK (one = 0), overtime INTEGER NOT NULL,
+                                           recount INTEGER NOT NULL);
 """
 
 
@@ -238,13 +241,20 @@ class Hj212Uplink:
 
     # ---- the store side (on the DB thread) ---------------------------------------------
 
-    def _open_tables(self) -> int:
+    def _open_tables(self) -> tuple[int, tuple[int, int] | None]:
+        """The cursor, and the timeout and retries the platform set (None: never)."""
         c = self.store.conn
         c.executescript(SCHEMA)
         row = c.execute("SELECT after FROM hj212_cursor").fetchone()
         top = c.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
+        timeouts = c.execute("SELECT overtime, recount FROM hj212_timeouts").fetchone()
         # a delete of the newest rows lets SQLite hand their rowids out again: never past the top
-        return min(row[0] if row else 0, top)
+        return min(row[0] if row else 0, top), (tuple(timeouts) if timeouts else None)
+
+    def _save_timeouts(self, overtime: int, recount: int) -> None:
+        with transaction(self.store.conn) as c:
+            c.execute("INSERT INTO hj212_timeouts (one, overtime, recount) VALUES (0, ?, ?) ON CONFLICT (one)"
+                      " DO UPDATE SET overtime = excluded.overtime, recount = excluded.recount", (overtime, recount))
 
     def _scan(self, now: float) -> int:
         c = self.store.conn
@@ -292,7 +302,9 @@ class Hj212Uplink:
     # ---- the loops ------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.cursor = await self.db.call(self._open_tables)
+        self.cursor, timeouts = await self.db.call(self._open_tables)
+        if timeouts is not None:
+            self.overtime, self.recount = timeouts
         self.ready.set()                     # what a previous run left unacknowledged
         sender = asyncio.create_task(self._send_loop(), name="hj212-send")
         try:
@@ -392,15 +404,21 @@ class Hj212Uplink:
                 elif ev.cn == hj212.CN_DATA_ACK and ev.qn in self.waiting:
                     self.waiting[ev.qn].done() or self.waiting[ev.qn].set_result(None)
                 elif ev.cn == hj212.CN_SET_TIMEOUT:
-                    self._set_timeout(ev, writer)
+                    await self._set_timeout(ev, writer)
 
-    def _set_timeout(self, p: hj212.Packet, writer: asyncio.StreamWriter) -> None:
-        """CN=1000: 9011 (accepted or refused), then on success the new values and 9012."""
+    async def _set_timeout(self, p: hj212.Packet, writer: asyncio.StreamWriter) -> None:
+        """CN=1000: 9011 (accepted, refused, or a wrong PW), then on success the new values,
+        kept in the store so that they outlive a restart, and 9012."""
         got = hj212.timeouts_of(p)
         v = self.cfg.version
-        writer.write(hj212.build(hj212.reply(p, hj212.CN_QN_REPLY, "QnRtn", hj212.QN_READY if got else "2", v)))
-        if got is None:
+        code = hj212.QN_BAD_PW if p.pw != self.cfg.password else hj212.QN_READY if got else hj212.QN_REFUSED
+        writer.write(hj212.build(hj212.reply(p, hj212.CN_QN_REPLY, "QnRtn", code, v)))
+        if code != hj212.QN_READY or got is None:
+            self.metrics.inc("hj212.commands_refused")
+            log.warning("HJ 212: refused a CN=1000 from the platform (%s)",
+                        "wrong PW" if code == hj212.QN_BAD_PW else "OverTime or ReCount missing or out of range")
             return
+        await self.db.call(self._save_timeouts, *got)
         self.overtime, self.recount = got
         log.info("HJ 212: the platform set the reply timeout to %d s and the retries to %d", *got)
         writer.write(hj212.build(hj212.reply(p, hj212.CN_EXE_REPLY, "ExeRtn", hj212.EXE_OK, v)))

@@ -112,6 +112,39 @@ def test_an_unacknowledged_packet_is_sent_again_after_a_restart(tmp_path: Path, 
     asyncio.run(main())
 
 
+def test_the_platform_sets_the_timeout_and_retries_which_outlive_a_restart(tmp_path: Path, mosquitto: Any) -> None:
+    setup(tmp_path)
+
+    async def until(check: Any) -> None:
+        for _ in range(int(WAIT_S / 0.05)):
+            if check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("timed out")
+
+    async def main() -> None:
+        async with PlatformServer(tmp_path / "platform.sqlite") as p, \
+                Hj212Server(tmp_path / "platform.sqlite") as hj:
+            async with Gateway(config(tmp_path, p, hj, mosquitto.url, password="654321")) as gw:
+                await publish(gw, episode()[:1])                 # the site connects to send it
+                await gw.metrics.wait_until(lambda: gw.metrics.get("hj212.acked") == 1, WAIT_S)
+                assert gw.hj212 is not None
+                hj.set_timeouts(7, 4, pw="123456")               # not this site's password
+                await until(lambda: hj.replies)
+                assert hj.replies == [("9011", {"QnRtn": "3"})]
+                assert (gw.hj212.overtime, gw.hj212.recount) == (10, 3)      # Table 1's defaults
+                hj.set_timeouts(7, 4, pw="654321")
+                await until(lambda: len(hj.replies) == 3)
+                assert hj.replies[1:] == [("9011", {"QnRtn": "1"}), ("9012", {"ExeRtn": "1"})]
+                assert (gw.hj212.overtime, gw.hj212.recount) == (7, 4)
+                assert gw.metrics.get("hj212.commands_refused") == 1
+            async with Gateway(config(tmp_path, p, hj, mosquitto.url, password="654321")) as gw:
+                assert gw.hj212 is not None
+                await until(lambda: gw.hj212 is not None and gw.hj212.overtime == 7)
+                assert gw.hj212.recount == 4
+    asyncio.run(main())
+
+
 def test_the_hj212_uplink_is_refused_in_clear_off_loopback_and_without_a_password_file(
         tmp_path: Path, capsys: Any) -> None:
     from gateway.cli import main
