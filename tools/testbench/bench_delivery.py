@@ -46,11 +46,10 @@ from gateway.service import Gateway, GatewayConfig
 from gateway.streams import DEFAULT_STREAMS
 from tools.common.mosquitto import Mosquitto
 from tools.common.procs import free_port
-from tools.testbench.devices import Publisher, event_topic, signed_event
+from tools.testbench.devices import T0, TELEMETRY, Publisher, event_topic, signed_event
 from tools.testbench.services import Service, add_gateway, platform_get, start_gateway, start_platform
 
 SECRET = "42" * 32
-T0 = 1_700_000_000
 # tools/common/mosquitto.py already writes what the gateway needs (docs/delivery.md: no cap on
 # an offline session's queue, persistence); the benchmark only saves less often, so the
 # broker's periodic save does not land inside a measurement.
@@ -66,10 +65,6 @@ def devices(n: int) -> list[tuple[str, str]]:
     return [("elev-%03d" % i, "elevator") if i % 2 == 0 else ("wm-%03d" % i, "water_meter") for i in range(n)]
 
 
-# every field of the event (edge/codes.py), as a real device sends it
-TELEMETRY = {"elevator": ("telemetry.elevator", {"mode": 1, "dir": 1, "speed": 1.5, "floor": 3, "door": 0,
-                                                 "zone": 1, "occupied": 1, "fault": 0}),
-             "water_meter": ("telemetry.water_meter", {"total": 1234.567, "flow": 0.25, "battery": 3.6})}
 ALARM = {"elevator": ("elevator.entrapment", {"floor": 7, "duration_s": 61}),
          "water_meter": ("water.leak", {"duration_s": 3600, "flow": 0.12})}
 

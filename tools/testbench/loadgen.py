@@ -17,22 +17,17 @@ import hashlib
 import math
 import resource
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from edge import ack, codec, mqtt
 from edge.codes import ACTIONS, code_of
 from gateway.broker import device_password
+from tools.testbench.devices import T0, TELEMETRY
 
-T0 = 1_700_000_000
 KEEPALIVE_S = 60
 CONNECT_TIMEOUT_S = 30.0
 CONNECTING_AT_ONCE = 200      # TCP + CONNECT + SUBSCRIBE handshakes in flight
-# every field of the event (edge/codes.py), as a real device sends it
-TELEMETRY = {"elevator": ("telemetry.elevator", {"mode": 1, "dir": 1, "speed": 1.5, "floor": 3, "door": 0,
-                                                 "zone": 1, "occupied": 1, "fault": 0}),
-             "water_meter": ("telemetry.water_meter", {"total": 1234.567, "flow": 0.25, "battery": 3.6})}
-
-
 def site(n: int, prefix: str = "") -> list[tuple[str, str, str]]:
     """n devices, half elevators, half water meters: (id, profile, secret hex); each its
     own secret, so each its own broker password."""
@@ -81,7 +76,7 @@ class _Device(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.seq = 0                          # the last event made
-        self.queue: list[bytes] = []          # PUBLISH packets made ahead, in seq order
+        self.queue: deque[bytes] = deque()    # PUBLISH packets made ahead, in seq order
         self.unacked: dict[int, float] = {}   # seq -> when it was sent
 
     def prepare(self, n: int) -> None:
@@ -141,7 +136,7 @@ class _Device(asyncio.Protocol):
         if len(self.unacked) >= window or not self.queue or self.transport is None:
             return False
         self.unacked[self.seq - len(self.queue) + 1] = time.monotonic()
-        self.transport.write(self.queue.pop(0))
+        self.transport.write(self.queue.popleft())
         return True
 
 
